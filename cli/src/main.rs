@@ -1,0 +1,64 @@
+//! `hookstream`: the operators' command.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use hookstream_core::config::{self, ConfigError};
+
+mod config_file;
+mod migrate;
+mod topics;
+
+use config_file::CliConfig;
+
+/// Operate a hookstream installation: schema, topics, accounts, replay, DLQ, lag.
+#[derive(Parser)]
+#[command(name = "hookstream", version, about)]
+struct Cli {
+    /// TOML configuration file (environment: HOOKSTREAM_CONFIG); `HOOKSTREAM_*` variables
+    /// override it.
+    #[arg(long, global = true, env = "HOOKSTREAM_CONFIG")]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Apply pending database migrations (a no-op when there are none).
+    Migrate,
+    /// Manage the pipeline's Kafka topics.
+    #[command(subcommand)]
+    Topics(topics::TopicsCommand),
+}
+
+/// Exit code for bad input (also clap's).
+const EXIT_USAGE: u8 = 2;
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let config = match config::load::<CliConfig>(cli.config.as_deref()) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("hookstream: {e}");
+            return ExitCode::from(match e {
+                ConfigError::MissingFile(_) | ConfigError::Parse(_) | ConfigError::Invalid { .. } => {
+                    EXIT_USAGE
+                }
+            });
+        }
+    };
+    let result = match cli.command {
+        Command::Migrate => migrate::run(&config).await,
+        Command::Topics(cmd) => topics::run(&config, cmd).await,
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("hookstream: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

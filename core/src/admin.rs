@@ -1,0 +1,83 @@
+//! The operational HTTP surface every service has: `/healthz`, `/readyz`, `/metrics`.
+//! Ingest mounts it beside its API; dispatcher and retrier serve it alone.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::routing::get;
+use axum::{Json, Router};
+use metrics_exporter_prometheus::PrometheusHandle;
+use serde_json::json;
+use sqlx::PgPool;
+use tokio_util::sync::CancellationToken;
+
+use crate::kafka::ClusterProbe;
+
+/// What `/readyz` checks and what `/metrics` renders.
+#[derive(Clone)]
+pub struct Health {
+    /// Prometheus recorder handle.
+    pub metrics: PrometheusHandle,
+    /// Probe of the Kafka cluster.
+    pub kafka: ClusterProbe,
+    /// The database pool.
+    pub database: PgPool,
+}
+
+impl Health {
+    /// Checks broker metadata and the database, each within a short timeout.
+    pub async fn readiness(&self) -> Result<(), Vec<String>> {
+        let (kafka, db) = tokio::join!(
+            self.kafka.check(Duration::from_secs(2)),
+            tokio::time::timeout(Duration::from_secs(2), crate::db::ping(&self.database)),
+        );
+        let mut failures = Vec::new();
+        if let Err(e) = kafka {
+            failures.push(e.to_string());
+        }
+        if !matches!(db, Ok(true)) {
+            failures.push("database unreachable".to_owned());
+        }
+        if failures.is_empty() {
+            Ok(())
+        } else {
+            Err(failures)
+        }
+    }
+}
+
+/// Routes `/healthz`, `/readyz` and `/metrics`.
+pub fn router(health: Health) -> Router {
+    Router::new()
+        .route("/healthz", get(|| async { Json(json!({"status": "ok"})) }))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .with_state(health)
+}
+
+async fn readyz(State(health): State<Health>) -> (StatusCode, Json<serde_json::Value>) {
+    match health.readiness().await {
+        Ok(()) => (StatusCode::OK, Json(json!({"status": "ready"}))),
+        Err(failures) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({"status": "unavailable", "failures": failures})),
+        ),
+    }
+}
+
+async fn metrics(State(health): State<Health>) -> String {
+    health.metrics.render()
+}
+
+/// Serves `router` on `addr` until `shutdown` is cancelled.
+pub async fn serve(
+    addr: SocketAddr,
+    router: Router,
+    shutdown: CancellationToken,
+) -> std::io::Result<()> {
+    let listener = tokio::net::TcpListener::bind(addr).await?;
+    tracing::info!(%addr, "admin http listening");
+    axum::serve(listener, router).with_graceful_shutdown(shutdown.cancelled_owned()).await
+}

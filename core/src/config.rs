@@ -1,0 +1,454 @@
+//! Typed configuration: compiled-in defaults, then an optional TOML file, then
+//! `HOOKSTREAM_*` environment variables (`HOOKSTREAM_KAFKA__BROKERS=…` sets `kafka.brokers`).
+//!
+//! Each service owns one struct made of the sections below; [`load`] reads and validates it
+//! once at start, and every error names the key at fault.
+
+use std::collections::{BTreeMap, HashSet};
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use figment::providers::{Env, Format, Serialized, Toml};
+use figment::Figment;
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use url::Url;
+
+use crate::topics::{self, Topics, DEFAULT_RETRY_SCHEDULE};
+
+/// Environment variable prefix for overrides.
+pub const ENV_PREFIX: &str = "HOOKSTREAM_";
+
+/// Why a configuration could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The named file does not exist.
+    #[error("config file {0} does not exist")]
+    MissingFile(String),
+    /// A value could not be parsed (figment names the key and the source).
+    #[error("invalid configuration: {0}")]
+    Parse(String),
+    /// A value parsed but is not acceptable.
+    #[error("invalid configuration: `{key}` {message}")]
+    Invalid {
+        /// Dotted key, e.g. `kafka.brokers`.
+        key: String,
+        /// What is wrong with it.
+        message: String,
+    },
+}
+
+impl ConfigError {
+    /// An invalid-value error for `key`.
+    pub fn invalid(key: &str, message: impl Into<String>) -> Self {
+        ConfigError::Invalid { key: key.to_owned(), message: message.into() }
+    }
+}
+
+/// A service's whole configuration.
+pub trait ServiceConfig: Serialize + DeserializeOwned + Default {
+    /// Cross-field checks, run once after loading.
+    fn validate(&self) -> Result<(), ConfigError>;
+
+    /// The `[telemetry]` section, for configurations that have one.
+    fn telemetry(&self) -> TelemetryConfig {
+        TelemetryConfig::default()
+    }
+}
+
+/// Loads `T` from defaults, the optional TOML `file`, and `HOOKSTREAM_*` variables, then
+/// validates it.
+pub fn load<T: ServiceConfig>(file: Option<&Path>) -> Result<T, ConfigError> {
+    load_with_env(file, Env::prefixed(ENV_PREFIX))
+}
+
+fn load_with_env<T: ServiceConfig>(file: Option<&Path>, env: Env) -> Result<T, ConfigError> {
+    let mut figment = Figment::from(Serialized::defaults(T::default()));
+    if let Some(path) = file {
+        if !path.is_file() {
+            return Err(ConfigError::MissingFile(path.display().to_string()));
+        }
+        figment = figment.merge(Toml::file_exact(path));
+    }
+    // Only variables naming one of T's sections are configuration: scripts and tests use other
+    // HOOKSTREAM_* variables, which must not trip `deny_unknown_fields`.
+    let sections = top_level_keys::<T>();
+    let env = env.split("__").filter(move |key| {
+        let first = key.as_str().split('.').next().unwrap_or_default();
+        sections.contains(&first.to_ascii_lowercase())
+    });
+    let config: T = figment.merge(env).extract().map_err(|e| ConfigError::Parse(e.to_string()))?;
+    config.validate()?;
+    Ok(config)
+}
+
+fn top_level_keys<T: ServiceConfig>() -> HashSet<String> {
+    match serde_json::to_value(T::default()) {
+        Ok(serde_json::Value::Object(map)) => map.keys().cloned().collect(),
+        _ => HashSet::new(),
+    }
+}
+
+/// `[kafka]`: how to reach the cluster.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct KafkaConfig {
+    /// Bootstrap servers, comma-separated `host:port`.
+    pub brokers: String,
+    /// Client id reported to the broker; defaults to the service name.
+    pub client_id: Option<String>,
+    /// How long a produce may wait for the broker's acknowledgement.
+    #[serde(with = "humantime_serde")]
+    pub produce_timeout: Duration,
+    /// How long start-up waits for the cluster's metadata before giving up.
+    #[serde(with = "humantime_serde")]
+    pub connect_timeout: Duration,
+    /// Extra librdkafka properties (`security.protocol`, `sasl.*`, `fetch.max.bytes`, …),
+    /// applied after hookstream's own and so able to override them.
+    pub properties: BTreeMap<String, String>,
+}
+
+impl Default for KafkaConfig {
+    fn default() -> Self {
+        Self {
+            brokers: "127.0.0.1:19092".into(),
+            client_id: None,
+            produce_timeout: Duration::from_secs(5),
+            connect_timeout: Duration::from_secs(10),
+            properties: BTreeMap::new(),
+        }
+    }
+}
+
+impl KafkaConfig {
+    /// Checks the section; keys are reported under `kafka.`.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.brokers.split(',').any(|b| !b.trim().contains(':')) {
+            return Err(ConfigError::invalid(
+                "kafka.brokers",
+                format!("must be comma-separated host:port pairs, got {:?}", self.brokers),
+            ));
+        }
+        positive("kafka.produce_timeout", self.produce_timeout)?;
+        positive("kafka.connect_timeout", self.connect_timeout)
+    }
+}
+
+/// `[topics]`: names and shapes of the pipeline's topics.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TopicsConfig {
+    /// Prefix of every topic name.
+    pub prefix: String,
+    /// Partitions of each topic created by `hookstream topics create`.
+    pub partitions: i32,
+    /// Replication factor of created topics.
+    pub replication_factor: i32,
+    /// Delays of the retry tiers, one topic each, in order.
+    #[serde(with = "duration_list")]
+    pub retry_schedule: Vec<Duration>,
+    /// How long the DLQ keeps records.
+    #[serde(with = "humantime_serde")]
+    pub dlq_retention: Duration,
+}
+
+impl Default for TopicsConfig {
+    fn default() -> Self {
+        Self {
+            prefix: "hookstream.".into(),
+            partitions: 8,
+            replication_factor: 1,
+            retry_schedule: DEFAULT_RETRY_SCHEDULE.to_vec(),
+            dlq_retention: Duration::from_secs(14 * 24 * 3600),
+        }
+    }
+}
+
+impl TopicsConfig {
+    /// Checks the section; keys are reported under `topics.`.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if !topics::is_valid_prefix(&self.prefix) {
+            return Err(ConfigError::invalid(
+                "topics.prefix",
+                format!("may hold only letters, digits, '.', '_' and '-', got {:?}", self.prefix),
+            ));
+        }
+        if self.partitions < 1 {
+            return Err(ConfigError::invalid("topics.partitions", "must be at least 1"));
+        }
+        if self.replication_factor < 1 {
+            return Err(ConfigError::invalid("topics.replication_factor", "must be at least 1"));
+        }
+        if self.retry_schedule.is_empty() {
+            return Err(ConfigError::invalid("topics.retry_schedule", "needs at least one delay"));
+        }
+        for pair in self.retry_schedule.windows(2) {
+            if pair[1] <= pair[0] {
+                return Err(ConfigError::invalid(
+                    "topics.retry_schedule",
+                    "delays must be strictly increasing",
+                ));
+            }
+        }
+        if self.retry_schedule.iter().any(|d| d.as_millis() == 0) {
+            return Err(ConfigError::invalid("topics.retry_schedule", "delays must be at least 1ms"));
+        }
+        positive("topics.dlq_retention", self.dlq_retention)
+    }
+
+    /// The topic names this section describes.
+    pub fn topics(&self) -> Topics {
+        Topics::new(self.prefix.clone(), self.retry_schedule.clone())
+    }
+}
+
+/// `[database]`: the Postgres connection.
+#[derive(Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DatabaseConfig {
+    /// `postgres://user:password@host:port/database`.
+    pub url: String,
+    /// Pool size.
+    pub max_connections: u32,
+    /// How long to wait for a connection before failing.
+    #[serde(with = "humantime_serde")]
+    pub connect_timeout: Duration,
+}
+
+impl Default for DatabaseConfig {
+    fn default() -> Self {
+        Self {
+            url: "postgres://hookstream@127.0.0.1:15432/hookstream".into(),
+            max_connections: 10,
+            connect_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+impl std::fmt::Debug for DatabaseConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DatabaseConfig")
+            .field("url", &redact_url(&self.url))
+            .field("max_connections", &self.max_connections)
+            .field("connect_timeout", &self.connect_timeout)
+            .finish()
+    }
+}
+
+impl DatabaseConfig {
+    /// Checks the section; keys are reported under `database.`.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        match Url::parse(&self.url) {
+            Ok(u) if matches!(u.scheme(), "postgres" | "postgresql") => {}
+            Ok(u) => {
+                return Err(ConfigError::invalid(
+                    "database.url",
+                    format!("must be a postgres:// URL, got scheme {:?}", u.scheme()),
+                ))
+            }
+            Err(e) => return Err(ConfigError::invalid("database.url", format!("is not a URL: {e}"))),
+        }
+        if self.max_connections == 0 {
+            return Err(ConfigError::invalid("database.max_connections", "must be at least 1"));
+        }
+        positive("database.connect_timeout", self.connect_timeout)
+    }
+}
+
+/// A URL with its password replaced, for logs and error messages.
+pub fn redact_url(raw: &str) -> String {
+    match Url::parse(raw) {
+        Ok(mut u) => {
+            if u.password().is_some() {
+                let _ = u.set_password(Some("***"));
+            }
+            u.to_string()
+        }
+        Err(_) => "<unparseable url>".into(),
+    }
+}
+
+/// Log output format.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines, for development.
+    #[default]
+    Text,
+    /// One JSON object per line, for production log pipelines.
+    Json,
+}
+
+/// `[telemetry]`: logs, traces and metrics.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TelemetryConfig {
+    /// Log format.
+    pub log_format: LogFormat,
+    /// `tracing` filter directives (overridden by `RUST_LOG` when set).
+    pub log_level: String,
+    /// OTLP/HTTP endpoint for traces; when unset, `OTEL_EXPORTER_OTLP_ENDPOINT` is used, and
+    /// when neither is set no traces are exported.
+    pub otlp_endpoint: Option<Url>,
+}
+
+impl Default for TelemetryConfig {
+    fn default() -> Self {
+        Self { log_format: LogFormat::Text, log_level: "info".into(), otlp_endpoint: None }
+    }
+}
+
+impl TelemetryConfig {
+    /// Checks the section; keys are reported under `telemetry.`.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        tracing_subscriber::EnvFilter::try_new(&self.log_level)
+            .map(|_| ())
+            .map_err(|e| ConfigError::invalid("telemetry.log_level", e.to_string()))
+    }
+}
+
+/// `[admin]`: the small HTTP server of the background services (`/healthz`, `/readyz`,
+/// `/metrics`).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AdminConfig {
+    /// Listen address.
+    pub listen: SocketAddr,
+}
+
+impl Default for AdminConfig {
+    fn default() -> Self {
+        Self { listen: SocketAddr::from(([127, 0, 0, 1], 9091)) }
+    }
+}
+
+/// Serde for a list of humantime durations (`["1s", "5s"]`).
+mod duration_list {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    pub(super) fn serialize<S: Serializer>(list: &[Duration], s: S) -> Result<S::Ok, S::Error> {
+        let labels: Vec<String> =
+            list.iter().map(|d| humantime::format_duration(*d).to_string()).collect();
+        labels.serialize(s)
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<Duration>, D::Error> {
+        let labels = Vec::<String>::deserialize(d)?;
+        labels
+            .iter()
+            .map(|l| humantime::parse_duration(l).map_err(serde::de::Error::custom))
+            .collect()
+    }
+}
+
+fn positive(key: &str, d: Duration) -> Result<(), ConfigError> {
+    if d.is_zero() {
+        return Err(ConfigError::invalid(key, "must be greater than zero"));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Default, Serialize, Deserialize)]
+    #[serde(default, deny_unknown_fields)]
+    struct TestConfig {
+        kafka: KafkaConfig,
+        topics: TopicsConfig,
+        database: DatabaseConfig,
+    }
+
+    impl ServiceConfig for TestConfig {
+        fn validate(&self) -> Result<(), ConfigError> {
+            self.kafka.validate()?;
+            self.topics.validate()?;
+            self.database.validate()
+        }
+    }
+
+    fn load_toml(toml: &str) -> Result<TestConfig, ConfigError> {
+        let dir = std::env::temp_dir().join(format!("hs-config-{}", uuid::Uuid::new_v4()));
+        std::fs::create_dir_all(&dir).expect("tmp dir");
+        let path = dir.join("c.toml");
+        std::fs::write(&path, toml).expect("write");
+        let result = load_with_env(Some(&path), Env::prefixed("HSCONFIGTEST_NONE_"));
+        let _ = std::fs::remove_dir_all(&dir);
+        result
+    }
+
+    #[test]
+    fn defaults_are_valid() {
+        let c = load_toml("").expect("defaults");
+        assert_eq!(c.topics.retry_schedule, DEFAULT_RETRY_SCHEDULE.to_vec());
+        assert_eq!(c.kafka.produce_timeout, Duration::from_secs(5));
+    }
+
+    #[test]
+    fn file_values_and_humantime_durations_are_read() {
+        let c = load_toml(
+            "[kafka]\nbrokers = \"a:1,b:2\"\nproduce_timeout = \"250ms\"\n\
+             [topics]\nretry_schedule = [\"200ms\", \"400ms\", \"800ms\"]\n",
+        )
+        .expect("load");
+        assert_eq!(c.kafka.brokers, "a:1,b:2");
+        assert_eq!(c.kafka.produce_timeout, Duration::from_millis(250));
+        assert_eq!(c.topics.retry_schedule.len(), 3);
+    }
+
+    #[test]
+    fn unknown_key_is_named() {
+        let err = load_toml("[kafka]\nbrokerz = \"x:1\"\n").err().expect("must fail");
+        let msg = err.to_string();
+        assert!(msg.contains("brokerz"), "{msg}");
+    }
+
+    #[test]
+    fn wrong_type_is_named() {
+        let err = load_toml("[topics]\npartitions = \"many\"\n").err().expect("must fail");
+        assert!(err.to_string().contains("topics.partitions"), "{err}");
+    }
+
+    #[test]
+    fn invalid_values_name_their_key() {
+        let cases = [
+            ("[kafka]\nbrokers = \"nohostport\"\n", "kafka.brokers"),
+            ("[topics]\nretry_schedule = [\"5s\", \"1s\"]\n", "topics.retry_schedule"),
+            ("[topics]\nprefix = \"a b\"\n", "topics.prefix"),
+            ("[database]\nurl = \"mysql://x\"\n", "database.url"),
+            ("[kafka]\nproduce_timeout = \"0s\"\n", "kafka.produce_timeout"),
+        ];
+        for (toml, key) in cases {
+            let err = load_toml(toml).err().expect(key);
+            assert!(err.to_string().contains(key), "{key}: {err}");
+        }
+    }
+
+    #[test]
+    fn environment_overrides_file_and_ignores_foreign_variables() {
+        let prefix = format!("HSCFG{}_", uuid::Uuid::new_v4().simple());
+        // Unique variable names per test, so parallel tests cannot race on them.
+        std::env::set_var(format!("{prefix}KAFKA__BROKERS"), "env:9");
+        std::env::set_var(format!("{prefix}DEV_DIR"), "/not/config");
+        let c: TestConfig = load_with_env(None, Env::prefixed(&prefix)).expect("load");
+        assert_eq!(c.kafka.brokers, "env:9");
+    }
+
+    #[test]
+    fn missing_file_is_reported() {
+        let err = load::<TestConfig>(Some(Path::new("/nonexistent/hookstream.toml")))
+            .err()
+            .expect("must fail");
+        assert!(matches!(err, ConfigError::MissingFile(_)));
+    }
+
+    #[test]
+    fn passwords_are_redacted() {
+        let r = redact_url("postgres://u:secret@h:1/db");
+        assert!(!r.contains("secret"), "{r}");
+    }
+}

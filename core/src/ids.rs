@@ -1,0 +1,112 @@
+//! Typed identifiers, so an account id can never be passed where an endpoint id is meant.
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+macro_rules! uuid_id {
+    ($(#[$doc:meta])* $name:ident) => {
+        $(#[$doc])*
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, sqlx::Type)]
+        #[serde(transparent)]
+        #[sqlx(transparent)]
+        pub struct $name(pub Uuid);
+
+        impl $name {
+            /// A new, time-ordered (UUIDv7) id.
+            pub fn new() -> Self {
+                Self(Uuid::now_v7())
+            }
+        }
+
+        impl Default for $name {
+            fn default() -> Self {
+                Self::new()
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                self.0.fmt(f)
+            }
+        }
+
+        impl std::str::FromStr for $name {
+            type Err = uuid::Error;
+            fn from_str(s: &str) -> Result<Self, Self::Err> {
+                Uuid::parse_str(s).map(Self)
+            }
+        }
+    };
+}
+
+uuid_id!(
+    /// A tenant: the owner of API keys, endpoints and events. Also the Kafka message key.
+    AccountId
+);
+uuid_id!(
+    /// A webhook endpoint of an account.
+    EndpointId
+);
+uuid_id!(
+    /// An API key's public id (the key itself is stored only as a hash).
+    ApiKeyId
+);
+
+/// An event's id: a UUIDv7 chosen by ingest, or the client's `Idempotency-Key`.
+///
+/// It is the `webhook-id` receivers deduplicate on, so it is kept as the exact string the
+/// client sent rather than normalised.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, sqlx::Type)]
+#[serde(transparent)]
+#[sqlx(transparent)]
+pub struct EventId(pub String);
+
+impl EventId {
+    /// The longest id accepted (an `Idempotency-Key` longer than this is refused).
+    pub const MAX_LEN: usize = 255;
+
+    /// A new, time-ordered (UUIDv7) id.
+    pub fn new() -> Self {
+        Self(Uuid::now_v7().to_string())
+    }
+
+    /// The id as a string slice.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl Default for EventId {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl fmt::Display for EventId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_round_trip_through_strings_and_json() {
+        let id = AccountId::new();
+        let parsed: AccountId = id.to_string().parse().expect("parse");
+        assert_eq!(id, parsed);
+        let json = serde_json::to_string(&id).expect("json");
+        assert_eq!(json, format!("\"{id}\""));
+    }
+
+    #[test]
+    fn new_event_ids_are_time_ordered() {
+        let a = EventId::new();
+        let b = EventId::new();
+        assert!(a < b, "{a} !< {b}");
+    }
+}

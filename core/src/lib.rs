@@ -1,0 +1,23 @@
+//! hookstream's domain library, shared by ingest, dispatcher, retrier and the CLI.
+//!
+//! The services are thin binaries over this crate: the event envelope and delivery task
+//! ([`envelope`]), typed configuration ([`config`]), topic naming ([`topics`]), Kafka client
+//! builders ([`kafka`]), Postgres access ([`db`]), schema validation ([`schema`]) and
+//! telemetry ([`telemetry`]).
+
+pub mod admin;
+pub mod config;
+pub mod db;
+pub mod envelope;
+pub mod ids;
+pub mod kafka;
+pub mod schema;
+pub mod service;
+pub mod shutdown;
+pub mod telemetry;
+pub mod topics;
+
+#[cfg(feature = "testkit")]
+pub mod testkit;
+
+pub use ids::{AccountId, EndpointId, EventId};

@@ -1,0 +1,111 @@
+//! What every service does at start: reach the broker and the database, or say clearly which
+//! one it cannot reach.
+
+use std::future::Future;
+use std::path::Path;
+use std::process::ExitCode;
+
+use sqlx::PgPool;
+use tokio_util::sync::CancellationToken;
+
+use crate::admin::Health;
+use crate::config::{AdminConfig, DatabaseConfig, KafkaConfig, ServiceConfig};
+use crate::db::DbError;
+use crate::kafka::{ClusterProbe, KafkaClientError};
+use crate::telemetry::TelemetryError;
+
+/// Why a service could not start or stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum ServiceError {
+    /// The Kafka cluster is unreachable or refused a request.
+    #[error(transparent)]
+    Kafka(#[from] KafkaClientError),
+    /// The database is unreachable or a query failed.
+    #[error(transparent)]
+    Database(#[from] DbError),
+    /// Telemetry could not be set up.
+    #[error(transparent)]
+    Telemetry(#[from] TelemetryError),
+    /// A listener could not be bound or served.
+    #[error("http server on {addr}: {source}")]
+    Http {
+        /// The listen address.
+        addr: std::net::SocketAddr,
+        /// The I/O error.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// Connections every service holds.
+#[derive(Clone)]
+pub struct Backends {
+    /// Probe of the Kafka cluster (also used by `/readyz`).
+    pub kafka: ClusterProbe,
+    /// The database pool.
+    pub database: PgPool,
+}
+
+/// Waits for the cluster's metadata and a database connection, each within its configured
+/// connect timeout, and fails with an error naming the one that did not answer.
+pub async fn connect(kafka: &KafkaConfig, database: &DatabaseConfig) -> Result<Backends, ServiceError> {
+    let (probe, pool) = tokio::join!(crate::kafka::wait_for_cluster(kafka), crate::db::connect(database));
+    Ok(Backends { kafka: probe?, database: pool? })
+}
+
+/// Serves `/healthz`, `/readyz` and `/metrics` on `admin.listen` until `shutdown`.
+pub async fn serve_admin(
+    admin: &AdminConfig,
+    backends: &Backends,
+    shutdown: CancellationToken,
+) -> Result<(), ServiceError> {
+    let health = Health {
+        metrics: crate::telemetry::prometheus()?,
+        kafka: backends.kafka.clone(),
+        database: backends.database.clone(),
+    };
+    crate::admin::serve(admin.listen, crate::admin::router(health), shutdown)
+        .await
+        .map_err(|source| ServiceError::Http { addr: admin.listen, source })
+}
+
+/// The body of every service binary's `main`: loads `C` from `config_file` and the
+/// environment, sets up telemetry, runs `run` until SIGTERM or Ctrl-C, and turns any error
+/// into one line on stderr and exit code 1 (2 for a configuration error).
+pub fn main<C, F, Fut>(service: &str, config_file: Option<&Path>, run: F) -> ExitCode
+where
+    C: ServiceConfig,
+    F: FnOnce(C, CancellationToken) -> Fut,
+    Fut: Future<Output = Result<(), ServiceError>>,
+{
+    let config = match crate::config::load::<C>(config_file) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("{service}: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("{service}: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async {
+        let _telemetry = crate::telemetry::init(&config.telemetry(), service)?;
+        let shutdown = crate::shutdown::on_signal();
+        tracing::info!(service, version = env!("CARGO_PKG_VERSION"), "starting");
+        run(config, shutdown).await
+    });
+    match result {
+        Ok(()) => {
+            tracing::info!(service, "stopped");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("{service}: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# Installs what hookstream needs and is missing: build tools for librdkafka, PostgreSQL, and
+# the tansu broker (built once into the cache directory). Skips whatever is already there.
+source "$(dirname "$0")/lib.sh"
+
+command -v cargo >/dev/null || die "cargo not found: install a Rust toolchain (rustup) first"
+
+missing=()
+command -v cmake >/dev/null || missing+=(cmake)
+command -v make >/dev/null || missing+=(make)
+command -v g++ >/dev/null || missing+=(g++)
+command -v pkg-config >/dev/null || missing+=(pkg-config)
+command -v runuser >/dev/null || missing+=(util-linux)
+dpkg -s libssl-dev >/dev/null 2>&1 || missing+=(libssl-dev)
+dpkg -s zlib1g-dev >/dev/null 2>&1 || missing+=(zlib1g-dev)
+dpkg -s protobuf-compiler >/dev/null 2>&1 || missing+=(protobuf-compiler)
+ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || command -v initdb >/dev/null || missing+=(postgresql)
+
+if [ ${#missing[@]} -gt 0 ]; then
+  log "installing Debian packages: ${missing[*]}"
+  SUDO=""
+  [ "$(id -u)" = 0 ] || SUDO=sudo
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+# Debian's postgresql package creates this user; a machine with bare binaries may lack it.
+if [ "$(id -u)" = 0 ] && ! id postgres >/dev/null 2>&1; then
+  useradd --system --no-create-home --shell /usr/sbin/nologin postgres
+fi
+
+if [ ! -x "$TANSU_BIN" ]; then
+  log "building the tansu broker $HOOKSTREAM_TANSU_VERSION into $HOOKSTREAM_CACHE_DIR (about 10 minutes, once)"
+  # --locked: without it the postgres feature fails to compile against newer dependencies.
+  # dynostore gives memory:// storage, postgres gives postgres:// storage.
+  CARGO_TARGET_DIR="$HOOKSTREAM_CACHE_DIR/tansu-build" cargo install tansu \
+    --version "$HOOKSTREAM_TANSU_VERSION" --locked --features dynostore,postgres \
+    --root "$HOOKSTREAM_CACHE_DIR/tansu-$HOOKSTREAM_TANSU_VERSION" --quiet
+  rm -rf "$HOOKSTREAM_CACHE_DIR/tansu-build"
+fi
+log "dependencies present (tansu at $TANSU_BIN)"

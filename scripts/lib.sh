@@ -1,0 +1,67 @@
+# Shared settings and helpers for the scripts in this folder. Source it; do not run it.
+# Every setting can be overridden from the environment, so two checkouts can run side by side.
+
+set -euo pipefail
+
+HS_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+# Throwaway state of this checkout: the Postgres cluster, logs, pid files.
+HOOKSTREAM_DEV_DIR=${HOOKSTREAM_DEV_DIR:-$HS_ROOT/.dev}
+# Survives clones: the broker binary and the cargo target directory.
+HOOKSTREAM_CACHE_DIR=${HOOKSTREAM_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/hookstream}
+HOOKSTREAM_KAFKA_PORT=${HOOKSTREAM_KAFKA_PORT:-19092}
+HOOKSTREAM_PG_PORT=${HOOKSTREAM_PG_PORT:-15432}
+# memory (fast, lost on restart) or postgres (durable, stored in the local Postgres).
+HOOKSTREAM_BROKER_STORAGE=${HOOKSTREAM_BROKER_STORAGE:-memory}
+HOOKSTREAM_TANSU_VERSION=${HOOKSTREAM_TANSU_VERSION:-0.6.0}
+export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$HOOKSTREAM_CACHE_DIR/target}
+
+TANSU_BIN=$HOOKSTREAM_CACHE_DIR/tansu-$HOOKSTREAM_TANSU_VERSION/bin/tansu
+PG_DATA=$HOOKSTREAM_DEV_DIR/pg/data
+PG_LOG=$HOOKSTREAM_DEV_DIR/pg/postgres.log
+BROKER_PID=$HOOKSTREAM_DEV_DIR/tansu.pid
+BROKER_LOG=$HOOKSTREAM_DEV_DIR/tansu.log
+
+# What the services, the CLI and the tests read (see core/src/config.rs and testkit.rs).
+export HOOKSTREAM_KAFKA__BROKERS=${HOOKSTREAM_KAFKA__BROKERS:-127.0.0.1:$HOOKSTREAM_KAFKA_PORT}
+export HOOKSTREAM_DATABASE__URL=${HOOKSTREAM_DATABASE__URL:-postgres://hookstream@127.0.0.1:$HOOKSTREAM_PG_PORT/hookstream}
+export HOOKSTREAM_TEST_BROKERS=${HOOKSTREAM_TEST_BROKERS:-127.0.0.1:$HOOKSTREAM_KAFKA_PORT}
+export HOOKSTREAM_TEST_DATABASE_URL=${HOOKSTREAM_TEST_DATABASE_URL:-postgres://hookstream@127.0.0.1:$HOOKSTREAM_PG_PORT/postgres}
+
+log() { printf '\033[1;34m==>\033[0m %s\n' "$*" >&2; }
+die() { printf 'error: %s\n' "$*" >&2; exit 1; }
+
+# Runs a Postgres binary as the cluster's owner: Postgres refuses to run as root.
+pg_as_owner() {
+  if [ "$(id -u)" = 0 ]; then
+    runuser -u postgres -- "$@"
+  else
+    "$@"
+  fi
+}
+
+pg_bin() {
+  local b
+  for b in "$(command -v "$1" 2>/dev/null)" /usr/lib/postgresql/*/bin/"$1"; do
+    [ -x "$b" ] && { echo "$b"; return; }
+  done
+  die "PostgreSQL binary $1 not found (scripts/install.sh installs it)"
+}
+
+port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+
+wait_for_port() { # port, what, seconds
+  local i
+  for ((i = 0; i < $3 * 10; i++)); do
+    port_open "$1" && return 0
+    sleep 0.1
+  done
+  die "$2 did not open port $1 within $3 s"
+}
+
+broker_running() { [ -f "$BROKER_PID" ] && kill -0 "$(cat "$BROKER_PID")" 2>/dev/null; }
+pg_running() { [ -f "$PG_DATA/postmaster.pid" ] && pg_as_owner "$(pg_bin pg_ctl)" -D "$PG_DATA" status >/dev/null 2>&1; }
+
+hookstream_cli() {
+  cargo build --quiet -p hookstream-cli --manifest-path "$HS_ROOT/Cargo.toml"
+  "$CARGO_TARGET_DIR/debug/hookstream" "$@"
+}
