@@ -1,1 +1,6 @@
+//! Integration tests of core against the real broker and Postgres started by
+//! `scripts/dev-up.sh`. Each test uses its own topics and database.
 
+mod broker;
+mod database;
+mod startup;

@@ -1,0 +1,218 @@
+//! What the pipeline needs from a Kafka-protocol broker, proven with rdkafka against the local
+//! one. Only standard Kafka APIs are used, so the same holds against Apache Kafka.
+
+use std::collections::{BTreeMap, HashSet};
+use std::time::Duration;
+
+use hookstream_core::kafka::{self, TopicCreation, TopicSpec};
+use hookstream_core::testkit::{self, eventually, unique};
+use rdkafka::consumer::{CommitMode, Consumer, DefaultConsumerContext, StreamConsumer};
+use rdkafka::message::{BorrowedMessage, Header, Headers, OwnedHeaders};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::{Message, Offset, TopicPartitionList};
+
+const TIMEOUT: Duration = Duration::from_secs(20);
+
+async fn topic(partitions: i32) -> String {
+    let name = unique("cap.");
+    testkit::create_topics(std::slice::from_ref(&name), partitions).await;
+    name
+}
+
+fn producer() -> FutureProducer {
+    kafka::producer(&testkit::kafka_config(), "capability-test").expect("producer")
+}
+
+fn consumer(group: &str) -> StreamConsumer {
+    kafka::consumer(&testkit::kafka_config(), "capability-test", group, DefaultConsumerContext)
+        .expect("consumer")
+}
+
+/// Produces `key`/`value` and returns (partition, offset) once the broker acknowledged.
+async fn send(p: &FutureProducer, topic: &str, key: &str, value: &str) -> (i32, i64) {
+    let delivery = p
+        .send(FutureRecord::to(topic).key(key).payload(value), Duration::from_secs(10))
+        .await
+        .map_err(|(e, _)| e)
+        .expect("acked");
+    (delivery.partition, delivery.offset)
+}
+
+async fn recv(c: &StreamConsumer) -> BorrowedMessage<'_> {
+    tokio::time::timeout(TIMEOUT, c.recv()).await.expect("message in time").expect("message")
+}
+
+fn partition_count(topic: &str) -> usize {
+    let c = consumer(&unique("meta-"));
+    let md = c.fetch_metadata(Some(topic), Duration::from_secs(10)).expect("metadata");
+    md.topics().iter().find(|t| t.name() == topic).map(|t| t.partitions().len()).unwrap_or(0)
+}
+
+#[tokio::test]
+async fn topics_are_created_with_the_requested_partitions_and_creation_is_idempotent() {
+    let name = unique("cap.");
+    let admin = kafka::admin(&testkit::kafka_config(), "capability-test").expect("admin");
+    let spec = TopicSpec { name: name.clone(), partitions: 8, replication_factor: 1, configs: vec![] };
+    let first = kafka::create_topics(&admin, std::slice::from_ref(&spec)).await.expect("create");
+    assert_eq!(first, vec![(name.clone(), TopicCreation::Created)]);
+    let again = kafka::create_topics(&admin, &[spec]).await.expect("create again");
+    assert_eq!(again, vec![(name.clone(), TopicCreation::Existed)]);
+    assert_eq!(partition_count(&name), 8);
+}
+
+#[tokio::test]
+async fn the_same_key_always_lands_on_the_same_partition() {
+    let topic = topic(8).await;
+    let p = producer();
+    let mut by_key: BTreeMap<String, HashSet<i32>> = BTreeMap::new();
+    for round in 0..5 {
+        for k in 0..16 {
+            let key = format!("account-{k}");
+            let (partition, _) = send(&p, &topic, &key, &format!("v{round}")).await;
+            by_key.entry(key).or_default().insert(partition);
+        }
+    }
+    assert!(by_key.values().all(|ps| ps.len() == 1), "a key moved between partitions: {by_key:?}");
+    let used: HashSet<i32> = by_key.values().flatten().copied().collect();
+    assert!(used.len() > 1, "16 keys all hashed to one partition: {used:?}");
+}
+
+#[tokio::test]
+async fn headers_round_trip() {
+    let topic = topic(1).await;
+    let p = producer();
+    let headers = OwnedHeaders::new()
+        .insert(Header { key: "hs-attempt", value: Some("3") })
+        .insert(Header {
+            key: "traceparent",
+            value: Some("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"),
+        });
+    p.send(
+        FutureRecord::to(&topic).key("k").payload("v").headers(headers),
+        Duration::from_secs(10),
+    )
+    .await
+    .map_err(|(e, _)| e)
+    .expect("acked");
+
+    let c = consumer(&unique("g-"));
+    c.subscribe(&[&topic]).expect("subscribe");
+    let m = recv(&c).await;
+    let got: Vec<(String, String)> = m
+        .headers()
+        .expect("headers")
+        .iter()
+        .map(|h| (h.key.to_owned(), String::from_utf8_lossy(h.value.unwrap_or_default()).into()))
+        .collect();
+    assert_eq!(
+        got,
+        [
+            ("hs-attempt".to_owned(), "3".to_owned()),
+            (
+                "traceparent".to_owned(),
+                "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01".to_owned()
+            )
+        ]
+    );
+}
+
+#[tokio::test]
+async fn a_restarted_consumer_resumes_from_the_committed_offset() {
+    let topic = topic(1).await;
+    let p = producer();
+    for i in 0..10 {
+        send(&p, &topic, "k", &format!("m{i}")).await;
+    }
+    let group = unique("g-");
+    {
+        let c = consumer(&group);
+        c.subscribe(&[&topic]).expect("subscribe");
+        for i in 0..4 {
+            let m = recv(&c).await;
+            assert_eq!(m.payload_view::<str>(), Some(Ok(format!("m{i}").as_str())));
+            c.store_offset_from_message(&m).expect("store");
+        }
+        c.commit_consumer_state(CommitMode::Sync).expect("commit");
+    }
+    let c = consumer(&group);
+    c.subscribe(&[&topic]).expect("subscribe");
+    let m = recv(&c).await;
+    assert_eq!(m.payload_view::<str>(), Some(Ok("m4")), "resumed at the first uncommitted message");
+}
+
+#[tokio::test]
+async fn two_consumers_in_one_group_share_the_partitions() {
+    let topic = topic(8).await;
+    let group = unique("g-");
+    let a = consumer(&group);
+    let b = consumer(&group);
+    a.subscribe(&[&topic]).expect("subscribe a");
+    b.subscribe(&[&topic]).expect("subscribe b");
+    // Assignment happens inside poll: keep both polling while we watch it settle.
+    let poll = |c: &StreamConsumer| {
+        let _ = futures_poll(c);
+    };
+    let (na, nb) = eventually(Duration::from_secs(60), "8 partitions split over 2 consumers", || {
+        poll(&a);
+        poll(&b);
+        let na = a.assignment().map(|l| l.count()).unwrap_or(0);
+        let nb = b.assignment().map(|l| l.count()).unwrap_or(0);
+        async move { (na + nb == 8 && na > 0 && nb > 0).then_some((na, nb)) }
+    })
+    .await;
+    assert_eq!((na, nb), (4, 4));
+}
+
+/// Gives a stream consumer a chance to run its rebalance callbacks.
+fn futures_poll(c: &StreamConsumer) -> Option<()> {
+    use futures::FutureExt;
+    c.recv().now_or_never().map(|_| ())
+}
+
+#[tokio::test]
+async fn watermarks_and_committed_offsets_give_the_lag() {
+    let topic = topic(1).await;
+    let p = producer();
+    for i in 0..7 {
+        send(&p, &topic, "k", &format!("m{i}")).await;
+    }
+    let group = unique("g-");
+    let c = consumer(&group);
+    c.subscribe(&[&topic]).expect("subscribe");
+    for _ in 0..3 {
+        let m = recv(&c).await;
+        c.store_offset_from_message(&m).expect("store");
+    }
+    c.commit_consumer_state(CommitMode::Sync).expect("commit");
+
+    let observer = consumer(&group);
+    let (low, high) = observer.fetch_watermarks(&topic, 0, Duration::from_secs(10)).expect("watermarks");
+    assert_eq!((low, high), (0, 7));
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition(&topic, 0);
+    let committed = observer.committed_offsets(tpl, Duration::from_secs(10)).expect("committed");
+    let offset = committed.find_partition(&topic, 0).expect("partition").offset();
+    assert_eq!(offset, Offset::Offset(3));
+    assert_eq!(high - 3, 4, "lag in messages");
+}
+
+#[tokio::test]
+async fn offsets_for_times_finds_the_first_message_at_or_after_a_time() {
+    let topic = topic(1).await;
+    let p = producer();
+    for i in 0..5 {
+        send(&p, &topic, "k", &format!("before{i}")).await;
+    }
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let cut = chrono::Utc::now().timestamp_millis();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let (_, first_after) = send(&p, &topic, "k", "after0").await;
+    send(&p, &topic, "k", "after1").await;
+
+    let c = consumer(&unique("g-"));
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition_offset(&topic, 0, Offset::Offset(cut)).expect("tpl");
+    let found = c.offsets_for_times(tpl, Duration::from_secs(10)).expect("offsets_for_times");
+    let offset = found.find_partition(&topic, 0).expect("partition").offset();
+    assert_eq!(offset, Offset::Offset(first_after));
+}
