@@ -1,6 +1,8 @@
 //! The CLI's configuration: the same sections the services read.
 
-use hookstream_core::config::{ConfigError, DatabaseConfig, KafkaConfig, ServiceConfig, TopicsConfig};
+use hookstream_core::config::{
+    ConfigError, DatabaseConfig, KafkaConfig, ServiceConfig, TopicsConfig,
+};
 use serde::{Deserialize, Serialize};
 
 /// Everything the `hookstream` command may need.

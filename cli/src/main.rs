@@ -44,9 +44,9 @@ async fn main() -> ExitCode {
         Err(e) => {
             eprintln!("hookstream: {e}");
             return ExitCode::from(match e {
-                ConfigError::MissingFile(_) | ConfigError::Parse(_) | ConfigError::Invalid { .. } => {
-                    EXIT_USAGE
-                }
+                ConfigError::MissingFile(_)
+                | ConfigError::Parse(_)
+                | ConfigError::Invalid { .. } => EXIT_USAGE,
             });
         }
     };

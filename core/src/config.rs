@@ -78,9 +78,24 @@ fn load_with_env<T: ServiceConfig>(file: Option<&Path>, env: Env) -> Result<T, C
         let first = key.as_str().split('.').next().unwrap_or_default();
         sections.contains(&first.to_ascii_lowercase())
     });
-    let config: T = figment.merge(env).extract().map_err(|e| ConfigError::Parse(e.to_string()))?;
+    let config: T = figment.merge(env).extract().map_err(parse_error)?;
     config.validate()?;
     Ok(config)
+}
+
+/// Names the dotted key and the source of the first error: `kafka.produce_timeout: invalid
+/// value … (in HOOKSTREAM_ environment variable(s))`.
+fn parse_error(errors: figment::Error) -> ConfigError {
+    let Some(e) = errors.into_iter().next() else {
+        return ConfigError::Parse("unknown error".into());
+    };
+    let source = e.metadata.as_ref().map(|m| format!(" (in {})", m.name)).unwrap_or_default();
+    let key = e.path.join(".").to_ascii_lowercase();
+    if key.is_empty() {
+        ConfigError::Parse(format!("{}{source}", e.kind))
+    } else {
+        ConfigError::Parse(format!("`{key}`: {}{source}", e.kind))
+    }
 }
 
 fn top_level_keys<T: ServiceConfig>() -> HashSet<String> {
@@ -192,7 +207,10 @@ impl TopicsConfig {
             }
         }
         if self.retry_schedule.iter().any(|d| d.as_millis() == 0) {
-            return Err(ConfigError::invalid("topics.retry_schedule", "delays must be at least 1ms"));
+            return Err(ConfigError::invalid(
+                "topics.retry_schedule",
+                "delays must be at least 1ms",
+            ));
         }
         positive("topics.dlq_retention", self.dlq_retention)
     }
@@ -247,7 +265,9 @@ impl DatabaseConfig {
                     format!("must be a postgres:// URL, got scheme {:?}", u.scheme()),
                 ))
             }
-            Err(e) => return Err(ConfigError::invalid("database.url", format!("is not a URL: {e}"))),
+            Err(e) => {
+                return Err(ConfigError::invalid("database.url", format!("is not a URL: {e}")))
+            }
         }
         if self.max_connections == 0 {
             return Err(ConfigError::invalid("database.max_connections", "must be at least 1"));
@@ -361,14 +381,24 @@ mod tests {
         kafka: KafkaConfig,
         topics: TopicsConfig,
         database: DatabaseConfig,
+        telemetry: TelemetryConfig,
     }
 
     impl ServiceConfig for TestConfig {
         fn validate(&self) -> Result<(), ConfigError> {
             self.kafka.validate()?;
             self.topics.validate()?;
-            self.database.validate()
+            self.database.validate()?;
+            self.telemetry.validate()
         }
+    }
+
+    #[test]
+    fn the_example_file_loads() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../config/hookstream.example.toml");
+        let text = std::fs::read_to_string(path).expect("example config");
+        let c = load_toml(&text).expect("example config is valid");
+        assert_eq!(c.topics.dlq_retention, Duration::from_secs(14 * 24 * 3600));
     }
 
     fn load_toml(toml: &str) -> Result<TestConfig, ConfigError> {

@@ -58,7 +58,9 @@ uuid_id!(
 ///
 /// It is the `webhook-id` receivers deduplicate on, so it is kept as the exact string the
 /// client sent rather than normalised.
-#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, sqlx::Type)]
+#[derive(
+    Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, sqlx::Type,
+)]
 #[serde(transparent)]
 #[sqlx(transparent)]
 pub struct EventId(pub String);

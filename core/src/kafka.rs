@@ -205,11 +205,8 @@ pub async fn create_topics<C: ClientContext + 'static>(
     let new_topics: Vec<NewTopic<'_>> = specs
         .iter()
         .map(|s| {
-            let mut t = NewTopic::new(
-                &s.name,
-                s.partitions,
-                TopicReplication::Fixed(s.replication_factor),
-            );
+            let mut t =
+                NewTopic::new(&s.name, s.partitions, TopicReplication::Fixed(s.replication_factor));
             for (k, v) in &s.configs {
                 t = t.set(k, v);
             }

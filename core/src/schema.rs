@@ -113,10 +113,9 @@ fn compile(name: &str, text: &str) -> Result<Validator, SchemaLoadError> {
 fn first_violation(validator: &Validator, instance: &Value) -> Result<(), Violation> {
     match validator.iter_errors(instance).next() {
         None => Ok(()),
-        Some(e) => Err(Violation::Invalid {
-            field: e.instance_path().to_string(),
-            message: e.to_string(),
-        }),
+        Some(e) => {
+            Err(Violation::Invalid { field: e.instance_path().to_string(), message: e.to_string() })
+        }
     }
 }
 

@@ -48,8 +48,12 @@ pub struct Backends {
 
 /// Waits for the cluster's metadata and a database connection, each within its configured
 /// connect timeout, and fails with an error naming the one that did not answer.
-pub async fn connect(kafka: &KafkaConfig, database: &DatabaseConfig) -> Result<Backends, ServiceError> {
-    let (probe, pool) = tokio::join!(crate::kafka::wait_for_cluster(kafka), crate::db::connect(database));
+pub async fn connect(
+    kafka: &KafkaConfig,
+    database: &DatabaseConfig,
+) -> Result<Backends, ServiceError> {
+    let (probe, pool) =
+        tokio::join!(crate::kafka::wait_for_cluster(kafka), crate::db::connect(database));
     Ok(Backends { kafka: probe?, database: pool? })
 }
 

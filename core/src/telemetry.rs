@@ -70,8 +70,8 @@ pub fn init(cfg: &TelemetryConfig, service: &str) -> Result<Telemetry, Telemetry
     opentelemetry::global::set_text_map_propagator(TraceContextPropagator::new());
     let tracer_provider = otlp_provider(cfg, service)?;
 
-    let filter = EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| EnvFilter::new(&cfg.log_level));
+    let filter =
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(&cfg.log_level));
     let fmt = match cfg.log_format {
         LogFormat::Text => tracing_subscriber::fmt::layer().with_target(true).boxed(),
         LogFormat::Json => tracing_subscriber::fmt::layer().json().flatten_event(true).boxed(),
@@ -89,8 +89,10 @@ fn otlp_provider(
     cfg: &TelemetryConfig,
     service: &str,
 ) -> Result<Option<SdkTracerProvider>, TelemetryError> {
-    let from_env = std::env::var("OTEL_EXPORTER_OTLP_ENDPOINT").ok().filter(|v| !v.is_empty())
-        .or_else(|| std::env::var("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT").ok().filter(|v| !v.is_empty()));
+    let from_env =
+        std::env::var("OTEL_EXPORTER_OTLP_ENDPOINT").ok().filter(|v| !v.is_empty()).or_else(|| {
+            std::env::var("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT").ok().filter(|v| !v.is_empty())
+        });
     if cfg.otlp_endpoint.is_none() && from_env.is_none() {
         return Ok(None);
     }

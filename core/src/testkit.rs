@@ -61,12 +61,7 @@ pub async fn create_topics(names: &[String], partitions: i32) {
     let admin = kafka::admin(&kafka_config(), "hookstream-test").expect("admin client");
     let specs: Vec<TopicSpec> = names
         .iter()
-        .map(|n| TopicSpec {
-            name: n.clone(),
-            partitions,
-            replication_factor: 1,
-            configs: vec![],
-        })
+        .map(|n| TopicSpec { name: n.clone(), partitions, replication_factor: 1, configs: vec![] })
         .collect();
     kafka::create_topics(&admin, &specs).await.expect("create topics");
 }
@@ -85,10 +80,13 @@ impl TestDatabase {
     pub async fn new() -> Self {
         let name = unique("hs_test_");
         let admin_url = admin_database_url();
-        let mut conn = PgConnection::connect(&admin_url)
+        let mut conn = PgConnection::connect(&admin_url).await.unwrap_or_else(|e| {
+            panic!("test Postgres at {admin_url} unreachable (run scripts/dev-up.sh): {e}")
+        });
+        sqlx::query(&format!("CREATE DATABASE {name}"))
+            .execute(&mut conn)
             .await
-            .unwrap_or_else(|e| panic!("test Postgres at {admin_url} unreachable (run scripts/dev-up.sh): {e}"));
-        sqlx::query(&format!("CREATE DATABASE {name}")).execute(&mut conn).await.expect("create db");
+            .expect("create db");
         let _ = conn.close().await;
         let mut url = url::Url::parse(&admin_url).expect("admin url");
         url.set_path(&name);
@@ -114,9 +112,10 @@ impl Drop for TestDatabase {
                 rt.block_on(async move {
                     pool.close().await;
                     if let Ok(mut conn) = PgConnection::connect(&admin_database_url()).await {
-                        let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-                            .execute(&mut conn)
-                            .await;
+                        let _ =
+                            sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+                                .execute(&mut conn)
+                                .await;
                     }
                 });
             }
@@ -141,4 +140,69 @@ where
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+/// A free loopback port (bound, then released).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
+}
+
+/// Proves a service binary's life cycle: a bad config value exits 2 naming the key, an
+/// unreachable broker exits 1 with a one-line error, and with the local broker and Postgres
+/// it becomes ready, then stops with exit 0 on SIGTERM. `listen_key` is the config key of the
+/// address serving `/readyz` (e.g. `ADMIN__LISTEN`).
+pub async fn assert_service_lifecycle(binary: &str, listen_key: &str) {
+    use std::process::{Command, Stdio};
+
+    let run = |envs: &[(&str, String)]| {
+        let mut cmd = Command::new(binary);
+        cmd.env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("HOOKSTREAM_KAFKA__BROKERS", brokers())
+            .env("HOOKSTREAM_DATABASE__URL", admin_database_url())
+            .env("HOOKSTREAM_KAFKA__CONNECT_TIMEOUT", "2s")
+            .env("HOOKSTREAM_DATABASE__CONNECT_TIMEOUT", "2s")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        for (k, v) in envs {
+            cmd.env(k, v);
+        }
+        cmd
+    };
+    let name = std::path::Path::new(binary).file_name().unwrap().to_string_lossy().into_owned();
+
+    let out = run(&[("HOOKSTREAM_KAFKA__PRODUCE_TIMEOUT", "soon".into())]).output().expect("run");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "bad config must exit 2: {stderr}");
+    assert!(stderr.contains("kafka.produce_timeout"), "error must name the key: {stderr}");
+    assert_eq!(stderr.trim().lines().count(), 1, "one line: {stderr}");
+
+    let out = run(&[("HOOKSTREAM_KAFKA__BROKERS", "127.0.0.1:1".into())]).output().expect("run");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "dead broker must exit 1: {stderr}");
+    let last = stderr.trim().lines().last().unwrap_or_default();
+    assert!(last.starts_with(&format!("{name}: kafka broker 127.0.0.1:1 unreachable")), "{stderr}");
+
+    let port = free_port();
+    let mut child = run(&[(&format!("HOOKSTREAM_{listen_key}"), format!("127.0.0.1:{port}"))])
+        .spawn()
+        .expect("spawn");
+    let url = format!("http://127.0.0.1:{port}/readyz");
+    eventually(Duration::from_secs(20), "service ready", || {
+        let url = url.clone();
+        async move {
+            let r = reqwest::get(&url).await.ok()?;
+            r.status().is_success().then_some(())
+        }
+    })
+    .await;
+    let pid = child.id().to_string();
+    let killed = Command::new("kill").args(["-TERM", &pid]).status().expect("kill");
+    assert!(killed.success());
+    let status = eventually(Duration::from_secs(15), "exit after SIGTERM", || {
+        let status = child.try_wait().expect("wait");
+        async move { status }
+    })
+    .await;
+    assert!(status.success(), "SIGTERM must stop the service cleanly, got {status}");
 }

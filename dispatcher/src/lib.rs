@@ -11,7 +11,10 @@ use tokio_util::sync::CancellationToken;
 ///
 /// Until the delivery loop lands (issue 4) it connects to the broker and the database,
 /// serves its admin endpoints, and stops cleanly.
-pub async fn run(config: DispatcherConfig, shutdown: CancellationToken) -> Result<(), ServiceError> {
+pub async fn run(
+    config: DispatcherConfig,
+    shutdown: CancellationToken,
+) -> Result<(), ServiceError> {
     let backends = service::connect(&config.kafka, &config.database).await?;
     tracing::info!(group = %config.dispatcher.group_id, "connected to kafka and postgres");
     service::serve_admin(&config.admin, &backends, shutdown).await

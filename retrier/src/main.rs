@@ -16,5 +16,9 @@ struct Args {
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    hookstream_core::service::main("hookstream-retrier", args.config.as_deref(), hookstream_retrier::run)
+    hookstream_core::service::main(
+        "hookstream-retrier",
+        args.config.as_deref(),
+        hookstream_retrier::run,
+    )
 }

@@ -52,7 +52,8 @@ fn partition_count(topic: &str) -> usize {
 async fn topics_are_created_with_the_requested_partitions_and_creation_is_idempotent() {
     let name = unique("cap.");
     let admin = kafka::admin(&testkit::kafka_config(), "capability-test").expect("admin");
-    let spec = TopicSpec { name: name.clone(), partitions: 8, replication_factor: 1, configs: vec![] };
+    let spec =
+        TopicSpec { name: name.clone(), partitions: 8, replication_factor: 1, configs: vec![] };
     let first = kafka::create_topics(&admin, std::slice::from_ref(&spec)).await.expect("create");
     assert_eq!(first, vec![(name.clone(), TopicCreation::Created)]);
     let again = kafka::create_topics(&admin, &[spec]).await.expect("create again");
@@ -81,9 +82,8 @@ async fn the_same_key_always_lands_on_the_same_partition() {
 async fn headers_round_trip() {
     let topic = topic(1).await;
     let p = producer();
-    let headers = OwnedHeaders::new()
-        .insert(Header { key: "hs-attempt", value: Some("3") })
-        .insert(Header {
+    let headers =
+        OwnedHeaders::new().insert(Header { key: "hs-attempt", value: Some("3") }).insert(Header {
             key: "traceparent",
             value: Some("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"),
         });
@@ -152,14 +152,15 @@ async fn two_consumers_in_one_group_share_the_partitions() {
     let poll = |c: &StreamConsumer| {
         let _ = futures_poll(c);
     };
-    let (na, nb) = eventually(Duration::from_secs(60), "8 partitions split over 2 consumers", || {
-        poll(&a);
-        poll(&b);
-        let na = a.assignment().map(|l| l.count()).unwrap_or(0);
-        let nb = b.assignment().map(|l| l.count()).unwrap_or(0);
-        async move { (na + nb == 8 && na > 0 && nb > 0).then_some((na, nb)) }
-    })
-    .await;
+    let (na, nb) =
+        eventually(Duration::from_secs(60), "8 partitions split over 2 consumers", || {
+            poll(&a);
+            poll(&b);
+            let na = a.assignment().map(|l| l.count()).unwrap_or(0);
+            let nb = b.assignment().map(|l| l.count()).unwrap_or(0);
+            async move { (na + nb == 8 && na > 0 && nb > 0).then_some((na, nb)) }
+        })
+        .await;
     assert_eq!((na, nb), (4, 4));
 }
 
@@ -186,7 +187,8 @@ async fn watermarks_and_committed_offsets_give_the_lag() {
     c.commit_consumer_state(CommitMode::Sync).expect("commit");
 
     let observer = consumer(&group);
-    let (low, high) = observer.fetch_watermarks(&topic, 0, Duration::from_secs(10)).expect("watermarks");
+    let (low, high) =
+        observer.fetch_watermarks(&topic, 0, Duration::from_secs(10)).expect("watermarks");
     assert_eq!((low, high), (0, 7));
     let mut tpl = TopicPartitionList::new();
     tpl.add_partition(&topic, 0);

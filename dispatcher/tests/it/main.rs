@@ -1,0 +1,9 @@
+//! Integration tests of the dispatcher against the local broker and Postgres.
+
+use hookstream_core::testkit;
+
+#[tokio::test]
+async fn starts_fails_clearly_and_stops_on_sigterm() {
+    testkit::assert_service_lifecycle(env!("CARGO_BIN_EXE_hookstream-dispatcher"), "ADMIN__LISTEN")
+        .await;
+}
