@@ -11,8 +11,10 @@ cargo build --quiet --bins --manifest-path "$HS_ROOT/Cargo.toml"
 HOOKSTREAM_HTTP_PORT=${HOOKSTREAM_HTTP_PORT:-8080}
 export HOOKSTREAM_HTTP__LISTEN=${HOOKSTREAM_HTTP__LISTEN:-127.0.0.1:$HOOKSTREAM_HTTP_PORT}
 pids=()
+stopping=false
 stop() {
   trap - INT TERM EXIT
+  stopping=true
   log "stopping services"
   for pid in "${pids[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
   for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done
@@ -32,4 +34,4 @@ pids+=($!)
 log "hookstream running: ingest http://$HOOKSTREAM_HTTP__LISTEN, dispatcher admin ${HOOKSTREAM_DISPATCHER_ADMIN:-127.0.0.1:9091}, retrier admin ${HOOKSTREAM_RETRIER_ADMIN:-127.0.0.1:9092} (Ctrl-C stops)"
 # Return as soon as any service exits (a crash is not silent) or a signal arrives.
 wait -n "${pids[@]}" || true
-log "a service exited"
+$stopping || log "a service exited; stopping the rest"

@@ -16,9 +16,9 @@ log "cargo clippy"
 cargo clippy --quiet --workspace --all-targets -- -D warnings
 log "tests"
 if cargo nextest --version >/dev/null 2>&1; then
-  cargo nextest run --workspace --no-fail-fast
-  # nextest does not run doc tests.
+  # nextest does not run doc tests; run them first so nextest's summary closes the output.
   cargo test --quiet --workspace --doc
+  cargo nextest run --workspace --no-fail-fast
 else
   cargo test --workspace --no-fail-fast
 fi
