@@ -6,6 +6,7 @@
 //! telemetry ([`telemetry`]).
 
 pub mod admin;
+pub mod api_key;
 pub mod config;
 pub mod db;
 pub mod envelope;
@@ -15,9 +16,11 @@ pub mod schema;
 pub mod service;
 pub mod shutdown;
 pub mod telemetry;
+pub mod tier;
 pub mod topics;
+pub mod trace_context;
 
 #[cfg(feature = "testkit")]
 pub mod testkit;
 
-pub use ids::{AccountId, EndpointId, EventId};
+pub use ids::{AccountId, ApiKeyId, EndpointId, EventId};

@@ -1,5 +1,8 @@
 //! Postgres access: the pool and the embedded migrations. Queries live in modules per table.
 
+pub mod accounts;
+pub mod api_keys;
+
 use sqlx::migrate::Migrator;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::PgPool;

@@ -1,0 +1,86 @@
+//! The `api_keys` table. Only hashes are stored.
+
+use chrono::{DateTime, Utc};
+use sqlx::PgPool;
+
+use crate::api_key::{self, NewApiKey};
+use crate::ids::{AccountId, ApiKeyId};
+use crate::tier::{RateLimit, Tier};
+
+use super::DbError;
+
+/// What a presented key resolves to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyOwner {
+    /// The key's id (for the audit log).
+    pub key_id: ApiKeyId,
+    /// The account it acts for.
+    pub account_id: AccountId,
+    /// When it was revoked, if it was.
+    pub revoked_at: Option<DateTime<Utc>>,
+    /// The account's intake limit (override or tier default).
+    pub ingest_limit: RateLimit,
+}
+
+/// Issues a key for an account; the returned key is the only copy of it.
+pub async fn issue(
+    pool: &PgPool,
+    account_id: AccountId,
+    name: &str,
+) -> Result<(ApiKeyId, NewApiKey), DbError> {
+    let key = api_key::generate();
+    let id = ApiKeyId::new();
+    sqlx::query(
+        "INSERT INTO api_keys (id, account_id, name, prefix, key_hash) VALUES ($1, $2, $3, $4, $5)",
+    )
+    .bind(id)
+    .bind(account_id)
+    .bind(name)
+    .bind(&key.display_prefix)
+    .bind(&key.hash[..])
+    .execute(pool)
+    .await?;
+    Ok((id, key))
+}
+
+/// Revokes a key of `account_id`; false when the account has no such live key.
+pub async fn revoke(
+    pool: &PgPool,
+    account_id: AccountId,
+    key_id: ApiKeyId,
+) -> Result<bool, DbError> {
+    let done = sqlx::query(
+        "UPDATE api_keys SET revoked_at = now() WHERE id = $1 AND account_id = $2 AND revoked_at IS NULL",
+    )
+    .bind(key_id)
+    .bind(account_id)
+    .execute(pool)
+    .await?;
+    Ok(done.rows_affected() == 1)
+}
+
+/// Resolves a key's hash to its owner. This lookup is what establishes the account, so it is
+/// the one query not filtered by an account id.
+pub async fn find_by_hash(pool: &PgPool, hash: &[u8; 32]) -> Result<Option<KeyOwner>, DbError> {
+    let row: Option<(
+        ApiKeyId,
+        AccountId,
+        Option<DateTime<Utc>>,
+        String,
+        Option<i32>,
+        Option<i32>,
+    )> = sqlx::query_as(
+        "SELECT k.id, k.account_id, k.revoked_at, a.tier, a.ingest_rate_per_sec, a.ingest_burst \
+             FROM api_keys k JOIN accounts a ON a.id = k.account_id WHERE k.key_hash = $1",
+    )
+    .bind(&hash[..])
+    .fetch_optional(pool)
+    .await?;
+    Ok(row.map(|(key_id, account_id, revoked_at, tier, rate, burst)| {
+        let default = Tier::parse(&tier).unwrap_or_default().default_ingest_limit();
+        let per_second = rate.and_then(|r| u32::try_from(r).ok()).unwrap_or(default.per_second);
+        let burst =
+            burst.and_then(|b| u32::try_from(b).ok()).unwrap_or(default.burst.max(per_second));
+        KeyOwner { key_id, account_id, revoked_at, ingest_limit: RateLimit { per_second, burst } }
+    }))
+}
