@@ -20,6 +20,8 @@ PG_DATA=$HOOKSTREAM_DEV_DIR/pg/data
 PG_LOG=$HOOKSTREAM_DEV_DIR/pg/postgres.log
 BROKER_PID=$HOOKSTREAM_DEV_DIR/tansu.pid
 BROKER_LOG=$HOOKSTREAM_DEV_DIR/tansu.log
+# Tests that need a broker of their own (outage tests) start this binary.
+export HOOKSTREAM_TANSU_BIN=$TANSU_BIN
 
 # What the services, the CLI and the tests read (see core/src/config.rs and testkit.rs).
 export HOOKSTREAM_KAFKA__BROKERS=${HOOKSTREAM_KAFKA__BROKERS:-127.0.0.1:$HOOKSTREAM_KAFKA_PORT}

@@ -26,6 +26,9 @@ pub enum ServiceError {
     /// Telemetry could not be set up.
     #[error(transparent)]
     Telemetry(#[from] TelemetryError),
+    /// Something the service needs at start is broken.
+    #[error("cannot start: {0}")]
+    Startup(String),
     /// A listener could not be bound or served.
     #[error("http server on {addr}: {source}")]
     Http {

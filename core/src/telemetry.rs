@@ -5,7 +5,7 @@
 //! be carried in Kafka headers. Metrics go to a Prometheus recorder whose text the services
 //! serve at `/metrics`.
 
-use std::sync::OnceLock;
+use std::sync::Mutex;
 
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use opentelemetry::trace::TracerProvider as _;
@@ -113,8 +113,11 @@ fn otlp_provider(
 
 /// The process's Prometheus recorder, installed on first use.
 pub fn prometheus() -> Result<PrometheusHandle, TelemetryError> {
-    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
-    if let Some(h) = HANDLE.get() {
+    // A mutex, not only a OnceLock: two services starting at once in one test process must not
+    // both try to install a global recorder.
+    static HANDLE: Mutex<Option<PrometheusHandle>> = Mutex::new(None);
+    let mut slot = HANDLE.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    if let Some(h) = slot.as_ref() {
         return Ok(h.clone());
     }
     let handle = PrometheusBuilder::new()
@@ -122,5 +125,6 @@ pub fn prometheus() -> Result<PrometheusHandle, TelemetryError> {
         .map_err(|e| TelemetryError::Prometheus(e.to_string()))?
         .install_recorder()
         .map_err(|e| TelemetryError::Prometheus(e.to_string()))?;
-    Ok(HANDLE.get_or_init(|| handle).clone())
+    *slot = Some(handle.clone());
+    Ok(handle)
 }

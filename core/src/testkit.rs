@@ -58,7 +58,12 @@ pub fn topics_config(partitions: i32) -> TopicsConfig {
 
 /// Creates `names` with `partitions` partitions on the test broker.
 pub async fn create_topics(names: &[String], partitions: i32) {
-    let admin = kafka::admin(&kafka_config(), "hookstream-test").expect("admin client");
+    create_topics_on(&kafka_config(), names, partitions).await
+}
+
+/// Creates `names` with `partitions` partitions on the broker of `cfg`.
+pub async fn create_topics_on(cfg: &KafkaConfig, names: &[String], partitions: i32) {
+    let admin = kafka::admin(cfg, "hookstream-test").expect("admin client");
     let specs: Vec<TopicSpec> = names
         .iter()
         .map(|n| TopicSpec { name: n.clone(), partitions, replication_factor: 1, configs: vec![] })
@@ -205,4 +210,102 @@ pub async fn assert_service_lifecycle(binary: &str, listen_key: &str) {
     })
     .await;
     assert!(status.success(), "SIGTERM must stop the service cleanly, got {status}");
+}
+
+/// A broker of the test's own, for tests that stop and restart it. Killed on drop.
+pub struct OwnBroker {
+    /// `127.0.0.1:<port>`.
+    pub address: String,
+    port: u16,
+    child: Option<std::process::Child>,
+}
+
+impl OwnBroker {
+    /// Starts a tansu broker (path from `HOOKSTREAM_TANSU_BIN`, which the scripts set) on a
+    /// free port and waits until it answers.
+    pub async fn start() -> Self {
+        let port = free_port();
+        let mut broker = Self { address: format!("127.0.0.1:{port}"), port, child: None };
+        broker.restart().await;
+        broker
+    }
+
+    /// Stops the broker (SIGKILL: an outage, not a clean shutdown).
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts it again on the same port (memory storage: topics must be created again).
+    pub async fn restart(&mut self) {
+        self.stop();
+        let bin = std::env::var("HOOKSTREAM_TANSU_BIN")
+            .expect("HOOKSTREAM_TANSU_BIN not set: run the tests through scripts/test.sh");
+        let url = format!("tcp://{}", self.address);
+        let child = std::process::Command::new(bin)
+            .env_clear()
+            .env("RUST_LOG", "warn")
+            .args(["broker", "--listener-url", &url, "--advertised-listener-url", &url])
+            .args(["--storage-engine", "memory://tansu/"])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("spawn tansu");
+        self.child = Some(child);
+        let port = self.port;
+        eventually(Duration::from_secs(20), "own broker listening", || async move {
+            tokio::net::TcpStream::connect(("127.0.0.1", port)).await.ok().map(|_| ())
+        })
+        .await;
+    }
+
+    /// Kafka settings pointing at this broker.
+    pub fn kafka_config(&self) -> KafkaConfig {
+        KafkaConfig { brokers: self.address.clone(), ..kafka_config() }
+    }
+}
+
+impl Drop for OwnBroker {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// Reads `count` messages from `topics` with a fresh consumer group (from the beginning), or
+/// panics after `timeout`. Then waits `settle` more and fails if any further message arrives,
+/// so "exactly `count`" can be asserted.
+pub async fn consume_exactly(
+    cfg: &KafkaConfig,
+    topics: &[String],
+    count: usize,
+    timeout: Duration,
+    settle: Duration,
+) -> Vec<rdkafka::message::OwnedMessage> {
+    use rdkafka::consumer::{Consumer, DefaultConsumerContext};
+    use rdkafka::Message;
+
+    let consumer =
+        kafka::consumer(cfg, "hookstream-test", &unique("read-"), DefaultConsumerContext)
+            .expect("consumer");
+    let names: Vec<&str> = topics.iter().map(String::as_str).collect();
+    consumer.subscribe(&names).expect("subscribe");
+    let mut got = Vec::new();
+    let deadline = tokio::time::Instant::now() + timeout;
+    while got.len() < count {
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        match tokio::time::timeout(left, consumer.recv()).await {
+            Ok(Ok(m)) => got.push(m.detach()),
+            Ok(Err(e)) => panic!("consume error: {e}"),
+            Err(_) => panic!("got {} of {count} messages within {timeout:?}", got.len()),
+        }
+    }
+    if let Ok(Ok(extra)) = tokio::time::timeout(settle, consumer.recv()).await {
+        panic!(
+            "expected exactly {count} messages, got another: key {:?}",
+            extra.key().map(String::from_utf8_lossy)
+        );
+    }
+    got
 }

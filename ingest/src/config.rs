@@ -1,6 +1,7 @@
 //! The ingest's configuration.
 
 use std::net::SocketAddr;
+use std::time::Duration;
 
 use hookstream_core::config::{
     AdminConfig, ConfigError, DatabaseConfig, KafkaConfig, ServiceConfig, TelemetryConfig,
@@ -43,13 +44,32 @@ impl Default for IngestConfig {
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct IngestSettings {
-    /// Largest request body accepted, in bytes.
+    /// Largest request body accepted, in bytes (413 above it).
     pub max_body_bytes: usize,
+    /// Most events in one `POST /v1/events/batch`.
+    pub max_batch_events: usize,
+    /// How long an `Idempotency-Key` is remembered per account.
+    #[serde(with = "humantime_serde")]
+    pub idempotency_window: Duration,
+    /// Most idempotency keys remembered at once (oldest evicted first).
+    pub idempotency_capacity: u64,
+    /// How long a key lookup is cached: a revoked key stops working within this time.
+    #[serde(with = "humantime_serde")]
+    pub key_cache_ttl: Duration,
+    /// `Retry-After` seconds sent with a 503 when the broker is unavailable.
+    pub unavailable_retry_after_secs: u32,
 }
 
 impl Default for IngestSettings {
     fn default() -> Self {
-        Self { max_body_bytes: 256 * 1024 }
+        Self {
+            max_body_bytes: 256 * 1024,
+            max_batch_events: 500,
+            idempotency_window: Duration::from_secs(60),
+            idempotency_capacity: 1_000_000,
+            key_cache_ttl: Duration::from_secs(30),
+            unavailable_retry_after_secs: 5,
+        }
     }
 }
 
@@ -59,8 +79,21 @@ impl ServiceConfig for IngestConfig {
         self.topics.validate()?;
         self.database.validate()?;
         self.telemetry.validate()?;
-        if self.ingest.max_body_bytes == 0 {
+        let ingest = &self.ingest;
+        if ingest.max_body_bytes == 0 {
             return Err(ConfigError::invalid("ingest.max_body_bytes", "must be greater than zero"));
+        }
+        if ingest.max_batch_events == 0 {
+            return Err(ConfigError::invalid("ingest.max_batch_events", "must be at least 1"));
+        }
+        if ingest.idempotency_window.is_zero() {
+            return Err(ConfigError::invalid(
+                "ingest.idempotency_window",
+                "must be greater than zero",
+            ));
+        }
+        if ingest.key_cache_ttl.is_zero() {
+            return Err(ConfigError::invalid("ingest.key_cache_ttl", "must be greater than zero"));
         }
         Ok(())
     }

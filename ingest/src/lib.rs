@@ -1,18 +1,104 @@
 //! Ingest: the HTTP door into the pipeline. Authenticates producers, validates events and
 //! produces them to the event lanes, answering only after the broker acknowledged.
 
+pub mod auth;
 mod config;
+pub mod error;
+pub mod events;
+pub mod idempotency;
+pub mod openapi;
+pub mod publish;
+pub mod rate_limit;
+pub mod request;
+pub mod state;
 
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::extract::{MatchedPath, Request};
+use axum::middleware::{self, Next};
+use axum::response::Response;
+use axum::routing::{get, post};
+use axum::Router;
 pub use config::{IngestConfig, IngestSettings};
+pub use error::ApiError;
+use hookstream_core::admin::{self, Health};
+use hookstream_core::schema::Schemas;
 use hookstream_core::service::{self, ServiceError};
+use hookstream_core::telemetry;
+pub use openapi::document as openapi_document;
 use tokio_util::sync::CancellationToken;
 
-/// Runs ingest until `shutdown` is cancelled.
-///
-/// Until the event API lands (issue 3) it connects to the broker and the database and serves
-/// `/healthz`, `/readyz` and `/metrics` on `http.listen`.
+use crate::auth::KeyResolver;
+use crate::idempotency::IdempotencyKeys;
+use crate::publish::Publisher;
+use crate::rate_limit::IntakeLimits;
+use crate::state::AppState;
+
+/// Runs ingest until `shutdown` is cancelled: stops accepting, finishes in-flight requests,
+/// flushes the producer.
 pub async fn run(config: IngestConfig, shutdown: CancellationToken) -> Result<(), ServiceError> {
     let backends = service::connect(&config.kafka, &config.database).await?;
-    tracing::info!(listen = %config.http.listen, "connected to kafka and postgres");
-    service::serve_admin(&config.http, &backends, shutdown).await
+    let schemas = Schemas::load().map_err(|e| ServiceError::Startup(e.to_string()))?;
+    let publisher = Publisher::new(&config.kafka, config.topics.topics())?;
+    let settings = &config.ingest;
+    let state = AppState {
+        auth: KeyResolver::new(backends.database.clone(), settings.key_cache_ttl),
+        limits: IntakeLimits::default(),
+        idempotency: IdempotencyKeys::new(
+            settings.idempotency_window,
+            settings.idempotency_capacity,
+        ),
+        publisher: publisher.clone(),
+        schemas: Arc::new(schemas),
+        settings: Arc::new(config.ingest),
+    };
+    let health = Health {
+        metrics: telemetry::prometheus()?,
+        kafka: backends.kafka.clone(),
+        database: backends.database.clone(),
+    };
+    let app = router(state).merge(admin::router(health));
+    let listener = tokio::net::TcpListener::bind(config.http.listen)
+        .await
+        .map_err(|source| ServiceError::Http { addr: config.http.listen, source })?;
+    tracing::info!(listen = %config.http.listen, "ingest listening");
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown.cancelled_owned())
+        .await
+        .map_err(|source| ServiceError::Http { addr: config.http.listen, source })?;
+    publisher.flush(Duration::from_secs(10)).await;
+    Ok(())
+}
+
+fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/v1/events", post(events::post_event))
+        .route("/v1/events/batch", post(events::post_batch))
+        .route(
+            "/openapi.json",
+            get(|| async { ([("content-type", "application/json")], openapi::document()) }),
+        )
+        .with_state(state)
+        .layer(middleware::from_fn(observe))
+}
+
+/// Times every request into `ingest_http_request_duration_seconds{route, status}` and gives
+/// it a span carrying the trace id.
+async fn observe(request: Request, next: Next) -> Response {
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|p| p.as_str().to_owned())
+        .unwrap_or_else(|| "unmatched".to_owned());
+    let span = tracing::info_span!("request", method = %request.method(), %route, trace_id = tracing::field::Empty);
+    let started = Instant::now();
+    let response = tracing::Instrument::instrument(next.run(request), span).await;
+    metrics::histogram!(
+        "ingest_http_request_duration_seconds",
+        "route" => route,
+        "status" => response.status().as_u16().to_string()
+    )
+    .record(started.elapsed());
+    response
 }

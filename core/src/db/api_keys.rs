@@ -59,17 +59,13 @@ pub async fn revoke(
     Ok(done.rows_affected() == 1)
 }
 
+/// key id, account id, revoked at, tier, ingest rate, ingest burst.
+type OwnerRow = (ApiKeyId, AccountId, Option<DateTime<Utc>>, String, Option<i32>, Option<i32>);
+
 /// Resolves a key's hash to its owner. This lookup is what establishes the account, so it is
 /// the one query not filtered by an account id.
 pub async fn find_by_hash(pool: &PgPool, hash: &[u8; 32]) -> Result<Option<KeyOwner>, DbError> {
-    let row: Option<(
-        ApiKeyId,
-        AccountId,
-        Option<DateTime<Utc>>,
-        String,
-        Option<i32>,
-        Option<i32>,
-    )> = sqlx::query_as(
+    let row: Option<OwnerRow> = sqlx::query_as(
         "SELECT k.id, k.account_id, k.revoked_at, a.tier, a.ingest_rate_per_sec, a.ingest_burst \
              FROM api_keys k JOIN accounts a ON a.id = k.account_id WHERE k.key_hash = $1",
     )

@@ -1,4 +1,10 @@
-//! Integration tests of the ingest against the local broker and Postgres.
+//! Integration tests of ingest against the local broker and Postgres, through HTTP.
+
+mod errors;
+mod events;
+mod openapi;
+mod outage;
+mod support;
 
 use hookstream_core::testkit;
 

@@ -1,0 +1,336 @@
+//! `POST /v1/events` and `POST /v1/events/batch`.
+
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::Json;
+use chrono::{DateTime, Utc};
+use hookstream_core::db::api_keys::KeyOwner;
+use hookstream_core::envelope::{EventEnvelope, Priority, SCHEMA_VERSION};
+use hookstream_core::schema::Violation;
+use hookstream_core::trace_context::TraceParent;
+use hookstream_core::{AccountId, EventId};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use crate::error::{ApiError, ErrorBody, ErrorDetail};
+use crate::idempotency::{self, Acceptance};
+use crate::request::{from_value, parse_json, read_limited, require_json};
+use crate::state::AppState;
+
+/// One event, as a producer sends it.
+#[derive(Debug, Clone, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct EventRequest {
+    /// Event type, e.g. `subscriber.created`.
+    #[schema(example = "subscriber.created")]
+    pub event_type: String,
+    /// The payload, validated against the event type's schema in `schemas/`.
+    #[schema(value_type = Object)]
+    pub data: serde_json::Value,
+    /// When it happened (RFC 3339); defaults to the time ingest received it.
+    pub occurred_at: Option<DateTime<Utc>>,
+    /// Lane: `high`, `normal` (default) or `low`.
+    #[schema(value_type = Option<String>, example = "normal")]
+    pub priority: Option<Priority>,
+}
+
+/// One event of a batch: an event plus its own optional idempotency key.
+#[derive(Debug, Clone, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct BatchEventRequest {
+    /// As for `POST /v1/events`.
+    pub event_type: String,
+    /// As for `POST /v1/events`.
+    #[schema(value_type = Object)]
+    pub data: serde_json::Value,
+    /// As for `POST /v1/events`.
+    pub occurred_at: Option<DateTime<Utc>>,
+    /// As for `POST /v1/events`.
+    #[schema(value_type = Option<String>)]
+    pub priority: Option<Priority>,
+    /// Plays the role of the `Idempotency-Key` header for this event.
+    pub idempotency_key: Option<String>,
+}
+
+/// `POST /v1/events/batch` body.
+#[derive(Debug, Clone, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct BatchRequest {
+    /// Up to `ingest.max_batch_events` (default 500) events.
+    #[schema(value_type = Vec<BatchEventRequest>)]
+    pub events: Vec<serde_json::Value>,
+}
+
+/// An accepted event.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct Accepted {
+    /// The event's id: the `webhook-id` receivers will see.
+    #[schema(value_type = String)]
+    pub event_id: EventId,
+}
+
+/// The outcome of one event of a batch.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct BatchResult {
+    /// Position in the request.
+    pub index: usize,
+    /// `accepted` or `rejected`.
+    pub status: &'static str,
+    /// Set when accepted.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>)]
+    pub event_id: Option<EventId>,
+    /// Set when rejected.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<ErrorDetail>,
+}
+
+/// `POST /v1/events/batch` answer: one result per event, in order.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct BatchResponse {
+    /// Events the broker acknowledged (or earlier acknowledged, for a repeated key).
+    pub accepted: usize,
+    /// Events refused; none of them was produced.
+    pub rejected: usize,
+    /// Per event.
+    pub results: Vec<BatchResult>,
+}
+
+/// Accept one event.
+#[utoipa::path(
+    post,
+    path = "/v1/events",
+    request_body = EventRequest,
+    params(
+        ("Idempotency-Key" = Option<String>, Header, description = "Same key, same account, within 60 s: the original event id is returned and nothing new is produced."),
+        ("traceparent" = Option<String>, Header, description = "W3C trace context to continue."),
+    ),
+    responses(
+        (status = 202, description = "Durably written to the broker", body = Accepted),
+        (status = 400, description = "Malformed JSON", body = ErrorBody),
+        (status = 401, description = "Missing, invalid or revoked key", body = ErrorBody),
+        (status = 413, description = "Body too large", body = ErrorBody),
+        (status = 415, description = "Not application/json", body = ErrorBody),
+        (status = 422, description = "Schema violation, naming the field", body = ErrorBody),
+        (status = 429, description = "Account over its intake limit (Retry-After)", body = ErrorBody),
+        (status = 503, description = "Broker unavailable; nothing accepted (Retry-After)", body = ErrorBody),
+    ),
+    security(("api_key" = [])),
+    tag = "events"
+)]
+pub async fn post_event(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<(StatusCode, Json<Accepted>), ApiError> {
+    let owner = state.auth.authenticate(&headers).await?;
+    require_json(&headers)?;
+    let bytes = read_limited(&headers, body, state.settings.max_body_bytes).await?;
+    let request: EventRequest = parse_json(&bytes)?;
+    let idempotency_key = headers
+        .get("idempotency-key")
+        .map(|v| {
+            v.to_str()
+                .map(str::to_owned)
+                .map_err(|_| ApiError::invalid("Idempotency-Key", "must be visible ASCII"))
+        })
+        .transpose()?;
+    let trace = continue_trace(&headers);
+    let event_type = request.event_type.clone();
+    let result = accept(&state, &owner, request.into(), idempotency_key, "", &trace).await;
+    record(&event_type, &state, &result);
+    let event_id = result?;
+    Ok((StatusCode::ACCEPTED, Json(Accepted { event_id })))
+}
+
+/// Accept up to `ingest.max_batch_events` events, each accepted or rejected on its own.
+#[utoipa::path(
+    post,
+    path = "/v1/events/batch",
+    request_body = BatchRequest,
+    params(("traceparent" = Option<String>, Header, description = "W3C trace context to continue.")),
+    responses(
+        (status = 200, description = "One result per event; only acknowledged events are reported accepted", body = BatchResponse),
+        (status = 400, description = "Malformed JSON", body = ErrorBody),
+        (status = 401, description = "Missing, invalid or revoked key", body = ErrorBody),
+        (status = 413, description = "Body too large", body = ErrorBody),
+        (status = 415, description = "Not application/json", body = ErrorBody),
+        (status = 422, description = "Not a batch, or too many events", body = ErrorBody),
+    ),
+    security(("api_key" = [])),
+    tag = "events"
+)]
+pub async fn post_batch(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Json<BatchResponse>, ApiError> {
+    let owner = state.auth.authenticate(&headers).await?;
+    require_json(&headers)?;
+    let bytes = read_limited(&headers, body, state.settings.max_body_bytes).await?;
+    let batch: BatchRequest = parse_json(&bytes)?;
+    let max = state.settings.max_batch_events;
+    if batch.events.len() > max {
+        return Err(ApiError::invalid("/events", format!("at most {max} events per batch")));
+    }
+    let trace = continue_trace(&headers);
+    let tasks = batch.events.into_iter().enumerate().map(|(index, value)| {
+        let (state, owner, trace) = (&state, &owner, &trace);
+        async move {
+            let prefix = format!("/events/{index}");
+            let result = match from_value::<BatchEventRequest>(value, &prefix) {
+                Ok(event) => {
+                    let event_type = event.event_type.clone();
+                    let key = event.idempotency_key.clone();
+                    let r = accept(state, owner, event.into(), key, &prefix, trace).await;
+                    record(&event_type, state, &r);
+                    r
+                }
+                Err(e) => {
+                    record("", state, &Err(e.clone()));
+                    Err(e)
+                }
+            };
+            match result {
+                Ok(id) => {
+                    BatchResult { index, status: "accepted", event_id: Some(id), error: None }
+                }
+                Err(e) => {
+                    BatchResult { index, status: "rejected", event_id: None, error: Some(e.body()) }
+                }
+            }
+        }
+    });
+    let results: Vec<BatchResult> = futures::future::join_all(tasks).await;
+    let accepted = results.iter().filter(|r| r.event_id.is_some()).count();
+    Ok(Json(BatchResponse { accepted, rejected: results.len() - accepted, results }))
+}
+
+/// The fields of an event that do not depend on how it arrived.
+pub struct NewEvent {
+    event_type: String,
+    data: serde_json::Value,
+    occurred_at: Option<DateTime<Utc>>,
+    priority: Option<Priority>,
+}
+
+impl From<EventRequest> for NewEvent {
+    fn from(r: EventRequest) -> Self {
+        Self {
+            event_type: r.event_type,
+            data: r.data,
+            occurred_at: r.occurred_at,
+            priority: r.priority,
+        }
+    }
+}
+
+impl From<BatchEventRequest> for NewEvent {
+    fn from(r: BatchEventRequest) -> Self {
+        Self {
+            event_type: r.event_type,
+            data: r.data,
+            occurred_at: r.occurred_at,
+            priority: r.priority,
+        }
+    }
+}
+
+/// Validates, rate-limits and produces one event; returns its id once it is durable.
+async fn accept(
+    state: &AppState,
+    owner: &KeyOwner,
+    event: NewEvent,
+    idempotency_key: Option<String>,
+    field_prefix: &str,
+    trace: &TraceParent,
+) -> Result<EventId, ApiError> {
+    if let Some(key) = &idempotency_key {
+        idempotency::validate_key(key).map_err(|e| prefixed(e, field_prefix))?;
+    }
+    let envelope = envelope(state, owner.account_id, event, idempotency_key.as_deref())
+        .map_err(|e| prefixed(e, field_prefix))?;
+    let produce = async {
+        state.limits.check(owner.account_id, owner.ingest_limit)?;
+        state.publisher.publish(&envelope, trace).await.map_err(|_| ApiError::Unavailable {
+            what: "broker",
+            retry_after_secs: u64::from(state.settings.unavailable_retry_after_secs),
+        })?;
+        Ok(envelope.event_id.clone())
+    };
+    match idempotency_key {
+        None => produce.await,
+        Some(key) => {
+            let (id, how) = state.idempotency.accept_once(owner.account_id, &key, produce).await?;
+            if how == Acceptance::Replayed {
+                metrics::counter!("ingest_idempotent_replays_total").increment(1);
+            }
+            Ok(id)
+        }
+    }
+}
+
+fn envelope(
+    state: &AppState,
+    account_id: AccountId,
+    event: NewEvent,
+    idempotency_key: Option<&str>,
+) -> Result<EventEnvelope, ApiError> {
+    state.schemas.validate_event(&event.event_type, &event.data).map_err(|v| match v {
+        Violation::UnknownEventType(t) => ApiError::invalid(
+            "/event_type",
+            format!("unknown event type {t:?}; known: {}", state.schemas.event_types().join(", ")),
+        ),
+        Violation::Invalid { field, message } => {
+            ApiError::invalid(format!("/data{field}"), message)
+        }
+    })?;
+    let now = Utc::now();
+    Ok(EventEnvelope {
+        event_id: idempotency_key.map(|k| EventId(k.to_owned())).unwrap_or_default(),
+        account_id,
+        event_type: event.event_type,
+        occurred_at: event.occurred_at.unwrap_or(now),
+        received_at: now,
+        priority: event.priority.unwrap_or_default(),
+        data: event.data,
+        schema_version: SCHEMA_VERSION,
+    })
+}
+
+fn prefixed(e: ApiError, prefix: &str) -> ApiError {
+    match e {
+        ApiError::Invalid { field, message } if !prefix.is_empty() => {
+            let field = if field.starts_with('/') {
+                format!("{prefix}{field}")
+            } else {
+                format!("{prefix}/{field}")
+            };
+            ApiError::Invalid { field, message }
+        }
+        other => other,
+    }
+}
+
+/// The span of this request: a child of the caller's `traceparent`, or a new trace.
+fn continue_trace(headers: &HeaderMap) -> TraceParent {
+    let incoming =
+        headers.get("traceparent").and_then(|v| v.to_str().ok()).and_then(TraceParent::parse);
+    let trace = incoming.map(|t| t.child()).unwrap_or_else(TraceParent::new_root);
+    tracing::Span::current().record("trace_id", trace.trace_id_hex());
+    trace
+}
+
+/// Counts `webhook_received_total{event_type, outcome}`; unknown types share one label value
+/// so a client cannot grow the metric's cardinality.
+fn record(event_type: &str, state: &AppState, result: &Result<EventId, ApiError>) {
+    let event_type =
+        if state.schemas.knows(event_type) { event_type.to_owned() } else { "unknown".to_owned() };
+    let outcome = match result {
+        Ok(_) => "accepted",
+        Err(e) => e.code(),
+    };
+    metrics::counter!("webhook_received_total", "event_type" => event_type, "outcome" => outcome)
+        .increment(1);
+}

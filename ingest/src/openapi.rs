@@ -1,0 +1,40 @@
+//! The OpenAPI document, generated from the handlers' annotations.
+
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::{Modify, OpenApi};
+
+use crate::error::{ErrorBody, ErrorDetail};
+use crate::events::{
+    Accepted, BatchEventRequest, BatchRequest, BatchResponse, BatchResult, EventRequest,
+};
+
+/// hookstream's public API.
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "hookstream", description = "Webhook delivery for multi-tenant SaaS: event intake."),
+    paths(crate::events::post_event, crate::events::post_batch),
+    components(schemas(
+        EventRequest, BatchEventRequest, BatchRequest, Accepted, BatchResult, BatchResponse,
+        ErrorBody, ErrorDetail
+    )),
+    modifiers(&BearerAuth),
+    tags((name = "events", description = "Event intake"))
+)]
+pub struct ApiDoc;
+
+struct BearerAuth;
+
+impl Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "api_key",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+        );
+    }
+}
+
+/// The document as pretty JSON (what `/openapi.json` serves and `ingest/openapi.json` holds).
+pub fn document() -> String {
+    ApiDoc::openapi().to_pretty_json().unwrap_or_else(|e| format!("{{\"error\": \"{e}\"}}"))
+}

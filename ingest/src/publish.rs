@@ -1,0 +1,151 @@
+//! Producing accepted events to their lane, keyed by account, answering only once the broker
+//! acknowledged the write (`acks=all`, idempotent producer).
+
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
+
+use hookstream_core::config::KafkaConfig;
+
+use hookstream_core::envelope::{headers, EventEnvelope};
+use hookstream_core::kafka::{self, KafkaClientError};
+use hookstream_core::topics::Topics;
+use hookstream_core::trace_context::TraceParent;
+use rdkafka::message::{Header, OwnedHeaders};
+use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
+use rdkafka::util::Timeout;
+
+const CLIENT_ID: &str = "hookstream-ingest";
+
+/// Why an event could not be made durable.
+#[derive(Debug, thiserror::Error)]
+pub enum PublishError {
+    /// The envelope could not be encoded (a defect, not an input error).
+    #[error("cannot encode the envelope: {0}")]
+    Encode(#[from] serde_json::Error),
+    /// The broker refused the write or did not acknowledge it in time.
+    #[error("broker did not acknowledge: {0}")]
+    Broker(String),
+}
+
+/// Where an acknowledged event landed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Acked {
+    /// Partition.
+    pub partition: i32,
+    /// Offset.
+    pub offset: i64,
+}
+
+/// Consecutive failed produces after which the producer is replaced.
+const FAILURES_BEFORE_RESET: u32 = 3;
+
+/// The producer side of ingest.
+#[derive(Clone)]
+pub struct Publisher {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    producer: RwLock<FutureProducer>,
+    kafka: KafkaConfig,
+    topics: Topics,
+    consecutive_failures: AtomicU32,
+    last_reset: Mutex<Instant>,
+}
+
+impl Publisher {
+    /// A publisher writing to `topics`, with acknowledgements awaited up to
+    /// `kafka.produce_timeout`.
+    pub fn new(kafka: &KafkaConfig, topics: Topics) -> Result<Self, KafkaClientError> {
+        let producer = kafka::producer(kafka, CLIENT_ID)?;
+        Ok(Self {
+            inner: Arc::new(Inner {
+                producer: RwLock::new(producer),
+                kafka: kafka.clone(),
+                topics,
+                consecutive_failures: AtomicU32::new(0),
+                last_reset: Mutex::new(Instant::now()),
+            }),
+        })
+    }
+
+    fn producer(&self) -> FutureProducer {
+        self.inner.producer.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Produces `envelope` to `events.<priority>` with key = account id and the trace context
+    /// in headers; returns once the broker acknowledged.
+    pub async fn publish(
+        &self,
+        envelope: &EventEnvelope,
+        trace: &TraceParent,
+    ) -> Result<Acked, PublishError> {
+        let payload = serde_json::to_vec(envelope)?;
+        let key = envelope.key();
+        let topic = self.inner.topics.events(envelope.priority);
+        let timeout = self.inner.kafka.produce_timeout;
+        let traceparent = trace.to_string();
+        let record = FutureRecord::to(&topic).key(&key).payload(&payload).headers(
+            OwnedHeaders::new()
+                .insert(Header { key: headers::TRACEPARENT, value: Some(traceparent.as_str()) }),
+        );
+        let started = Instant::now();
+        // The producer's own message timeout equals `kafka.produce_timeout`; the outer
+        // timeout is a guard against a send that never resolves.
+        let producer = self.producer();
+        let send = producer.send(record, Timeout::After(timeout));
+        let result = tokio::time::timeout(timeout + Duration::from_millis(500), send).await;
+        metrics::histogram!("ingest_produce_duration_seconds").record(started.elapsed());
+        match result {
+            Ok(Ok(delivery)) => {
+                self.inner.consecutive_failures.store(0, Ordering::Relaxed);
+                Ok(Acked { partition: delivery.partition, offset: delivery.offset })
+            }
+            Ok(Err((e, _))) => Err(self.failed(e.to_string())),
+            Err(_) => Err(self.failed(format!("no acknowledgement within {timeout:?}"))),
+        }
+    }
+
+    /// Counts a failure; after several in a row, replaces the producer. An idempotent producer
+    /// can stay wedged after a broker lost its producer state (a restarted broker without
+    /// durable storage): a fresh producer gets a new producer id and recovers on its own.
+    fn failed(&self, reason: String) -> PublishError {
+        metrics::counter!("ingest_produce_errors_total").increment(1);
+        tracing::warn!(%reason, "produce failed");
+        let failures = self.inner.consecutive_failures.fetch_add(1, Ordering::Relaxed) + 1;
+        if failures >= FAILURES_BEFORE_RESET {
+            self.reset_producer();
+        }
+        PublishError::Broker(reason)
+    }
+
+    fn reset_producer(&self) {
+        let mut last = self.inner.last_reset.lock().unwrap_or_else(|p| p.into_inner());
+        // At most one replacement per produce timeout, however many requests fail at once.
+        if last.elapsed() < self.inner.kafka.produce_timeout {
+            return;
+        }
+        match kafka::producer(&self.inner.kafka, CLIENT_ID) {
+            Ok(fresh) => {
+                *self.inner.producer.write().unwrap_or_else(|p| p.into_inner()) = fresh;
+                self.inner.consecutive_failures.store(0, Ordering::Relaxed);
+                *last = Instant::now();
+                metrics::counter!("ingest_producer_resets_total").increment(1);
+                tracing::warn!("replaced the producer after repeated failures");
+            }
+            Err(e) => tracing::error!(error = %e, "cannot build a new producer"),
+        }
+    }
+
+    /// Waits for queued messages to be acknowledged (at shutdown).
+    pub async fn flush(&self, timeout: Duration) {
+        let producer = self.producer();
+        let flushed = tokio::task::spawn_blocking(move || producer.flush(Timeout::After(timeout)));
+        match flushed.await {
+            Ok(Ok(())) => tracing::info!("producer flushed"),
+            Ok(Err(e)) => tracing::warn!(error = %e, "producer flush incomplete"),
+            Err(e) => tracing::warn!(error = %e, "producer flush task failed"),
+        }
+    }
+}

@@ -1,0 +1,122 @@
+//! Reading and checking request bodies: content type, size, JSON syntax, shape.
+
+use axum::body::{Body, Bytes};
+use axum::http::{header, HeaderMap};
+use http_body_util::{BodyExt, LengthLimitError, Limited};
+use serde::de::DeserializeOwned;
+use serde_path_to_error::Segment;
+
+use crate::error::ApiError;
+
+/// Refuses anything but `application/json` (with or without parameters).
+pub fn require_json(headers: &HeaderMap) -> Result<(), ApiError> {
+    let ok = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|mime| mime.trim().eq_ignore_ascii_case("application/json"));
+    if ok {
+        Ok(())
+    } else {
+        Err(ApiError::UnsupportedMediaType)
+    }
+}
+
+/// Reads at most `limit` bytes of body; a larger body is refused with 413 without being read
+/// to the end.
+pub async fn read_limited(
+    headers: &HeaderMap,
+    body: Body,
+    limit: usize,
+) -> Result<Bytes, ApiError> {
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|len| len > limit as u64) {
+        return Err(ApiError::PayloadTooLarge { limit });
+    }
+    match Limited::new(body, limit).collect().await {
+        Ok(collected) => Ok(collected.to_bytes()),
+        Err(e) if e.downcast_ref::<LengthLimitError>().is_some() => {
+            Err(ApiError::PayloadTooLarge { limit })
+        }
+        Err(e) => Err(ApiError::MalformedJson(format!("could not read the body: {e}"))),
+    }
+}
+
+/// Parses JSON text: a syntax error is a 400, a wrong shape a 422 naming the field.
+pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    let value: serde_json::Value =
+        serde_json::from_slice(bytes).map_err(|e| ApiError::MalformedJson(e.to_string()))?;
+    from_value(value, "")
+}
+
+/// Deserializes a JSON value, naming the failing field (JSON pointer under `prefix`).
+pub fn from_value<T: DeserializeOwned>(
+    value: serde_json::Value,
+    prefix: &str,
+) -> Result<T, ApiError> {
+    serde_path_to_error::deserialize(value).map_err(|e| {
+        let mut field = prefix.to_owned();
+        for segment in e.path().iter() {
+            match segment {
+                Segment::Seq { index } => field.push_str(&format!("/{index}")),
+                Segment::Map { key } => field.push_str(&format!("/{key}")),
+                Segment::Enum { variant } => field.push_str(&format!("/{variant}")),
+                Segment::Unknown => {}
+            }
+        }
+        if field.is_empty() {
+            field.push('/');
+        }
+        ApiError::invalid(field, e.into_inner().to_string())
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use serde::Deserialize;
+
+    use super::*;
+
+    #[derive(Debug, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    #[allow(dead_code)]
+    struct Shape {
+        name: String,
+        items: Vec<Item>,
+    }
+
+    #[derive(Debug, Deserialize)]
+    #[allow(dead_code)]
+    struct Item {
+        n: u32,
+    }
+
+    #[test]
+    fn syntax_errors_are_400_and_shape_errors_name_the_field() {
+        assert!(matches!(parse_json::<Shape>(b"{nope"), Err(ApiError::MalformedJson(_))));
+        match parse_json::<Shape>(br#"{"name": "x", "items": [{"n": 1}, {"n": "two"}]}"#) {
+            Err(ApiError::Invalid { field, .. }) => assert_eq!(field, "/items/1/n"),
+            other => panic!("{other:?}"),
+        }
+        match parse_json::<Shape>(br#"{"items": []}"#) {
+            Err(ApiError::Invalid { field, message }) => {
+                assert_eq!(field, "/");
+                assert!(message.contains("name"), "{message}");
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn only_json_content_types_pass() {
+        let mut h = HeaderMap::new();
+        assert!(require_json(&h).is_err());
+        h.insert(header::CONTENT_TYPE, "application/json; charset=utf-8".parse().expect("hv"));
+        assert!(require_json(&h).is_ok());
+        h.insert(header::CONTENT_TYPE, "text/plain".parse().expect("hv"));
+        assert!(require_json(&h).is_err());
+    }
+}

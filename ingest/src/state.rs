@@ -1,0 +1,28 @@
+//! What every handler shares.
+
+use std::sync::Arc;
+
+use hookstream_core::schema::Schemas;
+
+use crate::auth::KeyResolver;
+use crate::config::IngestSettings;
+use crate::idempotency::IdempotencyKeys;
+use crate::publish::Publisher;
+use crate::rate_limit::IntakeLimits;
+
+/// Handler state, cheap to clone.
+#[derive(Clone)]
+pub struct AppState {
+    /// `[ingest]` settings.
+    pub settings: Arc<IngestSettings>,
+    /// Compiled event schemas.
+    pub schemas: Arc<Schemas>,
+    /// API key resolution.
+    pub auth: KeyResolver,
+    /// Per-account intake limits.
+    pub limits: IntakeLimits,
+    /// Recently seen idempotency keys.
+    pub idempotency: IdempotencyKeys,
+    /// The producer.
+    pub publisher: Publisher,
+}

@@ -1,0 +1,56 @@
+//! The broker goes away: 503 with Retry-After within the produce timeout, never a 202 for an
+//! event that is not on the broker, and recovery on its own when the broker returns.
+
+use std::time::{Duration, Instant};
+
+use hookstream_core::config::KafkaConfig;
+use hookstream_core::testkit::{self, eventually, OwnBroker};
+use hookstream_ingest::IngestSettings;
+
+use crate::support::{created, Ingest};
+
+#[tokio::test]
+async fn a_dead_broker_gives_503_within_the_produce_timeout_and_ingest_recovers() {
+    let mut broker = OwnBroker::start().await;
+    let kafka = KafkaConfig { produce_timeout: Duration::from_secs(2), ..broker.kafka_config() };
+    let ingest = Ingest::start_with(kafka.clone(), IngestSettings::default()).await;
+    let r = ingest.post("/v1/events").json(&created("before")).send().await.expect("post");
+    assert_eq!(r.status(), 202);
+
+    broker.stop();
+    for i in 0..3 {
+        let started = Instant::now();
+        let r = ingest
+            .post("/v1/events")
+            .json(&created(&format!("during{i}")))
+            .send()
+            .await
+            .expect("post");
+        let took = started.elapsed();
+        assert_eq!(r.status(), 503, "no 202 while the broker is down");
+        assert!(r.headers().contains_key("retry-after"));
+        assert!(took < Duration::from_secs(4), "answered after {took:?}");
+    }
+
+    broker.restart().await;
+    // Memory storage: the restarted broker starts empty.
+    testkit::create_topics_on(&kafka, &ingest.topics.topics().all_events(), 4).await;
+    eventually(Duration::from_secs(30), "ingest accepting again", || async {
+        let r = ingest.post("/v1/events").json(&created("after")).send().await.ok()?;
+        (r.status() == 202).then_some(())
+    })
+    .await;
+    // Only what was acknowledged after the restart is on the (new) broker: nothing the
+    // outage answered 503 for appears, and "after" is there.
+    let msgs = testkit::consume_exactly(
+        &kafka,
+        &ingest.topics.topics().all_events(),
+        1,
+        Duration::from_secs(20),
+        Duration::from_millis(1500),
+    )
+    .await;
+    let body = String::from_utf8_lossy(rdkafka::Message::payload(&msgs[0]).unwrap_or_default())
+        .into_owned();
+    assert!(body.contains("\"after\""), "{body}");
+}
