@@ -6,7 +6,10 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use hookstream_core::config::{self, ConfigError};
 
+mod accounts;
+mod bench_produce;
 mod config_file;
+mod loadgen;
 mod migrate;
 mod topics;
 
@@ -31,6 +34,16 @@ enum Command {
     /// Manage the pipeline's Kafka topics.
     #[command(subcommand)]
     Topics(topics::TopicsCommand),
+    /// Manage accounts.
+    #[command(subcommand)]
+    Accounts(accounts::AccountsCommand),
+    /// Issue and revoke API keys.
+    #[command(subcommand)]
+    Keys(accounts::KeysCommand),
+    /// Send events to ingest and report throughput and latency.
+    Loadgen(loadgen::LoadgenArgs),
+    /// Baseline for the ingest benchmark: a bare producer with the same payloads.
+    BenchProduce(bench_produce::BenchProduceArgs),
 }
 
 /// Exit code for bad input (also clap's).
@@ -53,6 +66,10 @@ async fn main() -> ExitCode {
     let result = match cli.command {
         Command::Migrate => migrate::run(&config).await,
         Command::Topics(cmd) => topics::run(&config, cmd).await,
+        Command::Accounts(cmd) => accounts::run_accounts(&config, cmd).await,
+        Command::Keys(cmd) => accounts::run_keys(&config, cmd).await,
+        Command::Loadgen(args) => loadgen::run(args).await,
+        Command::BenchProduce(args) => bench_produce::run(&config, args).await,
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -116,6 +116,10 @@ pub struct KafkaConfig {
     /// How long a produce may wait for the broker's acknowledgement.
     #[serde(with = "humantime_serde")]
     pub produce_timeout: Duration,
+    /// How long the producer waits to fill a batch: raises throughput, adds up to this much
+    /// latency to every produce.
+    #[serde(with = "humantime_serde")]
+    pub linger: Duration,
     /// How long start-up waits for the cluster's metadata before giving up.
     #[serde(with = "humantime_serde")]
     pub connect_timeout: Duration,
@@ -130,6 +134,7 @@ impl Default for KafkaConfig {
             brokers: "127.0.0.1:19092".into(),
             client_id: None,
             produce_timeout: Duration::from_secs(5),
+            linger: Duration::from_millis(1),
             connect_timeout: Duration::from_secs(10),
             properties: BTreeMap::new(),
         }

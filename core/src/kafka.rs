@@ -63,7 +63,7 @@ pub fn producer_config(cfg: &KafkaConfig, client_id: &str) -> ClientConfig {
     c.set("enable.idempotence", "true")
         .set("acks", "all")
         .set("compression.type", "lz4")
-        .set("linger.ms", "5")
+        .set("linger.ms", millis(cfg.linger))
         .set("message.timeout.ms", millis(cfg.produce_timeout));
     for (k, v) in &cfg.properties {
         c.set(k, v);

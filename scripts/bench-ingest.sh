@@ -1,0 +1,61 @@
+#!/usr/bin/env bash
+# Ingest benchmark, in one run on this machine (issue 3):
+#   (a) a bare rdkafka producer on the same broker, payloads and in-flight count;
+#   (b) ingest at max rate through HTTP (events/s, ratio to (a));
+#   (c) ingest at a fixed 5,000 events/s (p50/p99 latency);
+#   ingest's peak RSS.
+# Settings: BENCH_SECONDS (default 15), BENCH_CONNECTIONS (32), BENCH_PAYLOAD (1024),
+# BENCH_ACCOUNTS (20), BENCH_RATE (5000), BENCH_PORT (18080).
+source "$(dirname "$0")/lib.sh"
+
+seconds=${BENCH_SECONDS:-15}
+conns=${BENCH_CONNECTIONS:-32}
+payload=${BENCH_PAYLOAD:-1024}
+accounts=${BENCH_ACCOUNTS:-20}
+rate=${BENCH_RATE:-5000}
+port=${BENCH_PORT:-18080}
+
+"$HS_ROOT/scripts/dev-up.sh" >/dev/null
+log "building release binaries"
+cargo build --quiet --release -p hookstream-cli -p hookstream-ingest --manifest-path "$HS_ROOT/Cargo.toml"
+bin=$CARGO_TARGET_DIR/release
+work=$(mktemp -d)
+trap 'kill "${ingest_pid:-}" 2>/dev/null || true; rm -rf "$work"' EXIT
+
+log "creating $accounts accounts with high intake limits"
+for i in $(seq "$accounts"); do
+  id=$("$bin/hookstream" accounts create --name "bench-$i" --tier xlarge --ingest-rate 1000000 --ingest-burst 1000000)
+  "$bin/hookstream" keys issue --account "$id" --name bench 2>/dev/null >>"$work/keys"
+done
+
+log "(a) bare producer, ${seconds}s, $conns in flight, $payload-byte messages"
+bare=$("$bin/hookstream" bench-produce --duration "${seconds}s" --in-flight "$conns" --payload-bytes "$payload" --keys "$accounts")
+echo "$bare"
+
+HOOKSTREAM_HTTP__LISTEN=127.0.0.1:$port HOOKSTREAM_TELEMETRY__LOG_LEVEL=warn "$bin/hookstream-ingest" &
+ingest_pid=$!
+wait_for_port "$port" "ingest" 30
+
+log "(b) ingest at max rate, ${seconds}s, $conns connections"
+max=$("$bin/hookstream" loadgen --url "http://127.0.0.1:$port" --keys-file "$work/keys" --connections "$conns" --duration "${seconds}s" --payload-bytes "$payload" --json)
+log "(c) ingest at $rate events/s, ${seconds}s"
+fixed=$("$bin/hookstream" loadgen --url "http://127.0.0.1:$port" --keys-file "$work/keys" --connections "$conns" --rate "$rate" --duration "${seconds}s" --payload-bytes "$payload" --json)
+rss_kb=$(awk '/VmHWM/ {print $2}' "/proc/$ingest_pid/status")
+
+bare_rate=$(sed -E 's/.* ([0-9.]+) msgs\/s.*/\1/' <<<"$bare")
+python3 - "$bare_rate" "$rss_kb" "$rate" "$conns" "$payload" <<PY
+import json, sys
+bare, rss_kb, rate, conns, payload = float(sys.argv[1]), int(sys.argv[2]), sys.argv[3], sys.argv[4], sys.argv[5]
+mx = json.loads('''$max''')
+fx = json.loads('''$fixed''')
+print()
+print(f"| measure ({payload}-byte events, {conns} connections / in flight) | value | target |")
+print("| --- | --- | --- |")
+print(f"| bare rdkafka producer | {bare:,.0f} msgs/s | baseline |")
+print(f"| ingest, max rate | {mx['accepted_per_sec']:,.0f} events/s (p50 {mx['p50_ms']:.2f} ms, p99 {mx['p99_ms']:.2f} ms) | |")
+print(f"| ingest / bare producer | {mx['accepted_per_sec']/bare:.2f} | >= 0.8 |")
+print(f"| ingest at {rate}/s: accepted | {fx['accepted']:,} of {fx['sent']:,} ({fx['accepted_per_sec']:,.0f}/s) | all |")
+print(f"| ingest at {rate}/s: p50 / p99 / max | {fx['p50_ms']:.2f} / {fx['p99_ms']:.2f} / {fx['max_ms']:.2f} ms | p99 < 10 ms |")
+print(f"| ingest peak RSS | {rss_kb/1024:.1f} MB | < 100 MB |")
+print(f"| statuses (max rate) | {mx['statuses']} | |")
+PY
