@@ -58,6 +58,9 @@ pub struct IngestSettings {
     pub key_cache_ttl: Duration,
     /// `Retry-After` seconds sent with a 503 when the broker is unavailable.
     pub unavailable_retry_after_secs: u32,
+    /// Confluent-compatible schema registry; when set, events are written as Avro in the
+    /// Confluent wire format instead of JSON.
+    pub schema_registry_url: Option<url::Url>,
 }
 
 impl Default for IngestSettings {
@@ -69,6 +72,7 @@ impl Default for IngestSettings {
             idempotency_capacity: 1_000_000,
             key_cache_ttl: Duration::from_secs(30),
             unavailable_retry_after_secs: 5,
+            schema_registry_url: None,
         }
     }
 }

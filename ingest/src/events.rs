@@ -15,6 +15,7 @@ use utoipa::ToSchema;
 
 use crate::error::{ApiError, ErrorBody, ErrorDetail};
 use crate::idempotency::{self, Acceptance};
+use crate::publish::PublishError;
 use crate::request::{from_value, parse_json, read_limited, require_json};
 use crate::state::AppState;
 
@@ -253,8 +254,11 @@ async fn accept(
         .map_err(|e| prefixed(e, field_prefix))?;
     let produce = async {
         state.limits.check(owner.account_id, owner.ingest_limit)?;
-        state.publisher.publish(&envelope, trace).await.map_err(|_| ApiError::Unavailable {
-            what: "broker",
+        state.publisher.publish(&envelope, trace).await.map_err(|e| ApiError::Unavailable {
+            what: match e {
+                PublishError::Encode(_) => "schema registry",
+                PublishError::Broker(_) => "broker",
+            },
             retry_after_secs: u64::from(state.settings.unavailable_retry_after_secs),
         })?;
         Ok(envelope.event_id.clone())

@@ -3,6 +3,7 @@
 
 pub mod auth;
 mod config;
+pub mod encode;
 pub mod error;
 pub mod events;
 pub mod idempotency;
@@ -30,6 +31,7 @@ pub use openapi::document as openapi_document;
 use tokio_util::sync::CancellationToken;
 
 use crate::auth::KeyResolver;
+use crate::encode::Encoder;
 use crate::idempotency::IdempotencyKeys;
 use crate::publish::Publisher;
 use crate::rate_limit::IntakeLimits;
@@ -40,7 +42,9 @@ use crate::state::AppState;
 pub async fn run(config: IngestConfig, shutdown: CancellationToken) -> Result<(), ServiceError> {
     let backends = service::connect(&config.kafka, &config.database).await?;
     let schemas = Schemas::load().map_err(|e| ServiceError::Startup(e.to_string()))?;
-    let publisher = Publisher::new(&config.kafka, config.topics.topics())?;
+    let encoder = Encoder::new(config.ingest.schema_registry_url.as_ref())
+        .map_err(|e| ServiceError::Startup(e.to_string()))?;
+    let publisher = Publisher::new(&config.kafka, config.topics.topics(), encoder)?;
     let settings = &config.ingest;
     let state = AppState {
         auth: KeyResolver::new(backends.database.clone(), settings.key_cache_ttl),

@@ -10,6 +10,8 @@ use hookstream_core::config::KafkaConfig;
 use hookstream_core::envelope::{headers, EventEnvelope};
 use hookstream_core::kafka::{self, KafkaClientError};
 use hookstream_core::topics::Topics;
+
+use crate::encode::{EncodeError, Encoder};
 use hookstream_core::trace_context::TraceParent;
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
@@ -20,9 +22,9 @@ const CLIENT_ID: &str = "hookstream-ingest";
 /// Why an event could not be made durable.
 #[derive(Debug, thiserror::Error)]
 pub enum PublishError {
-    /// The envelope could not be encoded (a defect, not an input error).
-    #[error("cannot encode the envelope: {0}")]
-    Encode(#[from] serde_json::Error),
+    /// The envelope could not be encoded (registry unreachable, or a defect).
+    #[error(transparent)]
+    Encode(#[from] EncodeError),
     /// The broker refused the write or did not acknowledge it in time.
     #[error("broker did not acknowledge: {0}")]
     Broker(String),
@@ -48,6 +50,7 @@ pub struct Publisher {
 
 struct Inner {
     producer: RwLock<FutureProducer>,
+    encoder: Encoder,
     kafka: KafkaConfig,
     topics: Topics,
     consecutive_failures: AtomicU32,
@@ -57,11 +60,16 @@ struct Inner {
 impl Publisher {
     /// A publisher writing to `topics`, with acknowledgements awaited up to
     /// `kafka.produce_timeout`.
-    pub fn new(kafka: &KafkaConfig, topics: Topics) -> Result<Self, KafkaClientError> {
+    pub fn new(
+        kafka: &KafkaConfig,
+        topics: Topics,
+        encoder: Encoder,
+    ) -> Result<Self, KafkaClientError> {
         let producer = kafka::producer(kafka, CLIENT_ID)?;
         Ok(Self {
             inner: Arc::new(Inner {
                 producer: RwLock::new(producer),
+                encoder,
                 kafka: kafka.clone(),
                 topics,
                 consecutive_failures: AtomicU32::new(0),
@@ -81,9 +89,9 @@ impl Publisher {
         envelope: &EventEnvelope,
         trace: &TraceParent,
     ) -> Result<Acked, PublishError> {
-        let payload = serde_json::to_vec(envelope)?;
         let key = envelope.key();
         let topic = self.inner.topics.events(envelope.priority);
+        let payload = self.inner.encoder.encode(&topic, envelope).await?;
         let timeout = self.inner.kafka.produce_timeout;
         let traceparent = trace.to_string();
         let record = FutureRecord::to(&topic).key(&key).payload(&payload).headers(

@@ -4,6 +4,7 @@ mod errors;
 mod events;
 mod openapi;
 mod outage;
+mod registry;
 mod support;
 
 use hookstream_core::testkit;
