@@ -43,6 +43,11 @@ fixed=$("$bin/hookstream" loadgen --url "http://127.0.0.1:$port" --keys-file "$w
 rss_kb=$(awk '/VmHWM/ {print $2}' "/proc/$ingest_pid/status")
 
 bare_rate=$(sed -E 's/.* ([0-9.]+) msgs\/s.*/\1/' <<<"$bare")
+mkdir -p "$HS_ROOT/bench"
+{
+echo "# Ingest benchmark"
+echo
+echo "$(date -u +%Y-%m-%dT%H:%MZ), $(nproc) cores, $(free -g | awk '/Mem:/ {print $2}') GiB, $(uname -m); broker: tansu $HOOKSTREAM_TANSU_VERSION (memory storage); loadgen, ingest and broker on one machine, loopback."
 python3 - "$bare_rate" "$rss_kb" "$rate" "$conns" "$payload" <<PY
 import json, sys
 bare, rss_kb, rate, conns, payload = float(sys.argv[1]), int(sys.argv[2]), sys.argv[3], sys.argv[4], sys.argv[5]
@@ -59,3 +64,4 @@ print(f"| ingest at {rate}/s: p50 / p99 / max | {fx['p50_ms']:.2f} / {fx['p99_ms
 print(f"| ingest peak RSS | {rss_kb/1024:.1f} MB | < 100 MB |")
 print(f"| statuses (max rate) | {mx['statuses']} | |")
 PY
+} | tee "$HS_ROOT/bench/ingest.md"
