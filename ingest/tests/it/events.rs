@@ -59,7 +59,8 @@ async fn an_accepted_event_is_on_its_lane_keyed_by_account_with_the_callers_trac
     assert_eq!(tp.trace_id_hex(), "4bf92f3577b34da6a3ce929d0e0e4736", "same trace as the caller");
     assert_ne!(hex_span(&tp), "00f067aa0ba902b7", "a child span, not the caller's");
 
-    let metrics = ingest.http.get(format!("{}/metrics", ingest.base)).send().await.expect("metrics");
+    let metrics =
+        ingest.http.get(format!("{}/metrics", ingest.base)).send().await.expect("metrics");
     let text = metrics.text().await.expect("text");
     for name in [
         "webhook_received_total{event_type=\"subscriber.created\",outcome=\"accepted\"}",
