@@ -1,0 +1,74 @@
+//! The delivery engine shared by the dispatcher and the retrier: sign, send, classify,
+//! circuit-break, record.
+
+pub mod circuit;
+pub mod guard;
+pub mod outcome;
+pub mod record;
+pub mod send;
+pub mod sign;
+
+use serde::{Deserialize, Serialize};
+use std::time::Duration;
+
+use crate::config::ConfigError;
+
+/// `[delivery]`: how webhooks are sent.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DeliveryConfig {
+    /// Whole-request timeout.
+    #[serde(with = "humantime_serde")]
+    pub timeout: Duration,
+    /// TCP/TLS connect timeout.
+    #[serde(with = "humantime_serde")]
+    pub connect_timeout: Duration,
+    /// Deliver to private, loopback and link-local addresses (tests and on-premises only).
+    pub allow_private_targets: bool,
+    /// Consecutive failures that open an endpoint's circuit.
+    pub circuit_threshold: u32,
+    /// How long an open circuit waits before one probe.
+    #[serde(with = "humantime_serde")]
+    pub circuit_cooldown: Duration,
+    /// Bytes of a response body kept in the delivery log.
+    pub max_response_body: usize,
+    /// Attempt records written per database round trip, at most.
+    pub record_batch_size: usize,
+    /// Longest wait before a partial batch of attempt records is written.
+    #[serde(with = "humantime_serde")]
+    pub record_flush_interval: Duration,
+}
+
+impl Default for DeliveryConfig {
+    fn default() -> Self {
+        Self {
+            timeout: Duration::from_secs(10),
+            connect_timeout: Duration::from_secs(5),
+            allow_private_targets: false,
+            circuit_threshold: 5,
+            circuit_cooldown: Duration::from_secs(30),
+            max_response_body: 1024,
+            record_batch_size: 100,
+            record_flush_interval: Duration::from_secs(1),
+        }
+    }
+}
+
+impl DeliveryConfig {
+    /// Checks the section; keys are reported under `delivery.`.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.timeout.is_zero() {
+            return Err(ConfigError::invalid("delivery.timeout", "must be greater than zero"));
+        }
+        if self.connect_timeout.is_zero() {
+            return Err(ConfigError::invalid(
+                "delivery.connect_timeout",
+                "must be greater than zero",
+            ));
+        }
+        if self.record_batch_size == 0 {
+            return Err(ConfigError::invalid("delivery.record_batch_size", "must be at least 1"));
+        }
+        Ok(())
+    }
+}

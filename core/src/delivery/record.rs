@@ -1,0 +1,223 @@
+//! The delivery log, written in batches (up to `delivery.record_batch_size` rows or every
+//! `delivery.record_flush_interval`), never one round trip per delivery.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use sqlx::PgPool;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use super::outcome::Outcome;
+use crate::ids::{AccountId, EndpointId, EventId};
+
+/// One attempt, as the log keeps it.
+#[derive(Debug, Clone)]
+pub struct AttemptRecord {
+    /// Account.
+    pub account_id: AccountId,
+    /// Event.
+    pub event_id: EventId,
+    /// Endpoint.
+    pub endpoint_id: EndpointId,
+    /// Event type.
+    pub event_type: String,
+    /// When ingest received the event.
+    pub received_at: DateTime<Utc>,
+    /// Attempt number, from 1.
+    pub attempt: u32,
+    /// Classified outcome.
+    pub outcome: Outcome,
+    /// HTTP status.
+    pub http_status: Option<u16>,
+    /// Latency.
+    pub latency: Duration,
+    /// Start of the response body.
+    pub response_body: Option<String>,
+    /// Error text.
+    pub error: Option<String>,
+    /// When the attempt was made.
+    pub attempted_at: DateTime<Utc>,
+}
+
+impl AttemptRecord {
+    fn state(&self) -> &'static str {
+        match self.outcome {
+            Outcome::Delivered => "delivered",
+            Outcome::Retryable { .. } => "retrying",
+            Outcome::Permanent { .. } => "failed",
+        }
+    }
+}
+
+/// The sending side; cheap to clone.
+#[derive(Clone)]
+pub struct Recorder {
+    tx: mpsc::Sender<AttemptRecord>,
+}
+
+impl Recorder {
+    /// Starts the writer task; it drains what is queued when `shutdown` is cancelled and ends.
+    pub fn spawn(
+        pool: PgPool,
+        batch_size: usize,
+        flush_interval: Duration,
+        shutdown: CancellationToken,
+    ) -> (Self, tokio::task::JoinHandle<()>) {
+        // Bounded: when Postgres is down the queue fills and deliveries slow down instead of
+        // memory growing without limit.
+        let (tx, rx) = mpsc::channel(batch_size * 100);
+        let task = tokio::spawn(write_loop(pool, rx, batch_size, flush_interval, shutdown));
+        (Self { tx }, task)
+    }
+
+    /// Queues a record (waits when the queue is full).
+    pub async fn record(&self, record: AttemptRecord) {
+        if self.tx.send(record).await.is_err() {
+            tracing::error!("delivery log writer has stopped; attempt not recorded");
+        }
+    }
+}
+
+async fn write_loop(
+    pool: PgPool,
+    mut rx: mpsc::Receiver<AttemptRecord>,
+    batch_size: usize,
+    flush_interval: Duration,
+    shutdown: CancellationToken,
+) {
+    let mut batch = Vec::with_capacity(batch_size);
+    let mut tick = tokio::time::interval(flush_interval);
+    loop {
+        tokio::select! {
+            received = rx.recv() => match received {
+                Some(r) => {
+                    batch.push(r);
+                    if batch.len() >= batch_size {
+                        flush(&pool, &mut batch).await;
+                    }
+                }
+                None => break,
+            },
+            _ = tick.tick() => flush(&pool, &mut batch).await,
+            _ = shutdown.cancelled() => {
+                rx.close();
+                while let Some(r) = rx.recv().await {
+                    batch.push(r);
+                }
+                break;
+            }
+        }
+    }
+    flush(&pool, &mut batch).await;
+}
+
+/// Writes the batch, retrying while the database is unavailable (loudly), so nothing queued
+/// is dropped.
+async fn flush(pool: &PgPool, batch: &mut Vec<AttemptRecord>) {
+    if batch.is_empty() {
+        return;
+    }
+    let mut backoff = Duration::from_millis(100);
+    loop {
+        match write(pool, batch).await {
+            Ok(()) => {
+                metrics::histogram!("webhook_batch_size").record(batch.len() as f64);
+                batch.clear();
+                return;
+            }
+            Err(e) => {
+                tracing::error!(error = %e, rows = batch.len(), "writing the delivery log failed; retrying");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(5));
+            }
+        }
+    }
+}
+
+/// Inserts the attempts and upserts each (event, endpoint)'s state in one transaction.
+pub async fn write(pool: &PgPool, batch: &[AttemptRecord]) -> Result<(), sqlx::Error> {
+    let mut tx = pool.begin().await?;
+    sqlx::query(
+        "INSERT INTO delivery_attempts (account_id, event_id, endpoint_id, attempt, outcome, \
+         http_status, latency_ms, response_body, error, attempted_at) \
+         SELECT * FROM UNNEST($1::uuid[], $2::text[], $3::uuid[], $4::int[], $5::text[], \
+         $6::int[], $7::int[], $8::text[], $9::text[], $10::timestamptz[])",
+    )
+    .bind(batch.iter().map(|r| r.account_id.0).collect::<Vec<_>>())
+    .bind(batch.iter().map(|r| r.event_id.0.clone()).collect::<Vec<_>>())
+    .bind(batch.iter().map(|r| r.endpoint_id.0).collect::<Vec<_>>())
+    .bind(batch.iter().map(|r| r.attempt as i32).collect::<Vec<_>>())
+    .bind(batch.iter().map(|r| r.outcome.label()).collect::<Vec<_>>())
+    .bind(batch.iter().map(|r| r.http_status.map(i32::from)).collect::<Vec<_>>())
+    .bind(
+        batch
+            .iter()
+            .map(|r| r.latency.as_millis().min(i32::MAX as u128) as i32)
+            .collect::<Vec<_>>(),
+    )
+    .bind(batch.iter().map(|r| r.response_body.clone()).collect::<Vec<_>>())
+    .bind(batch.iter().map(|r| r.error.clone()).collect::<Vec<_>>())
+    .bind(batch.iter().map(|r| r.attempted_at).collect::<Vec<_>>())
+    .execute(&mut *tx)
+    .await?;
+
+    // One row per (event, endpoint) in the upsert: the latest attempt of the batch wins.
+    let mut latest: HashMap<(AccountId, &str, EndpointId), &AttemptRecord> = HashMap::new();
+    for r in batch {
+        let key = (r.account_id, r.event_id.as_str(), r.endpoint_id);
+        match latest.get(&key) {
+            Some(prev) if prev.attempt > r.attempt => {}
+            _ => {
+                latest.insert(key, r);
+            }
+        }
+    }
+    let rows: Vec<&AttemptRecord> = latest.into_values().collect();
+    sqlx::query(
+        "INSERT INTO deliveries AS d (account_id, event_id, endpoint_id, event_type, state, attempts, \
+         last_status, last_error, received_at, first_attempt_at, last_attempt_at, delivered_at) \
+         SELECT a, e, p, t, s, n, st, er, rc, at, at, CASE WHEN s = 'delivered' THEN at END \
+         FROM UNNEST($1::uuid[], $2::text[], $3::uuid[], $4::text[], $5::text[], $6::int[], \
+         $7::int[], $8::text[], $9::timestamptz[], $10::timestamptz[]) AS u(a, e, p, t, s, n, st, er, rc, at) \
+         ON CONFLICT (account_id, event_id, endpoint_id) DO UPDATE SET \
+           state = CASE WHEN d.state = 'delivered' THEN 'delivered' ELSE EXCLUDED.state END, \
+           attempts = GREATEST(d.attempts, EXCLUDED.attempts), \
+           last_status = EXCLUDED.last_status, last_error = EXCLUDED.last_error, \
+           last_attempt_at = EXCLUDED.last_attempt_at, \
+           delivered_at = COALESCE(d.delivered_at, EXCLUDED.delivered_at), updated_at = now()",
+    )
+    .bind(rows.iter().map(|r| r.account_id.0).collect::<Vec<_>>())
+    .bind(rows.iter().map(|r| r.event_id.0.clone()).collect::<Vec<_>>())
+    .bind(rows.iter().map(|r| r.endpoint_id.0).collect::<Vec<_>>())
+    .bind(rows.iter().map(|r| r.event_type.clone()).collect::<Vec<_>>())
+    .bind(rows.iter().map(|r| r.state()).collect::<Vec<_>>())
+    .bind(rows.iter().map(|r| r.attempt as i32).collect::<Vec<_>>())
+    .bind(rows.iter().map(|r| r.http_status.map(i32::from)).collect::<Vec<_>>())
+    .bind(rows.iter().map(|r| r.error.clone()).collect::<Vec<_>>())
+    .bind(rows.iter().map(|r| r.received_at).collect::<Vec<_>>())
+    .bind(rows.iter().map(|r| r.attempted_at).collect::<Vec<_>>())
+    .execute(&mut *tx)
+    .await?;
+    tx.commit().await
+}
+
+/// Whether the log shows (event, endpoint) delivered.
+pub async fn already_delivered(
+    pool: &PgPool,
+    account_id: AccountId,
+    event_id: &EventId,
+    endpoint_id: EndpointId,
+) -> Result<bool, sqlx::Error> {
+    let found: Option<i32> = sqlx::query_scalar(
+        "SELECT 1 FROM deliveries WHERE account_id = $1 AND event_id = $2 AND endpoint_id = $3 \
+         AND state = 'delivered'",
+    )
+    .bind(account_id)
+    .bind(event_id)
+    .bind(endpoint_id)
+    .fetch_optional(pool)
+    .await?;
+    Ok(found.is_some())
+}

@@ -1,0 +1,186 @@
+//! One HTTP attempt: a signed `POST` with the Standard Webhooks headers, classified.
+
+use std::time::{Duration, Instant};
+
+use chrono::Utc;
+use serde_json::json;
+
+use super::guard;
+use super::outcome::{classify_status, classify_transport_error, Outcome};
+use super::sign::{signature_header, SigningSecret};
+use super::DeliveryConfig;
+use crate::envelope::EventEnvelope;
+use crate::ids::{AccountId, EndpointId};
+
+/// What the engine needs to know of an endpoint.
+#[derive(Debug, Clone)]
+pub struct Target {
+    /// Endpoint id.
+    pub id: EndpointId,
+    /// Owning account.
+    pub account_id: AccountId,
+    /// Where to POST.
+    pub url: url::Url,
+    /// Active signing secrets (two during a rotation).
+    pub secrets: Vec<SigningSecret>,
+}
+
+/// The result of one attempt.
+#[derive(Debug, Clone)]
+pub struct Attempt {
+    /// What it means for the task.
+    pub outcome: Outcome,
+    /// HTTP status, when a response came back.
+    pub status: Option<u16>,
+    /// Time from sending to the response (or error).
+    pub latency: Duration,
+    /// The start of the response body, for the delivery log.
+    pub response_body: Option<String>,
+    /// Transport error or refusal, when there was no response.
+    pub error: Option<String>,
+}
+
+/// Sends webhooks over pooled keep-alive connections.
+#[derive(Clone)]
+pub struct Sender {
+    client: reqwest::Client,
+    config: DeliveryConfig,
+}
+
+impl Sender {
+    /// Builds the HTTP client (with the SSRF guard unless private targets are allowed).
+    pub fn new(config: &DeliveryConfig) -> Result<Self, reqwest::Error> {
+        let mut builder = reqwest::Client::builder()
+            .user_agent(concat!("hookstream/", env!("CARGO_PKG_VERSION")))
+            .timeout(config.timeout)
+            .connect_timeout(config.connect_timeout)
+            .pool_idle_timeout(Duration::from_secs(90))
+            .redirect(reqwest::redirect::Policy::none());
+        if !config.allow_private_targets {
+            builder = builder.dns_resolver(guard::resolver());
+        }
+        Ok(Self { client: builder.build()?, config: config.clone() })
+    }
+
+    /// The request body: Standard Webhooks' recommended shape.
+    pub fn body(envelope: &EventEnvelope) -> Vec<u8> {
+        json!({
+            "id": envelope.event_id,
+            "type": envelope.event_type,
+            "timestamp": envelope.occurred_at,
+            "account_id": envelope.account_id,
+            "data": envelope.data,
+        })
+        .to_string()
+        .into_bytes()
+    }
+
+    /// Makes one attempt of `envelope` to `target`.
+    pub async fn send(
+        &self,
+        target: &Target,
+        envelope: &EventEnvelope,
+        traceparent: &str,
+    ) -> Attempt {
+        let started = Instant::now();
+        if !self.config.allow_private_targets {
+            if let Err(e) = guard::check_literal(&target.url) {
+                return refused(e.to_string(), started);
+            }
+        }
+        let body = Self::body(envelope);
+        let timestamp = Utc::now().timestamp();
+        let msg_id = envelope.event_id.as_str();
+        let request = self
+            .client
+            .post(target.url.clone())
+            .header("content-type", "application/json")
+            .header("webhook-id", msg_id)
+            .header("webhook-timestamp", timestamp.to_string())
+            .header(
+                "webhook-signature",
+                signature_header(&target.secrets, msg_id, timestamp, &body),
+            )
+            .header("traceparent", traceparent)
+            .body(body);
+        match request.send().await {
+            Ok(response) => {
+                let status = response.status().as_u16();
+                let retry_after = response
+                    .headers()
+                    .get("retry-after")
+                    .and_then(|v| v.to_str().ok())
+                    .map(str::to_owned);
+                let outcome = classify_status(status, retry_after.as_deref());
+                let text = response.text().await.unwrap_or_default();
+                let body = truncate(&text, self.config.max_response_body);
+                Attempt {
+                    outcome,
+                    status: Some(status),
+                    latency: started.elapsed(),
+                    response_body: (!body.is_empty()).then_some(body),
+                    error: None,
+                }
+            }
+            Err(e) => {
+                let refused_by_guard = std::error::Error::source(&e)
+                    .map(|s| format!("{s:?}").contains("InternalTarget"))
+                    .unwrap_or(false)
+                    || format!("{e:?}").contains("InternalTarget");
+                if refused_by_guard {
+                    return refused(format!("{e}: internal address refused"), started);
+                }
+                Attempt {
+                    outcome: classify_transport_error(),
+                    status: None,
+                    latency: started.elapsed(),
+                    response_body: None,
+                    error: Some(error_chain(&e)),
+                }
+            }
+        }
+    }
+}
+
+fn refused(reason: String, started: Instant) -> Attempt {
+    Attempt {
+        outcome: Outcome::Permanent { disable_endpoint: false },
+        status: None,
+        latency: started.elapsed(),
+        response_body: None,
+        error: Some(reason),
+    }
+}
+
+fn error_chain(e: &reqwest::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text
+}
+
+fn truncate(text: &str, max: usize) -> String {
+    if text.len() <= max {
+        return text.to_owned();
+    }
+    let mut end = max;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    text[..end].to_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn truncation_respects_char_boundaries() {
+        assert_eq!(truncate("héllo", 2), "h");
+        assert_eq!(truncate("abc", 10), "abc");
+    }
+}
