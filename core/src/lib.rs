@@ -14,6 +14,7 @@ pub mod envelope;
 pub mod ids;
 pub mod kafka;
 pub mod offsets;
+pub mod rate_limit;
 pub mod schema;
 pub mod service;
 pub mod shutdown;

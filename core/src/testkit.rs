@@ -159,12 +159,13 @@ pub fn free_port() -> u16 {
 pub async fn assert_service_lifecycle(binary: &str, listen_key: &str) {
     use std::process::{Command, Stdio};
 
+    let db = TestDatabase::new().await;
     let run = |envs: &[(&str, String)]| {
         let mut cmd = Command::new(binary);
         cmd.env_clear()
             .env("PATH", std::env::var("PATH").unwrap_or_default())
             .env("HOOKSTREAM_KAFKA__BROKERS", brokers())
-            .env("HOOKSTREAM_DATABASE__URL", admin_database_url())
+            .env("HOOKSTREAM_DATABASE__URL", &db.config.url)
             .env("HOOKSTREAM_KAFKA__CONNECT_TIMEOUT", "2s")
             .env("HOOKSTREAM_DATABASE__CONNECT_TIMEOUT", "2s")
             .stdout(Stdio::null())
@@ -308,4 +309,91 @@ pub async fn consume_exactly(
         );
     }
     got
+}
+
+/// One request received by a [`Receiver`].
+#[derive(Debug, Clone)]
+pub struct Hit {
+    /// Request path, e.g. `/ep/a`.
+    pub path: String,
+    /// `webhook-id`.
+    pub webhook_id: String,
+    /// All headers, lower-case names.
+    pub headers: std::collections::HashMap<String, String>,
+    /// Body.
+    pub body: Vec<u8>,
+    /// When it arrived.
+    pub at: std::time::Instant,
+}
+
+/// A webhook receiver on a free loopback port: records every request and answers each path
+/// with the status set for it (200 by default).
+#[derive(Clone)]
+pub struct Receiver {
+    /// `http://127.0.0.1:<port>`.
+    pub base: String,
+    hits: std::sync::Arc<std::sync::Mutex<Vec<Hit>>>,
+    statuses: std::sync::Arc<std::sync::Mutex<std::collections::HashMap<String, u16>>>,
+}
+
+impl Receiver {
+    /// Starts the receiver.
+    pub async fn start() -> Self {
+        use axum::extract::State;
+        use axum::http::{HeaderMap, StatusCode, Uri};
+
+        let receiver =
+            Self { base: String::new(), hits: Default::default(), statuses: Default::default() };
+        let state = receiver.clone();
+        let app = axum::Router::new()
+            .fallback(
+                |State(r): State<Receiver>,
+                 uri: Uri,
+                 headers: HeaderMap,
+                 body: axum::body::Bytes| async move {
+                    let path = uri.path().to_owned();
+                    let headers: std::collections::HashMap<String, String> = headers
+                        .iter()
+                        .map(|(k, v)| {
+                            (k.as_str().to_owned(), v.to_str().unwrap_or_default().to_owned())
+                        })
+                        .collect();
+                    let hit = Hit {
+                        webhook_id: headers.get("webhook-id").cloned().unwrap_or_default(),
+                        path: path.clone(),
+                        headers,
+                        body: body.to_vec(),
+                        at: std::time::Instant::now(),
+                    };
+                    r.hits.lock().unwrap().push(hit);
+                    let status = r.statuses.lock().unwrap().get(&path).copied().unwrap_or(200);
+                    StatusCode::from_u16(status).unwrap_or(StatusCode::OK)
+                },
+            )
+            .with_state(state);
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind receiver");
+        let base = format!("http://{}", listener.local_addr().expect("addr"));
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        Self { base, ..receiver }
+    }
+
+    /// The URL of `path` on this receiver.
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    /// Answers `path` with `status` from now on.
+    pub fn respond(&self, path: &str, status: u16) {
+        self.statuses.lock().unwrap().insert(path.to_owned(), status);
+    }
+
+    /// Every request so far.
+    pub fn hits(&self) -> Vec<Hit> {
+        self.hits.lock().unwrap().clone()
+    }
+
+    /// Requests to `path` so far.
+    pub fn hits_on(&self, path: &str) -> Vec<Hit> {
+        self.hits().into_iter().filter(|h| h.path == path).collect()
+    }
 }

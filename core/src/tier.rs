@@ -59,6 +59,19 @@ impl Tier {
     }
 }
 
+impl Tier {
+    /// Default delivery limit per account (all its endpoints together): bigger accounts get
+    /// more, but never so much that one can take the whole dispatcher (seed 000's fairness).
+    pub fn default_delivery_limit(self) -> RateLimit {
+        match self {
+            Tier::Small => RateLimit { per_second: 100, burst: 200 },
+            Tier::Medium => RateLimit { per_second: 500, burst: 1_000 },
+            Tier::Large => RateLimit { per_second: 2_000, burst: 4_000 },
+            Tier::Xlarge => RateLimit { per_second: 10_000, burst: 20_000 },
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

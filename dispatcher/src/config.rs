@@ -1,6 +1,9 @@
 //! The dispatcher's configuration.
 
 use std::net::SocketAddr;
+use std::time::Duration;
+
+use hookstream_core::delivery::DeliveryConfig;
 
 use hookstream_core::config::{
     AdminConfig, ConfigError, DatabaseConfig, KafkaConfig, ServiceConfig, TelemetryConfig,
@@ -22,6 +25,8 @@ pub struct DispatcherConfig {
     pub telemetry: TelemetryConfig,
     /// `[admin]`: `/healthz`, `/readyz`, `/metrics`.
     pub admin: AdminConfig,
+    /// `[delivery]`: how webhooks are sent.
+    pub delivery: DeliveryConfig,
     /// `[dispatcher]`: this service's own settings.
     pub dispatcher: DispatcherSettings,
 }
@@ -34,6 +39,7 @@ impl Default for DispatcherConfig {
             database: DatabaseConfig::default(),
             telemetry: TelemetryConfig::default(),
             admin: AdminConfig { listen: SocketAddr::from(([127, 0, 0, 1], 9091)) },
+            delivery: DeliveryConfig::default(),
             dispatcher: DispatcherSettings::default(),
         }
     }
@@ -45,11 +51,48 @@ impl Default for DispatcherConfig {
 pub struct DispatcherSettings {
     /// Kafka consumer group.
     pub group_id: String,
+    /// Webhook requests in flight at once, over all lanes.
+    pub in_flight: usize,
+    /// Share of `in_flight` each lane may use: `high`, `normal`, `low`. A lane never uses
+    /// another's share, so a `low` flood cannot starve `high`.
+    pub lane_weights: LaneWeights,
+    /// Delivery tasks buffered per partition before that partition is paused.
+    pub max_buffered_per_partition: usize,
+    /// How often finished offsets are committed.
+    #[serde(with = "humantime_serde")]
+    pub commit_interval: Duration,
+    /// How often the endpoint cache is reloaded from Postgres (new and disabled endpoints are
+    /// seen within this time).
+    #[serde(with = "humantime_serde")]
+    pub endpoint_refresh: Duration,
+    /// How long shutdown waits for in-flight deliveries before committing and leaving.
+    #[serde(with = "humantime_serde")]
+    pub shutdown_deadline: Duration,
+}
+
+/// Lane weights.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LaneWeights {
+    /// `events.high`.
+    pub high: u32,
+    /// `events.normal`.
+    pub normal: u32,
+    /// `events.low`.
+    pub low: u32,
 }
 
 impl Default for DispatcherSettings {
     fn default() -> Self {
-        Self { group_id: "dispatcher".into() }
+        Self {
+            group_id: "dispatcher".into(),
+            in_flight: 512,
+            lane_weights: LaneWeights { high: 6, normal: 3, low: 1 },
+            max_buffered_per_partition: 20_000,
+            commit_interval: Duration::from_secs(1),
+            endpoint_refresh: Duration::from_secs(2),
+            shutdown_deadline: Duration::from_secs(20),
+        }
     }
 }
 
@@ -59,8 +102,26 @@ impl ServiceConfig for DispatcherConfig {
         self.topics.validate()?;
         self.database.validate()?;
         self.telemetry.validate()?;
-        if self.dispatcher.group_id.trim().is_empty() {
+        self.delivery.validate()?;
+        let d = &self.dispatcher;
+        if d.group_id.trim().is_empty() {
             return Err(ConfigError::invalid("dispatcher.group_id", "must not be empty"));
+        }
+        if d.in_flight < 3 {
+            return Err(ConfigError::invalid("dispatcher.in_flight", "must be at least 3"));
+        }
+        let w = d.lane_weights;
+        if w.high == 0 || w.normal == 0 || w.low == 0 {
+            return Err(ConfigError::invalid(
+                "dispatcher.lane_weights",
+                "every lane needs a weight of at least 1",
+            ));
+        }
+        if d.max_buffered_per_partition == 0 {
+            return Err(ConfigError::invalid(
+                "dispatcher.max_buffered_per_partition",
+                "must be at least 1",
+            ));
         }
         Ok(())
     }

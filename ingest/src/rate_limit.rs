@@ -1,54 +1,29 @@
 //! Per-account intake limits: one `governor` limiter per account, built with that account's
 //! quota (its own setting or its tier's default) and rebuilt when the quota changes.
 
-use std::num::NonZeroU32;
-use std::sync::Arc;
-use std::time::Duration;
-
 use governor::clock::{Clock, DefaultClock};
-use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
+use hookstream_core::rate_limit::KeyedLimiters;
 use hookstream_core::tier::RateLimit;
 use hookstream_core::AccountId;
-use moka::sync::Cache;
 
 use crate::error::ApiError;
 
 /// Intake limiters by account.
-#[derive(Clone)]
+#[derive(Clone, Default)]
 pub struct IntakeLimits {
-    limiters: Cache<AccountId, Arc<(RateLimit, DefaultDirectRateLimiter)>>,
+    limiters: KeyedLimiters<AccountId>,
     clock: DefaultClock,
-}
-
-impl Default for IntakeLimits {
-    fn default() -> Self {
-        // Idle accounts' limiters are dropped; a returning account starts with a full burst.
-        Self {
-            limiters: Cache::builder().time_to_idle(Duration::from_secs(600)).build(),
-            clock: DefaultClock::default(),
-        }
-    }
 }
 
 impl IntakeLimits {
     /// Takes one permit for `account`, or says how long to wait.
     pub fn check(&self, account: AccountId, limit: RateLimit) -> Result<(), ApiError> {
-        let mut entry = self.limiters.get_with(account, || Arc::new((limit, limiter(limit))));
-        if entry.0 != limit {
-            entry = Arc::new((limit, limiter(limit)));
-            self.limiters.insert(account, Arc::clone(&entry));
-        }
+        let entry = self.limiters.get(&account, limit);
         entry.1.check().map_err(|not_until| {
             let wait = not_until.wait_time_from(self.clock.now());
             ApiError::RateLimited { retry_after_secs: wait.as_secs_f64().ceil().max(1.0) as u64 }
         })
     }
-}
-
-fn limiter(limit: RateLimit) -> DefaultDirectRateLimiter {
-    let rate = NonZeroU32::new(limit.per_second).unwrap_or(NonZeroU32::MIN);
-    let burst = NonZeroU32::new(limit.burst.max(limit.per_second)).unwrap_or(rate);
-    RateLimiter::direct(Quota::per_second(rate).allow_burst(burst))
 }
 
 #[cfg(test)]

@@ -3,6 +3,7 @@
 
 pub mod circuit;
 pub mod guard;
+pub mod handoff;
 pub mod outcome;
 pub mod record;
 pub mod send;

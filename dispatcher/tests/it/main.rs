@@ -1,4 +1,8 @@
-//! Integration tests of the dispatcher against the local broker and Postgres.
+//! Integration tests of the dispatcher: real broker, real Postgres, a real HTTP receiver.
+
+mod delivery;
+mod fairness;
+mod support;
 
 use hookstream_core::testkit;
 

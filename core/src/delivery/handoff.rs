@@ -1,0 +1,110 @@
+//! Handing a failed delivery on: to a retry tier (with its due time) or to the DLQ. A hand-off
+//! returns only once the broker acknowledged, so the source offset may then be committed.
+
+use std::time::Duration;
+
+use chrono::Utc;
+use rdkafka::message::{Header, OwnedHeaders};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::util::Timeout;
+
+use crate::envelope::{headers, DeliveryTask, Origin};
+use crate::topics::Topics;
+
+/// Why a hand-off failed (the task stays unfinished and its offset uncommitted).
+#[derive(Debug, thiserror::Error)]
+pub enum HandoffError {
+    /// Encoding failed (a defect).
+    #[error("cannot encode the task: {0}")]
+    Encode(#[from] serde_json::Error),
+    /// The broker did not acknowledge.
+    #[error("broker did not acknowledge the hand-off to {topic}: {reason}")]
+    Broker {
+        /// Target topic.
+        topic: String,
+        /// Error.
+        reason: String,
+    },
+}
+
+/// Produces tasks to the retry tiers and the DLQ.
+#[derive(Clone)]
+pub struct Handoff {
+    producer: FutureProducer,
+    topics: Topics,
+    timeout: Duration,
+}
+
+impl Handoff {
+    /// A hand-off over `producer`.
+    pub fn new(producer: FutureProducer, topics: Topics, timeout: Duration) -> Self {
+        Self { producer, topics, timeout }
+    }
+
+    /// The tier for a retry wanted no earlier than `at_least` from now: the first whose delay
+    /// is at least that long, from tier `from` on (the last tier when none is).
+    pub fn tier_for(&self, from: usize, at_least: Option<Duration>) -> usize {
+        let delays = self.topics.retry_delays();
+        let last = delays.len().saturating_sub(1);
+        let from = from.min(last);
+        match at_least {
+            None => from,
+            Some(min) => (from..delays.len()).find(|&i| delays[i] >= min).unwrap_or(last),
+        }
+    }
+
+    /// Number of retry tiers.
+    pub fn tiers(&self) -> usize {
+        self.topics.retry_delays().len()
+    }
+
+    /// Sends `task` to retry tier `tier`, due after that tier's delay.
+    pub async fn to_retry(
+        &self,
+        task: &DeliveryTask,
+        tier: usize,
+        origin: &Origin,
+        traceparent: &str,
+    ) -> Result<(), HandoffError> {
+        let delay = self.topics.retry_delays()[tier.min(self.tiers() - 1)];
+        let due = Utc::now().timestamp_millis() + delay.as_millis() as i64;
+        self.produce(self.topics.retry(delay), task, due, origin, traceparent).await
+    }
+
+    /// Sends `task` to the DLQ.
+    pub async fn to_dlq(
+        &self,
+        task: &DeliveryTask,
+        origin: &Origin,
+        traceparent: &str,
+    ) -> Result<(), HandoffError> {
+        self.produce(self.topics.dlq(), task, Utc::now().timestamp_millis(), origin, traceparent)
+            .await
+    }
+
+    async fn produce(
+        &self,
+        topic: String,
+        task: &DeliveryTask,
+        due_ms: i64,
+        origin: &Origin,
+        traceparent: &str,
+    ) -> Result<(), HandoffError> {
+        let payload = serde_json::to_vec(task)?;
+        let key = task.envelope.key();
+        let (attempt, due, origin) =
+            (task.attempt.to_string(), due_ms.to_string(), origin.to_string());
+        let record = FutureRecord::to(&topic).key(&key).payload(&payload).headers(
+            OwnedHeaders::new()
+                .insert(Header { key: headers::ATTEMPT, value: Some(attempt.as_str()) })
+                .insert(Header { key: headers::DUE_AT, value: Some(due.as_str()) })
+                .insert(Header { key: headers::ORIGIN, value: Some(origin.as_str()) })
+                .insert(Header { key: headers::TRACEPARENT, value: Some(traceparent) }),
+        );
+        self.producer
+            .send(record, Timeout::After(self.timeout))
+            .await
+            .map(|_| ())
+            .map_err(|(e, _)| HandoffError::Broker { topic, reason: e.to_string() })
+    }
+}

@@ -1,0 +1,183 @@
+//! Routing, signing, and what happens on failure.
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use hookstream_core::db::endpoints;
+use hookstream_core::envelope::{DeliveryTask, Priority};
+use hookstream_core::testkit::{self, eventually, Receiver};
+use hookstream_dispatcher::DispatcherSettings;
+use rdkafka::message::Headers;
+use rdkafka::Message;
+
+use crate::support::{Running, World};
+
+const WAIT: Duration = Duration::from_secs(30);
+
+fn verifies(secret: &str, hit: &testkit::Hit) -> bool {
+    let wh = standardwebhooks::Webhook::new(secret).expect("secret");
+    let mut headers = axum::http::HeaderMap::new();
+    for name in ["webhook-id", "webhook-timestamp", "webhook-signature"] {
+        headers.insert(name, hit.headers[name].parse().expect("header"));
+    }
+    wh.verify(&hit.body, &headers).is_ok()
+}
+
+#[tokio::test]
+async fn each_event_reaches_every_subscribed_endpoint_of_its_account_once_signed() {
+    let world = World::new(4).await;
+    let receiver = Receiver::start().await;
+    let a = world.account().await;
+    let b = world.account().await;
+    let (_, all_secret) = world.endpoint(a, receiver.url("/a/all"), &["subscriber.*"], None).await;
+    let (_, created_secret) =
+        world.endpoint(a, receiver.url("/a/created"), &["subscriber.created"], None).await;
+    world.endpoint(a, receiver.url("/a/deleted"), &["subscriber.deleted"], None).await;
+    world.endpoint(b, receiver.url("/b/all"), &["*"], None).await;
+    let running = Running::start(world.config(DispatcherSettings::default()));
+
+    let created = world.produce(a, "subscriber.created", Priority::Normal).await;
+    let updated = world.produce(a, "subscriber.updated", Priority::High).await;
+    eventually(WAIT, "3 deliveries", || async { (receiver.hits().len() >= 3).then_some(()) }).await;
+    tokio::time::sleep(Duration::from_millis(800)).await; // nothing more may arrive
+
+    let ids = |path: &str| -> Vec<String> {
+        receiver.hits_on(path).into_iter().map(|h| h.webhook_id).collect()
+    };
+    let all: HashSet<String> = ids("/a/all").into_iter().collect();
+    assert_eq!(all, HashSet::from([created.to_string(), updated.to_string()]));
+    assert_eq!(ids("/a/all").len(), 2, "once each");
+    assert_eq!(ids("/a/created"), [created.to_string()]);
+    assert!(ids("/a/deleted").is_empty());
+    assert!(ids("/b/all").is_empty(), "another account's endpoint gets nothing");
+
+    for hit in receiver.hits_on("/a/all") {
+        assert!(verifies(&all_secret, &hit), "signature verifies with the reference library");
+        assert!(!verifies(&created_secret, &hit), "and not with another endpoint's secret");
+        assert!(hit.headers["user-agent"].starts_with("hookstream/"));
+        assert!(hit.headers.contains_key("traceparent"));
+    }
+    running.stop().await;
+}
+
+#[tokio::test]
+async fn failures_go_to_the_retry_tier_or_the_dlq_and_410_disables_the_endpoint() {
+    let world = World::new(1).await;
+    let receiver = Receiver::start().await;
+    let a = world.account().await;
+    receiver.respond("/flaky", 500);
+    receiver.respond("/bad", 400);
+    receiver.respond("/gone", 410);
+    let (flaky, _) = world.endpoint(a, receiver.url("/flaky"), &["subscriber.created"], None).await;
+    let (bad, _) = world.endpoint(a, receiver.url("/bad"), &["subscriber.updated"], None).await;
+    let (gone, _) = world.endpoint(a, receiver.url("/gone"), &["subscriber.deleted"], None).await;
+    let running = Running::start(world.config(DispatcherSettings::default()));
+
+    let e500 = world.produce(a, "subscriber.created", Priority::Normal).await;
+    let e400 = world.produce(a, "subscriber.updated", Priority::Normal).await;
+    let e410 = world.produce(a, "subscriber.deleted", Priority::Normal).await;
+
+    let topics = world.topics.topics();
+    let first_tier = topics.retry(topics.retry_delays()[0]);
+    let retried = testkit::consume_exactly(
+        &world.kafka,
+        std::slice::from_ref(&first_tier),
+        1,
+        WAIT,
+        Duration::from_millis(500),
+    )
+    .await;
+    let task: DeliveryTask =
+        serde_json::from_slice(retried[0].payload().expect("payload")).expect("task");
+    assert_eq!(
+        (task.envelope.event_id.clone(), task.endpoint_id, task.attempt),
+        (e500.clone(), flaky, 1)
+    );
+    assert_eq!(task.last_status, Some(500));
+    let headers: Vec<String> =
+        retried[0].headers().expect("headers").iter().map(|h| h.key.to_owned()).collect();
+    for h in ["hs-attempt", "hs-due-at", "hs-origin", "traceparent"] {
+        assert!(headers.contains(&h.to_owned()), "missing {h}: {headers:?}");
+    }
+
+    let dead = testkit::consume_exactly(
+        &world.kafka,
+        &[topics.dlq()],
+        2,
+        WAIT,
+        Duration::from_millis(500),
+    )
+    .await;
+    let mut in_dlq: Vec<(String, u16)> = dead
+        .iter()
+        .map(|m| {
+            let t: DeliveryTask =
+                serde_json::from_slice(m.payload().expect("payload")).expect("task");
+            (t.envelope.event_id.to_string(), t.last_status.unwrap_or(0))
+        })
+        .collect();
+    in_dlq.sort();
+    let mut expected = vec![(e400.to_string(), 400), (e410.to_string(), 410)];
+    expected.sort();
+    assert_eq!(in_dlq, expected);
+    let _ = bad;
+
+    let status = eventually(WAIT, "endpoint disabled", || async {
+        let s = endpoints::status(&world.db.pool, a, gone).await.expect("status")?;
+        (!s.0).then_some(s)
+    })
+    .await;
+    assert!(status.1.unwrap_or_default().contains("410"));
+
+    // The delivery log shows each state.
+    let states = eventually(WAIT, "delivery log", || async {
+        let rows: Vec<(String, String)> = sqlx::query_as(
+            "SELECT event_id, state FROM deliveries WHERE account_id = $1 ORDER BY event_id",
+        )
+        .bind(a)
+        .fetch_all(&world.db.pool)
+        .await
+        .ok()?;
+        (rows.len() == 3).then_some(rows)
+    })
+    .await;
+    for (event, state) in states {
+        let want = if event == e500.to_string() { "retrying" } else { "failed" };
+        assert_eq!(state, want, "{event}");
+    }
+    running.stop().await;
+}
+
+#[tokio::test]
+async fn the_endpoint_cache_sees_new_and_disabled_endpoints_without_a_restart() {
+    let world = World::new(1).await;
+    let receiver = Receiver::start().await;
+    let a = world.account().await;
+    let running = Running::start(world.config(DispatcherSettings::default()));
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    let (ep, _) = world.endpoint(a, receiver.url("/new"), &["*"], None).await;
+    tokio::time::sleep(Duration::from_millis(800)).await; // > endpoint_refresh
+    let first = world.produce(a, "subscriber.created", Priority::Normal).await;
+    eventually(WAIT, "delivery to the new endpoint", || async {
+        receiver.hits_on("/new").iter().any(|h| h.webhook_id == first.to_string()).then_some(())
+    })
+    .await;
+
+    assert!(endpoints::disable(&world.db.pool, a, ep, "test").await.expect("disable"));
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    let second = world.produce(a, "subscriber.created", Priority::Normal).await;
+    let marker = world.account().await; // a later event on another account proves progress
+    let (_, _) = world.endpoint(marker, receiver.url("/marker"), &["*"], None).await;
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    let done = world.produce(marker, "subscriber.created", Priority::Normal).await;
+    eventually(WAIT, "the marker delivery", || async {
+        receiver.hits_on("/marker").iter().any(|h| h.webhook_id == done.to_string()).then_some(())
+    })
+    .await;
+    assert!(
+        !receiver.hits_on("/new").iter().any(|h| h.webhook_id == second.to_string()),
+        "a disabled endpoint receives nothing"
+    );
+    running.stop().await;
+}

@@ -1,0 +1,146 @@
+//! Running the dispatcher against a test database and topics, and producing events the way
+//! ingest does (JSON envelope keyed by account, `traceparent` header, acks=all).
+
+use std::time::Duration;
+
+use chrono::Utc;
+use hookstream_core::config::{AdminConfig, KafkaConfig, TopicsConfig};
+use hookstream_core::db::accounts;
+use hookstream_core::db::endpoints::{self, NewEndpoint};
+use hookstream_core::delivery::DeliveryConfig;
+use hookstream_core::envelope::{headers, EventEnvelope, Priority, SCHEMA_VERSION};
+use hookstream_core::testkit::{self, TestDatabase};
+use hookstream_core::tier::{RateLimit, Tier};
+use hookstream_core::trace_context::TraceParent;
+use hookstream_core::{kafka, AccountId, EndpointId, EventId};
+use hookstream_dispatcher::{DispatcherConfig, DispatcherSettings};
+use rdkafka::message::{Header, OwnedHeaders};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use serde_json::json;
+use tokio_util::sync::CancellationToken;
+
+pub(crate) struct World {
+    pub(crate) db: TestDatabase,
+    pub(crate) topics: TopicsConfig,
+    pub(crate) kafka: KafkaConfig,
+    producer: FutureProducer,
+}
+
+impl World {
+    pub(crate) async fn new(partitions: i32) -> Self {
+        let topics = testkit::topics_config(partitions);
+        let kafka = testkit::kafka_config();
+        testkit::create_topics(&topics.topics().all(), partitions).await;
+        let db = TestDatabase::new().await;
+        let producer = kafka::producer(&kafka, "dispatcher-test").expect("producer");
+        Self { db, topics, kafka, producer }
+    }
+
+    pub(crate) async fn account(&self) -> AccountId {
+        let a = accounts::create(&self.db.pool, "acct", Tier::Xlarge).await.expect("account");
+        a.id
+    }
+
+    pub(crate) async fn endpoint(
+        &self,
+        account: AccountId,
+        url: String,
+        types: &[&str],
+        limit: Option<RateLimit>,
+    ) -> (EndpointId, String) {
+        let new = NewEndpoint {
+            url,
+            description: String::new(),
+            event_types: types.iter().map(|t| t.to_string()).collect(),
+            rate_limit: limit,
+        };
+        endpoints::create(&self.db.pool, account, &new).await.expect("endpoint")
+    }
+
+    pub(crate) fn config(&self, settings: DispatcherSettings) -> DispatcherConfig {
+        DispatcherConfig {
+            kafka: self.kafka.clone(),
+            topics: self.topics.clone(),
+            database: self.db.config.clone(),
+            admin: AdminConfig { listen: ([127, 0, 0, 1], testkit::free_port()).into() },
+            delivery: DeliveryConfig {
+                allow_private_targets: true,
+                record_flush_interval: Duration::from_millis(100),
+                ..DeliveryConfig::default()
+            },
+            dispatcher: DispatcherSettings {
+                group_id: testkit::unique("dispatcher-"),
+                commit_interval: Duration::from_millis(100),
+                endpoint_refresh: Duration::from_millis(300),
+                ..settings
+            },
+            ..DispatcherConfig::default()
+        }
+    }
+
+    /// Produces an event as ingest would; returns its id.
+    pub(crate) async fn produce(
+        &self,
+        account: AccountId,
+        event_type: &str,
+        priority: Priority,
+    ) -> EventId {
+        let now = Utc::now();
+        let envelope = EventEnvelope {
+            event_id: EventId::new(),
+            account_id: account,
+            event_type: event_type.into(),
+            occurred_at: now,
+            received_at: now,
+            priority,
+            data: json!({"subscriber": {"id": "s1", "email": "s1@example.com"}}),
+            schema_version: SCHEMA_VERSION,
+        };
+        let payload = serde_json::to_vec(&envelope).expect("json");
+        let topic = self.topics.topics().events(priority);
+        let key = envelope.key();
+        let trace = TraceParent::new_root().to_string();
+        let record = FutureRecord::to(&topic).key(&key).payload(&payload).headers(
+            OwnedHeaders::new()
+                .insert(Header { key: headers::TRACEPARENT, value: Some(trace.as_str()) }),
+        );
+        self.producer
+            .send(record, Duration::from_secs(10))
+            .await
+            .map_err(|(e, _)| e)
+            .expect("acked");
+        envelope.event_id
+    }
+}
+
+/// A dispatcher running in-process until dropped.
+pub(crate) struct Running {
+    stop: CancellationToken,
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl Running {
+    pub(crate) fn start(config: DispatcherConfig) -> Self {
+        let stop = CancellationToken::new();
+        let token = stop.clone();
+        let task = tokio::spawn(async move {
+            if let Err(e) = hookstream_dispatcher::run(config, token).await {
+                panic!("dispatcher failed: {e}");
+            }
+        });
+        Self { stop, task: Some(task) }
+    }
+
+    pub(crate) async fn stop(mut self) {
+        self.stop.cancel();
+        if let Some(t) = self.task.take() {
+            t.await.expect("dispatcher task");
+        }
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
+}
