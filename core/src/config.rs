@@ -120,6 +120,11 @@ pub struct KafkaConfig {
     /// latency to every produce.
     #[serde(with = "humantime_serde")]
     pub linger: Duration,
+    /// Consumer group session timeout: how long a dead consumer keeps its partitions before
+    /// the group hands them to another. Lower fails over faster; too low evicts consumers
+    /// that merely pause (GC, CPU starvation).
+    #[serde(with = "humantime_serde")]
+    pub session_timeout: Duration,
     /// How long start-up waits for the cluster's metadata before giving up.
     #[serde(with = "humantime_serde")]
     pub connect_timeout: Duration,
@@ -135,6 +140,7 @@ impl Default for KafkaConfig {
             client_id: None,
             produce_timeout: Duration::from_secs(5),
             linger: Duration::from_millis(1),
+            session_timeout: Duration::from_secs(10),
             connect_timeout: Duration::from_secs(10),
             properties: BTreeMap::new(),
         }

@@ -79,7 +79,9 @@ pub fn consumer_config(cfg: &KafkaConfig, client_id: &str, group_id: &str) -> Cl
         .set("enable.auto.commit", "false")
         .set("enable.auto.offset.store", "false")
         .set("auto.offset.reset", "earliest")
-        .set("partition.assignment.strategy", "cooperative-sticky");
+        .set("partition.assignment.strategy", "cooperative-sticky")
+        .set("session.timeout.ms", millis(cfg.session_timeout))
+        .set("heartbeat.interval.ms", millis(cfg.session_timeout / 4));
     for (k, v) in &cfg.properties {
         c.set(k, v);
     }

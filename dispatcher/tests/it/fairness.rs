@@ -49,12 +49,8 @@ async fn a_hot_rate_limited_account_does_not_delay_a_cold_account_on_the_same_pa
         .endpoint(hot, receiver.url("/hot"), &["*"], Some(RateLimit { per_second: 200, burst: 10 }))
         .await;
     world.endpoint(cold, receiver.url("/cold"), &["*"], None).await;
-    for _ in 0..10_000 {
-        world.produce(hot, "subscriber.created", Priority::Normal).await;
-    }
-    for _ in 0..100 {
-        world.produce(cold, "subscriber.created", Priority::Normal).await;
-    }
+    world.produce_many(hot, 10_000).await;
+    world.produce_many(cold, 100).await;
     let running = Running::start(world.config(DispatcherSettings::default()));
     eventually(Duration::from_secs(40), "the cold account's 100 deliveries", || async {
         (receiver.hits_on("/cold").len() >= 100).then_some(())

@@ -1,5 +1,6 @@
 //! Integration tests of the dispatcher: real broker, real Postgres, a real HTTP receiver.
 
+mod crash;
 mod delivery;
 mod fairness;
 mod support;

@@ -78,6 +78,17 @@ impl World {
         }
     }
 
+    /// Produces `n` `subscriber.created` events concurrently; returns their ids.
+    pub(crate) async fn produce_many(&self, account: AccountId, n: usize) -> Vec<EventId> {
+        let mut ids = Vec::with_capacity(n);
+        for chunk in (0..n).collect::<Vec<_>>().chunks(500) {
+            let sends =
+                chunk.iter().map(|_| self.produce(account, "subscriber.created", Priority::Normal));
+            ids.extend(futures::future::join_all(sends).await);
+        }
+        ids
+    }
+
     /// Produces an event as ingest would; returns its id.
     pub(crate) async fn produce(
         &self,
