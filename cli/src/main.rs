@@ -7,6 +7,7 @@ use clap::{Parser, Subcommand};
 use hookstream_core::config::{self, ConfigError};
 
 mod accounts;
+mod bench_dispatch;
 mod bench_produce;
 mod config_file;
 mod loadgen;
@@ -44,6 +45,8 @@ enum Command {
     Loadgen(loadgen::LoadgenArgs),
     /// Baseline for the ingest benchmark: a bare producer with the same payloads.
     BenchProduce(bench_produce::BenchProduceArgs),
+    /// Dispatcher benchmark: bare HTTP loop vs a dispatcher draining pre-produced events.
+    BenchDispatch(bench_dispatch::BenchDispatchArgs),
 }
 
 /// Exit code for bad input (also clap's).
@@ -70,6 +73,7 @@ async fn main() -> ExitCode {
         Command::Keys(cmd) => accounts::run_keys(&config, cmd).await,
         Command::Loadgen(args) => loadgen::run(args).await,
         Command::BenchProduce(args) => bench_produce::run(&config, args).await,
+        Command::BenchDispatch(args) => bench_dispatch::run(&config, args).await,
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
