@@ -42,7 +42,24 @@ pub struct RebalanceContext {
     partitions: Arc<Partitions>,
 }
 
-impl ClientContext for RebalanceContext {}
+impl ClientContext for RebalanceContext {
+    /// Consumer lag per partition from librdkafka's statistics (`statistics.interval.ms`).
+    fn stats(&self, statistics: rdkafka::Statistics) {
+        for (topic, t) in statistics.topics {
+            for (partition, p) in t.partitions {
+                if partition < 0 || p.consumer_lag < 0 {
+                    continue; // internal partition, or not consumed by this member
+                }
+                metrics::gauge!(
+                    "webhook_queue_depth",
+                    "topic" => topic.clone(),
+                    "partition" => partition.to_string()
+                )
+                .set(p.consumer_lag as f64);
+            }
+        }
+    }
+}
 
 impl ConsumerContext for RebalanceContext {
     fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
@@ -83,8 +100,10 @@ pub async fn run(
     let settings = &config.dispatcher;
     let topics = config.topics.topics();
     let partitions = Arc::new(Partitions::default());
+    let mut kafka_config = config.kafka.clone();
+    kafka_config.properties.entry("statistics.interval.ms".into()).or_insert_with(|| "5000".into());
     let consumer: Arc<DispatchConsumer> = Arc::new(kafka::consumer(
-        &config.kafka,
+        &kafka_config,
         "hookstream-dispatcher",
         &settings.group_id,
         RebalanceContext { partitions: Arc::clone(&partitions) },
@@ -136,6 +155,11 @@ pub async fn run(
                 let (buffered, paused) = partitions.totals();
                 metrics::gauge!("dispatcher_buffered_tasks").set(buffered as f64);
                 metrics::gauge!("dispatcher_paused_partitions").set(paused as f64);
+                let in_flight: usize = lane_sizes(settings)
+                    .iter()
+                    .map(|(lane, size)| size.saturating_sub(engine.lanes[lane].available_permits()))
+                    .sum();
+                metrics::gauge!("dispatcher_in_flight").set(in_flight as f64);
             }
             received = consumer.recv() => match received {
                 Ok(m) => dispatch(&engine, &cache, &partitions, &consumer, &m, settings.max_buffered_per_partition),
@@ -158,17 +182,23 @@ pub async fn run(
     Ok(())
 }
 
-fn lane_semaphores(settings: &DispatcherSettings) -> HashMap<Priority, Arc<Semaphore>> {
+/// Each lane's share of `in_flight`, by weight (at least 1).
+fn lane_sizes(settings: &DispatcherSettings) -> [(Priority, usize); 3] {
     let w = settings.lane_weights;
     let total = (w.high + w.normal + w.low) as usize;
-    let share = |weight: u32| {
-        Arc::new(Semaphore::new((settings.in_flight * weight as usize / total).max(1)))
-    };
-    HashMap::from([
+    let share = |weight: u32| (settings.in_flight * weight as usize / total).max(1);
+    [
         (Priority::High, share(w.high)),
         (Priority::Normal, share(w.normal)),
         (Priority::Low, share(w.low)),
-    ])
+    ]
+}
+
+fn lane_semaphores(settings: &DispatcherSettings) -> HashMap<Priority, Arc<Semaphore>> {
+    lane_sizes(settings)
+        .into_iter()
+        .map(|(lane, size)| (lane, Arc::new(Semaphore::new(size))))
+        .collect()
 }
 
 fn dispatch(
@@ -192,6 +222,9 @@ fn dispatch(
             return;
         }
     };
+    let age = (chrono::Utc::now() - envelope.received_at).num_milliseconds().max(0) as f64 / 1000.0;
+    metrics::gauge!("webhook_processing_lag_seconds", "lane" => envelope.priority.as_str())
+        .set(age);
     let endpoints = cache.matching(envelope.account_id, &envelope.event_type);
     let trace = m
         .headers()

@@ -34,7 +34,9 @@ async fn each_event_reaches_every_subscribed_endpoint_of_its_account_once_signed
         world.endpoint(a, receiver.url("/a/created"), &["subscriber.created"], None).await;
     world.endpoint(a, receiver.url("/a/deleted"), &["subscriber.deleted"], None).await;
     world.endpoint(b, receiver.url("/b/all"), &["*"], None).await;
-    let running = Running::start(world.config(DispatcherSettings::default()));
+    let config = world.config(DispatcherSettings::default());
+    let admin = format!("http://{}/metrics", config.admin.listen);
+    let running = Running::start(config);
 
     let created = world.produce(a, "subscriber.created", Priority::Normal).await;
     let updated = world.produce(a, "subscriber.updated", Priority::High).await;
@@ -56,6 +58,14 @@ async fn each_event_reaches_every_subscribed_endpoint_of_its_account_once_signed
         assert!(!verifies(&created_secret, &hit), "and not with another endpoint's secret");
         assert!(hit.headers["user-agent"].starts_with("hookstream/"));
         assert!(hit.headers.contains_key("traceparent"));
+    }
+    let metrics = reqwest::get(&admin).await.expect("metrics").text().await.expect("text");
+    for name in [
+        "webhook_deliveries_total{outcome=\"delivered\"}",
+        "webhook_event_processing_seconds_bucket",
+        "webhook_processing_lag_seconds",
+    ] {
+        assert!(metrics.contains(name), "/metrics lacks {name}");
     }
     running.stop().await;
 }
