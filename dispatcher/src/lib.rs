@@ -211,6 +211,18 @@ fn dispatch(
 ) {
     let tp = (m.topic().to_owned(), m.partition());
     let Some(generation) = partitions.generation(&tp) else { return };
+    if m.payload().and_then(|p| p.first()) == Some(&0) {
+        // Confluent-framed Avro (ingest with a schema registry): this dispatcher reads JSON
+        // only. Never commit past such a record, which would lose it: stop the partition and
+        // say why, loudly, until a dispatcher that decodes Avro takes over.
+        metrics::counter!("dispatcher_undecodable_total").increment(1);
+        tracing::error!(topic = %tp.0, partition = tp.1, offset = m.offset(), "Avro-encoded event: this dispatcher reads JSON only; partition paused, nothing committed past it");
+        let mut tpl = TopicPartitionList::new();
+        tpl.add_partition(&tp.0, tp.1);
+        let _ = consumer.pause(&tpl);
+        partitions.begin(&tp, m.offset(), 1, usize::MAX);
+        return;
+    }
     let envelope: EventEnvelope = match m.payload().map(serde_json::from_slice) {
         Some(Ok(e)) => e,
         other => {
