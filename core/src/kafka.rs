@@ -45,11 +45,20 @@ pub enum KafkaClientError {
 
 /// The librdkafka settings shared by every client, with the user's `kafka.properties` last.
 pub fn client_config(cfg: &KafkaConfig, client_id: &str) -> ClientConfig {
+    with_overrides(base_config(cfg, client_id), cfg)
+}
+
+fn base_config(cfg: &KafkaConfig, client_id: &str) -> ClientConfig {
     let mut c = ClientConfig::new();
     c.set("bootstrap.servers", &cfg.brokers)
         .set("client.id", cfg.client_id.as_deref().unwrap_or(client_id))
         // Surface an unreachable broker within the connect timeout instead of retrying quietly.
         .set("socket.connection.setup.timeout.ms", millis(cfg.connect_timeout));
+    c
+}
+
+/// Applies `kafka.properties` last, so they can override hookstream's own settings.
+fn with_overrides(mut c: ClientConfig, cfg: &KafkaConfig) -> ClientConfig {
     for (k, v) in &cfg.properties {
         c.set(k, v);
     }
@@ -59,22 +68,19 @@ pub fn client_config(cfg: &KafkaConfig, client_id: &str) -> ClientConfig {
 /// Producer settings of DESIGN.md: idempotent, `acks=all`, lz4, a short linger, and a delivery
 /// timeout equal to `kafka.produce_timeout`.
 pub fn producer_config(cfg: &KafkaConfig, client_id: &str) -> ClientConfig {
-    let mut c = client_config(cfg, client_id);
+    let mut c = base_config(cfg, client_id);
     c.set("enable.idempotence", "true")
         .set("acks", "all")
         .set("compression.type", "lz4")
         .set("linger.ms", millis(cfg.linger))
         .set("message.timeout.ms", millis(cfg.produce_timeout));
-    for (k, v) in &cfg.properties {
-        c.set(k, v);
-    }
-    c
+    with_overrides(c, cfg)
 }
 
 /// Consumer settings of DESIGN.md: manual commits of explicitly stored offsets,
 /// cooperative-sticky assignment, start from the earliest offset for a new group.
 pub fn consumer_config(cfg: &KafkaConfig, client_id: &str, group_id: &str) -> ClientConfig {
-    let mut c = client_config(cfg, client_id);
+    let mut c = base_config(cfg, client_id);
     c.set("group.id", group_id)
         .set("enable.auto.commit", "false")
         .set("enable.auto.offset.store", "false")
@@ -82,10 +88,7 @@ pub fn consumer_config(cfg: &KafkaConfig, client_id: &str, group_id: &str) -> Cl
         .set("partition.assignment.strategy", "cooperative-sticky")
         .set("session.timeout.ms", millis(cfg.session_timeout))
         .set("heartbeat.interval.ms", millis(cfg.session_timeout / 4));
-    for (k, v) in &cfg.properties {
-        c.set(k, v);
-    }
-    c
+    with_overrides(c, cfg)
 }
 
 /// Builds the idempotent producer.

@@ -60,18 +60,22 @@ pub async fn connect(
     Ok(Backends { kafka: probe?, database: pool? })
 }
 
+/// What `/readyz` and `/metrics` need, from the service's connections.
+pub fn health(backends: &Backends) -> Result<Health, ServiceError> {
+    Ok(Health {
+        metrics: crate::telemetry::prometheus()?,
+        kafka: backends.kafka.clone(),
+        database: backends.database.clone(),
+    })
+}
+
 /// Serves `/healthz`, `/readyz` and `/metrics` on `admin.listen` until `shutdown`.
 pub async fn serve_admin(
     admin: &AdminConfig,
     backends: &Backends,
     shutdown: CancellationToken,
 ) -> Result<(), ServiceError> {
-    let health = Health {
-        metrics: crate::telemetry::prometheus()?,
-        kafka: backends.kafka.clone(),
-        database: backends.database.clone(),
-    };
-    crate::admin::serve(admin.listen, crate::admin::router(health), shutdown)
+    crate::admin::serve(admin.listen, crate::admin::router(health(backends)?), shutdown)
         .await
         .map_err(|source| ServiceError::Http { addr: admin.listen, source })
 }

@@ -217,9 +217,7 @@ fn dispatch(
         // say why, loudly, until a dispatcher that decodes Avro takes over.
         metrics::counter!("dispatcher_undecodable_total").increment(1);
         tracing::error!(topic = %tp.0, partition = tp.1, offset = m.offset(), "Avro-encoded event: this dispatcher reads JSON only; partition paused, nothing committed past it");
-        let mut tpl = TopicPartitionList::new();
-        tpl.add_partition(&tp.0, tp.1);
-        let _ = consumer.pause(&tpl);
+        pause(consumer, &tp);
         partitions.begin(&tp, m.offset(), 1, usize::MAX);
         return;
     }
@@ -245,11 +243,7 @@ fn dispatch(
         .and_then(TraceParent::parse)
         .unwrap_or_else(TraceParent::new_root);
     if partitions.begin(&tp, m.offset(), endpoints.len(), bound) {
-        let mut tpl = TopicPartitionList::new();
-        tpl.add_partition(&tp.0, tp.1);
-        if let Err(e) = consumer.pause(&tpl) {
-            tracing::warn!(error = %e, "cannot pause partition");
-        }
+        pause(consumer, &tp);
     }
     let envelope = Arc::new(envelope);
     for endpoint in endpoints {
@@ -261,6 +255,15 @@ fn dispatch(
             generation,
             trace,
         });
+    }
+}
+
+/// Stops fetching one partition (the consumer keeps serving the others).
+fn pause(consumer: &DispatchConsumer, tp: &state::Tp) {
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition(&tp.0, tp.1);
+    if let Err(e) = consumer.pause(&tpl) {
+        tracing::warn!(error = %e, topic = %tp.0, partition = tp.1, "cannot pause partition");
     }
 }
 

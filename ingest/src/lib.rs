@@ -23,10 +23,9 @@ use axum::routing::{get, post};
 use axum::Router;
 pub use config::{IngestConfig, IngestSettings};
 pub use error::ApiError;
-use hookstream_core::admin::{self, Health};
+use hookstream_core::admin;
 use hookstream_core::schema::Schemas;
 use hookstream_core::service::{self, ServiceError};
-use hookstream_core::telemetry;
 pub use openapi::document as openapi_document;
 use tokio_util::sync::CancellationToken;
 
@@ -57,12 +56,7 @@ pub async fn run(config: IngestConfig, shutdown: CancellationToken) -> Result<()
         schemas: Arc::new(schemas),
         settings: Arc::new(config.ingest),
     };
-    let health = Health {
-        metrics: telemetry::prometheus()?,
-        kafka: backends.kafka.clone(),
-        database: backends.database.clone(),
-    };
-    let app = router(state).merge(admin::router(health));
+    let app = router(state).merge(admin::router(service::health(&backends)?));
     let listener = tokio::net::TcpListener::bind(config.http.listen)
         .await
         .map_err(|source| ServiceError::Http { addr: config.http.listen, source })?;
