@@ -10,6 +10,7 @@ mod accounts;
 mod bench_dispatch;
 mod bench_produce;
 mod config_file;
+mod dlq;
 mod loadgen;
 mod migrate;
 mod topics;
@@ -41,6 +42,9 @@ enum Command {
     /// Issue and revoke API keys.
     #[command(subcommand)]
     Keys(accounts::KeysCommand),
+    /// Inspect the dead-letter queue and redrive entries.
+    #[command(subcommand)]
+    Dlq(dlq::DlqCommand),
     /// Send events to ingest and report throughput and latency.
     Loadgen(loadgen::LoadgenArgs),
     /// Baseline for the ingest benchmark: a bare producer with the same payloads.
@@ -71,6 +75,7 @@ async fn main() -> ExitCode {
         Command::Topics(cmd) => topics::run(&config, cmd).await,
         Command::Accounts(cmd) => accounts::run_accounts(&config, cmd).await,
         Command::Keys(cmd) => accounts::run_keys(&config, cmd).await,
+        Command::Dlq(cmd) => dlq::run(&config, cmd).await,
         Command::Loadgen(args) => loadgen::run(args).await,
         Command::BenchProduce(args) => bench_produce::run(&config, args).await,
         Command::BenchDispatch(args) => bench_dispatch::run(&config, args).await,
@@ -79,7 +84,16 @@ async fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("hookstream: {e:#}");
-            ExitCode::FAILURE
+            if e.is::<UsageError>() {
+                ExitCode::from(EXIT_USAGE)
+            } else {
+                ExitCode::FAILURE
+            }
         }
     }
 }
+
+/// Bad input that clap cannot see (such as `--to` before `--from`): exit code 2.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub(crate) struct UsageError(pub(crate) String);

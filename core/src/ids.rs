@@ -50,6 +50,10 @@ uuid_id!(
     EndpointId
 );
 uuid_id!(
+    /// An entry of the DLQ index.
+    DeadLetterId
+);
+uuid_id!(
     /// An API key's public id (the key itself is stored only as a hash).
     ApiKeyId
 );

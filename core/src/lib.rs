@@ -10,10 +10,12 @@ pub mod api_key;
 pub mod config;
 pub mod db;
 pub mod delivery;
+pub mod dlq;
 pub mod envelope;
 pub mod ids;
 pub mod kafka;
 pub mod offsets;
+pub mod partitions;
 pub mod rate_limit;
 pub mod schema;
 pub mod service;
@@ -26,4 +28,4 @@ pub mod trace_context;
 #[cfg(feature = "testkit")]
 pub mod testkit;
 
-pub use ids::{AccountId, ApiKeyId, EndpointId, EventId};
+pub use ids::{AccountId, ApiKeyId, DeadLetterId, EndpointId, EventId};

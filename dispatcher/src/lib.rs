@@ -5,90 +5,24 @@
 //! a crash redelivers at most what was in flight, and nothing is lost.
 
 mod config;
-pub mod endpoints;
-pub mod state;
-pub mod worker;
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 pub use config::{DispatcherConfig, DispatcherSettings, LaneWeights};
-use hookstream_core::delivery::circuit::CircuitBreakers;
+use hookstream_core::delivery::endpoints::EndpointCache;
+use hookstream_core::delivery::engine::{Engine, EngineParts, Job, Source};
 use hookstream_core::delivery::handoff::Handoff;
 use hookstream_core::delivery::record::Recorder;
-use hookstream_core::delivery::send::Sender;
 use hookstream_core::envelope::{headers, EventEnvelope, Priority};
 use hookstream_core::kafka::{self, KafkaClientError};
+use hookstream_core::partitions::{self, PartitionContext, Partitions, TrackedConsumer};
 use hookstream_core::service::{self, ServiceError};
 use hookstream_core::trace_context::TraceParent;
-use rdkafka::consumer::{
-    BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer,
-};
+use rdkafka::consumer::{CommitMode, Consumer};
 use rdkafka::message::{BorrowedMessage, Headers};
-use rdkafka::{ClientContext, Message, Offset, TopicPartitionList};
-use tokio::sync::Semaphore;
+use rdkafka::Message;
 use tokio_util::sync::CancellationToken;
-
-use crate::endpoints::EndpointCache;
-use crate::state::Partitions;
-use crate::worker::{Engine, Job};
-
-/// The dispatcher's consumer type.
-pub type DispatchConsumer = StreamConsumer<RebalanceContext>;
-
-/// Commits what is finished of revoked partitions and records assignments.
-pub struct RebalanceContext {
-    partitions: Arc<Partitions>,
-}
-
-impl ClientContext for RebalanceContext {
-    /// Consumer lag per partition from librdkafka's statistics (`statistics.interval.ms`).
-    fn stats(&self, statistics: rdkafka::Statistics) {
-        for (topic, t) in statistics.topics {
-            for (partition, p) in t.partitions {
-                if partition < 0 || p.consumer_lag < 0 {
-                    continue; // internal partition, or not consumed by this member
-                }
-                metrics::gauge!(
-                    "webhook_queue_depth",
-                    "topic" => topic.clone(),
-                    "partition" => partition.to_string()
-                )
-                .set(p.consumer_lag as f64);
-            }
-        }
-    }
-}
-
-impl ConsumerContext for RebalanceContext {
-    fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
-        if let Rebalance::Revoke(tpl) = rebalance {
-            let mut commit = TopicPartitionList::new();
-            for e in tpl.elements() {
-                let tp = (e.topic().to_owned(), e.partition());
-                if let Some(offset) = self.partitions.revoke(&tp) {
-                    let _ = commit.add_partition_offset(&tp.0, tp.1, Offset::Offset(offset));
-                }
-            }
-            if commit.count() > 0 {
-                if let Err(e) = consumer.commit(&commit, CommitMode::Sync) {
-                    tracing::warn!(error = %e, "commit on revoke failed");
-                }
-            }
-            tracing::info!(partitions = tpl.count(), "partitions revoked");
-        }
-    }
-
-    fn post_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
-        if let Rebalance::Assign(tpl) = rebalance {
-            for e in tpl.elements() {
-                self.partitions.assign((e.topic().to_owned(), e.partition()));
-            }
-            tracing::info!(partitions = tpl.count(), "partitions assigned");
-        }
-    }
-}
 
 /// Runs the dispatcher until `shutdown`: stops fetching, lets in-flight work finish within
 /// `dispatcher.shutdown_deadline`, commits, and leaves the group.
@@ -102,11 +36,11 @@ pub async fn run(
     let partitions = Arc::new(Partitions::default());
     let mut kafka_config = config.kafka.clone();
     kafka_config.properties.entry("statistics.interval.ms".into()).or_insert_with(|| "5000".into());
-    let consumer: Arc<DispatchConsumer> = Arc::new(kafka::consumer(
+    let consumer: Arc<TrackedConsumer> = Arc::new(kafka::consumer(
         &kafka_config,
         "hookstream-dispatcher",
         &settings.group_id,
-        RebalanceContext { partitions: Arc::clone(&partitions) },
+        PartitionContext::new(Arc::clone(&partitions)),
     )?);
     let lanes = topics.all_events();
     let names: Vec<&str> = lanes.iter().map(String::as_str).collect();
@@ -123,23 +57,19 @@ pub async fn run(
         background.clone(),
     );
     let producer = kafka::producer(&config.kafka, "hookstream-dispatcher")?;
-    let engine = Arc::new(Engine {
-        sender: Sender::new(&config.delivery).map_err(|e| ServiceError::Startup(e.to_string()))?,
-        handoff: Handoff::new(producer, topics.clone(), config.kafka.produce_timeout),
-        recorder,
-        pool: backends.database.clone(),
-        breakers: CircuitBreakers::new(
-            config.delivery.circuit_threshold,
-            config.delivery.circuit_cooldown,
-        ),
-        endpoint_limits: Default::default(),
-        account_limits: Default::default(),
-        lanes: lane_semaphores(settings),
-        partitions: Arc::clone(&partitions),
-        consumer: Arc::clone(&consumer),
-        buffer_bound: settings.max_buffered_per_partition,
-        workers: Mutex::new(HashMap::new()),
-    });
+    let engine = Arc::new(
+        Engine::new(EngineParts {
+            delivery: config.delivery.clone(),
+            handoff: Handoff::new(producer, topics.clone(), config.kafka.produce_timeout),
+            recorder,
+            pool: backends.database.clone(),
+            lane_sizes: lane_sizes(settings).to_vec(),
+            partitions: Arc::clone(&partitions),
+            consumer: Arc::clone(&consumer),
+            buffer_bound: settings.max_buffered_per_partition,
+        })
+        .map_err(|e| ServiceError::Startup(e.to_string()))?,
+    );
 
     let admin = tokio::spawn({
         let (admin, backends, stop) = (config.admin.clone(), backends.clone(), background.clone());
@@ -151,15 +81,11 @@ pub async fn run(
         tokio::select! {
             _ = shutdown.cancelled() => break,
             _ = commit_tick.tick() => {
-                commit(&consumer, partitions.take_commits(), CommitMode::Async);
+                partitions::commit(&consumer, partitions.take_commits(), CommitMode::Async);
                 let (buffered, paused) = partitions.totals();
                 metrics::gauge!("dispatcher_buffered_tasks").set(buffered as f64);
                 metrics::gauge!("dispatcher_paused_partitions").set(paused as f64);
-                let in_flight: usize = lane_sizes(settings)
-                    .iter()
-                    .map(|(lane, size)| size.saturating_sub(engine.lanes[lane].available_permits()))
-                    .sum();
-                metrics::gauge!("dispatcher_in_flight").set(in_flight as f64);
+                metrics::gauge!("dispatcher_in_flight").set(engine.in_flight() as f64);
             }
             received = consumer.recv() => match received {
                 Ok(m) => dispatch(&engine, &cache, &partitions, &consumer, &m, settings.max_buffered_per_partition),
@@ -173,7 +99,7 @@ pub async fn run(
     while partitions.totals().0 > 0 && tokio::time::Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    commit(&consumer, partitions.all_committable(), CommitMode::Sync);
+    partitions::commit(&consumer, partitions.all_committable(), CommitMode::Sync);
     background.cancel();
     let _ = recorder_task.await;
     if let Ok(Err(e)) = admin.await {
@@ -194,18 +120,11 @@ fn lane_sizes(settings: &DispatcherSettings) -> [(Priority, usize); 3] {
     ]
 }
 
-fn lane_semaphores(settings: &DispatcherSettings) -> HashMap<Priority, Arc<Semaphore>> {
-    lane_sizes(settings)
-        .into_iter()
-        .map(|(lane, size)| (lane, Arc::new(Semaphore::new(size))))
-        .collect()
-}
-
 fn dispatch(
     engine: &Arc<Engine>,
     cache: &EndpointCache,
     partitions: &Partitions,
-    consumer: &DispatchConsumer,
+    consumer: &TrackedConsumer,
     m: &BorrowedMessage<'_>,
     bound: usize,
 ) {
@@ -217,8 +136,7 @@ fn dispatch(
         // say why, loudly, until a dispatcher that decodes Avro takes over.
         metrics::counter!("dispatcher_undecodable_total").increment(1);
         tracing::error!(topic = %tp.0, partition = tp.1, offset = m.offset(), "Avro-encoded event: this dispatcher reads JSON only; partition paused, nothing committed past it");
-        pause(consumer, &tp);
-        partitions.begin(&tp, m.offset(), 1, usize::MAX);
+        partitions::apply(consumer, &tp, partitions.stall(&tp, m.offset()));
         return;
     }
     let envelope: EventEnvelope = match m.payload().map(serde_json::from_slice) {
@@ -242,40 +160,16 @@ fn dispatch(
         .and_then(|v| std::str::from_utf8(v).ok())
         .and_then(TraceParent::parse)
         .unwrap_or_else(TraceParent::new_root);
-    if partitions.begin(&tp, m.offset(), endpoints.len(), bound) {
-        pause(consumer, &tp);
-    }
+    partitions::apply(consumer, &tp, partitions.begin(&tp, m.offset(), endpoints.len(), bound));
     let envelope = Arc::new(envelope);
+    let source = Source { tp, offset: m.offset(), generation };
     for endpoint in endpoints {
         engine.enqueue(Job {
             envelope: Arc::clone(&envelope),
             endpoint,
-            tp: tp.clone(),
-            offset: m.offset(),
-            generation,
+            source: source.clone(),
             trace,
+            retry: None,
         });
-    }
-}
-
-/// Stops fetching one partition (the consumer keeps serving the others).
-fn pause(consumer: &DispatchConsumer, tp: &state::Tp) {
-    let mut tpl = TopicPartitionList::new();
-    tpl.add_partition(&tp.0, tp.1);
-    if let Err(e) = consumer.pause(&tpl) {
-        tracing::warn!(error = %e, topic = %tp.0, partition = tp.1, "cannot pause partition");
-    }
-}
-
-fn commit(consumer: &DispatchConsumer, offsets: Vec<(String, i32, i64)>, mode: CommitMode) {
-    if offsets.is_empty() {
-        return;
-    }
-    let mut tpl = TopicPartitionList::new();
-    for (topic, partition, offset) in &offsets {
-        let _ = tpl.add_partition_offset(topic, *partition, Offset::Offset(*offset));
-    }
-    if let Err(e) = consumer.commit(&tpl, mode) {
-        tracing::warn!(error = %e, "offset commit failed; will retry");
     }
 }

@@ -61,6 +61,10 @@ pub struct IngestSettings {
     /// Confluent-compatible schema registry; when set, events are written as Avro in the
     /// Confluent wire format instead of JSON.
     pub schema_registry_url: Option<url::Url>,
+    /// DLQ entries `POST /v1/dlq/redrive` puts back per second, at most.
+    pub redrive_rate: u32,
+    /// DLQ entries one `POST /v1/dlq/redrive` puts back, at most (call again for more).
+    pub redrive_max: u64,
 }
 
 impl Default for IngestSettings {
@@ -73,6 +77,8 @@ impl Default for IngestSettings {
             key_cache_ttl: Duration::from_secs(30),
             unavailable_retry_after_secs: 5,
             schema_registry_url: None,
+            redrive_rate: 500,
+            redrive_max: 10_000,
         }
     }
 }
@@ -98,6 +104,12 @@ impl ServiceConfig for IngestConfig {
         }
         if ingest.key_cache_ttl.is_zero() {
             return Err(ConfigError::invalid("ingest.key_cache_ttl", "must be greater than zero"));
+        }
+        if ingest.redrive_rate == 0 {
+            return Err(ConfigError::invalid("ingest.redrive_rate", "must be at least 1"));
+        }
+        if ingest.redrive_max == 0 {
+            return Err(ConfigError::invalid("ingest.redrive_max", "must be at least 1"));
         }
         Ok(())
     }

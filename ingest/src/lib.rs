@@ -3,6 +3,7 @@
 
 pub mod auth;
 mod config;
+pub mod dlq;
 pub mod encode;
 pub mod error;
 pub mod events;
@@ -53,6 +54,7 @@ pub async fn run(config: IngestConfig, shutdown: CancellationToken) -> Result<()
             settings.idempotency_capacity,
         ),
         publisher: publisher.clone(),
+        pool: backends.database.clone(),
         schemas: Arc::new(schemas),
         settings: Arc::new(config.ingest),
     };
@@ -73,6 +75,9 @@ fn router(state: AppState) -> Router {
     Router::new()
         .route("/v1/events", post(events::post_event))
         .route("/v1/events/batch", post(events::post_batch))
+        .route("/v1/dlq", get(dlq::list))
+        .route("/v1/dlq/redrive", post(dlq::redrive))
+        .route("/v1/dlq/{id}", get(dlq::show))
         .route(
             "/openapi.json",
             get(|| async { ([("content-type", "application/json")], openapi::document()) }),

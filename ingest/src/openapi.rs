@@ -3,22 +3,33 @@
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
+use crate::dlq::{DeadLetterPage, RedriveRequest, RedriveResponse};
 use crate::error::{ErrorBody, ErrorDetail};
 use crate::events::{
     Accepted, BatchEventRequest, BatchRequest, BatchResponse, BatchResult, EventRequest,
 };
+use hookstream_core::dlq::DeadLetter;
 
 /// hookstream's public API.
 #[derive(OpenApi)]
 #[openapi(
     info(title = "hookstream", description = "Webhook delivery for multi-tenant SaaS: event intake."),
-    paths(crate::events::post_event, crate::events::post_batch),
+    paths(
+        crate::events::post_event,
+        crate::events::post_batch,
+        crate::dlq::list,
+        crate::dlq::show,
+        crate::dlq::redrive
+    ),
     components(schemas(
         EventRequest, BatchEventRequest, BatchRequest, Accepted, BatchResult, BatchResponse,
-        ErrorBody, ErrorDetail
+        ErrorBody, ErrorDetail, DeadLetter, DeadLetterPage, RedriveRequest, RedriveResponse
     )),
     modifiers(&BearerAuth),
-    tags((name = "events", description = "Event intake"))
+    tags(
+        (name = "events", description = "Event intake"),
+        (name = "dlq", description = "Dead-lettered deliveries of the caller's account: inspect and redrive")
+    )
 )]
 pub struct ApiDoc;
 

@@ -6,6 +6,7 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use hookstream_core::config::KafkaConfig;
+use hookstream_core::delivery::handoff::Handoff;
 
 use hookstream_core::envelope::{headers, EventEnvelope};
 use hookstream_core::kafka::{self, KafkaClientError};
@@ -144,6 +145,11 @@ impl Publisher {
             }
             Err(e) => tracing::error!(error = %e, "cannot build a new producer"),
         }
+    }
+
+    /// A hand-off to the retry tiers over the current producer (for DLQ redrives).
+    pub fn handoff(&self) -> Handoff {
+        Handoff::new(self.producer(), self.inner.topics.clone(), self.inner.kafka.produce_timeout)
     }
 
     /// Waits for queued messages to be acknowledged (at shutdown).

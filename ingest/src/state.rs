@@ -3,6 +3,7 @@
 use std::sync::Arc;
 
 use hookstream_core::schema::Schemas;
+use sqlx::PgPool;
 
 use crate::auth::KeyResolver;
 use crate::config::IngestSettings;
@@ -25,4 +26,6 @@ pub struct AppState {
     pub idempotency: IdempotencyKeys,
     /// The producer.
     pub publisher: Publisher,
+    /// Postgres (management and DLQ queries, always scoped to the caller's account).
+    pub pool: PgPool,
 }

@@ -1,11 +1,13 @@
 //! The retrier's configuration.
 
 use std::net::SocketAddr;
+use std::time::Duration;
 
 use hookstream_core::config::{
     AdminConfig, ConfigError, DatabaseConfig, KafkaConfig, ServiceConfig, TelemetryConfig,
     TopicsConfig,
 };
+use hookstream_core::delivery::DeliveryConfig;
 use serde::{Deserialize, Serialize};
 
 /// Everything the retrier reads at start (TOML file, then `HOOKSTREAM_*` variables).
@@ -22,6 +24,8 @@ pub struct RetrierConfig {
     pub telemetry: TelemetryConfig,
     /// `[admin]`: `/healthz`, `/readyz`, `/metrics`.
     pub admin: AdminConfig,
+    /// `[delivery]`: how webhooks are sent (the same engine as the dispatcher's).
+    pub delivery: DeliveryConfig,
     /// `[retrier]`: this service's own settings.
     pub retrier: RetrierSettings,
 }
@@ -34,6 +38,7 @@ impl Default for RetrierConfig {
             database: DatabaseConfig::default(),
             telemetry: TelemetryConfig::default(),
             admin: AdminConfig { listen: SocketAddr::from(([127, 0, 0, 1], 9092)) },
+            delivery: DeliveryConfig::default(),
             retrier: RetrierSettings::default(),
         }
     }
@@ -43,13 +48,40 @@ impl Default for RetrierConfig {
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct RetrierSettings {
-    /// Kafka consumer group.
+    /// Kafka consumer group of the retry tiers.
     pub group_id: String,
+    /// Kafka consumer group that indexes the DLQ into Postgres for `hookstream dlq`.
+    pub dlq_group_id: String,
+    /// Retry requests in flight at once.
+    pub in_flight: usize,
+    /// Due tasks buffered per partition before that partition is paused.
+    pub max_buffered_per_partition: usize,
+    /// How often finished offsets are committed.
+    #[serde(with = "humantime_serde")]
+    pub commit_interval: Duration,
+    /// How often the endpoint cache is reloaded from Postgres.
+    #[serde(with = "humantime_serde")]
+    pub endpoint_refresh: Duration,
+    /// How often the DLQ size gauge is read from the index.
+    #[serde(with = "humantime_serde")]
+    pub dlq_size_interval: Duration,
+    /// How long shutdown waits for in-flight retries before committing and leaving.
+    #[serde(with = "humantime_serde")]
+    pub shutdown_deadline: Duration,
 }
 
 impl Default for RetrierSettings {
     fn default() -> Self {
-        Self { group_id: "retrier".into() }
+        Self {
+            group_id: "retrier".into(),
+            dlq_group_id: "retrier-dlq".into(),
+            in_flight: 256,
+            max_buffered_per_partition: 5_000,
+            commit_interval: Duration::from_secs(1),
+            endpoint_refresh: Duration::from_secs(2),
+            dlq_size_interval: Duration::from_secs(10),
+            shutdown_deadline: Duration::from_secs(20),
+        }
     }
 }
 
@@ -59,8 +91,25 @@ impl ServiceConfig for RetrierConfig {
         self.topics.validate()?;
         self.database.validate()?;
         self.telemetry.validate()?;
-        if self.retrier.group_id.trim().is_empty() {
+        self.delivery.validate()?;
+        let r = &self.retrier;
+        if r.group_id.trim().is_empty() {
             return Err(ConfigError::invalid("retrier.group_id", "must not be empty"));
+        }
+        if r.dlq_group_id.trim().is_empty() || r.dlq_group_id == r.group_id {
+            return Err(ConfigError::invalid(
+                "retrier.dlq_group_id",
+                "must not be empty nor equal to retrier.group_id",
+            ));
+        }
+        if r.in_flight == 0 {
+            return Err(ConfigError::invalid("retrier.in_flight", "must be at least 1"));
+        }
+        if r.max_buffered_per_partition == 0 {
+            return Err(ConfigError::invalid(
+                "retrier.max_buffered_per_partition",
+                "must be at least 1",
+            ));
         }
         Ok(())
     }

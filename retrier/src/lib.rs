@@ -1,18 +1,170 @@
-//! The retrier: consumes the retry tiers, waits until each task is due, attempts it again and
-//! passes failures to the next tier or the DLQ (DESIGN.md, "The flow").
+//! The retrier: consumes every retry tier in one consumer group, waits until each task is due
+//! (pausing only that partition), attempts it again with the dispatcher's delivery engine, and
+//! passes failures to the next tier or the DLQ (DESIGN.md, "The flow"). It also indexes the
+//! DLQ into Postgres for `hookstream dlq`.
+//!
+//! Offsets are committed manually, only up to the lowest task not yet finished (delivered, or
+//! acknowledged by the broker on its next tier), so a crash loses nothing and a task read
+//! again keeps its `hs-due-at`.
 
 mod config;
+pub mod dlq_index;
+pub mod gate;
+pub mod message;
 
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::Utc;
 pub use config::{RetrierConfig, RetrierSettings};
+use hookstream_core::delivery::endpoints::EndpointCache;
+use hookstream_core::delivery::engine::{Engine, EngineParts, Source};
+use hookstream_core::delivery::handoff::Handoff;
+use hookstream_core::delivery::record::Recorder;
+use hookstream_core::envelope::Priority;
+use hookstream_core::kafka::{self, KafkaClientError};
+use hookstream_core::partitions::{self, PartitionContext, Partitions, TrackedConsumer};
 use hookstream_core::service::{self, ServiceError};
+use rdkafka::consumer::{CommitMode, Consumer};
+use rdkafka::message::BorrowedMessage;
+use rdkafka::Message;
 use tokio_util::sync::CancellationToken;
 
-/// Runs the retrier until `shutdown` is cancelled.
-///
-/// Until the retry loop lands (issue 5) it connects to the broker and the database, serves
-/// its admin endpoints, and stops cleanly.
+use crate::gate::{Gates, Waiting};
+
+/// Runs the retrier until `shutdown`: stops fetching, lets in-flight retries finish within
+/// `retrier.shutdown_deadline`, commits, and leaves the group. Tasks still waiting for their
+/// due time are read again by the next owner.
 pub async fn run(config: RetrierConfig, shutdown: CancellationToken) -> Result<(), ServiceError> {
     let backends = service::connect(&config.kafka, &config.database).await?;
-    tracing::info!(group = %config.retrier.group_id, "connected to kafka and postgres");
-    service::serve_admin(&config.admin, &backends, shutdown).await
+    let settings = &config.retrier;
+    let topics = config.topics.topics();
+    let partitions = Arc::new(Partitions::default());
+    let mut kafka_config = config.kafka.clone();
+    kafka_config.properties.entry("statistics.interval.ms".into()).or_insert_with(|| "5000".into());
+    let consumer: Arc<TrackedConsumer> = Arc::new(kafka::consumer(
+        &kafka_config,
+        "hookstream-retrier",
+        &settings.group_id,
+        PartitionContext::new(Arc::clone(&partitions)),
+    )?);
+    let tiers: HashMap<String, usize> =
+        topics.all_retries().into_iter().enumerate().map(|(i, t)| (t, i)).collect();
+    let names: Vec<&str> = tiers.keys().map(String::as_str).collect();
+    consumer.subscribe(&names).map_err(KafkaClientError::Admin)?;
+
+    let cache = EndpointCache::default();
+    cache.reload(&backends.database).await?;
+    let background = CancellationToken::new();
+    cache.spawn_refresh(backends.database.clone(), settings.endpoint_refresh, background.clone());
+    let (recorder, recorder_task) = Recorder::spawn(
+        backends.database.clone(),
+        config.delivery.record_batch_size,
+        config.delivery.record_flush_interval,
+        background.clone(),
+    );
+    let producer = kafka::producer(&config.kafka, "hookstream-retrier")?;
+    let handoff = Handoff::new(producer, topics.clone(), config.kafka.produce_timeout);
+    // One in-flight bound for every priority: a retry's lane was decided when it first failed.
+    let engine = Arc::new(
+        Engine::new(EngineParts {
+            delivery: config.delivery.clone(),
+            handoff: handoff.clone(),
+            recorder,
+            pool: backends.database.clone(),
+            lane_sizes: Priority::ALL.iter().map(|p| (*p, settings.in_flight)).collect(),
+            partitions: Arc::clone(&partitions),
+            consumer: Arc::clone(&consumer),
+            buffer_bound: settings.max_buffered_per_partition,
+        })
+        .map_err(|e| ServiceError::Startup(e.to_string()))?,
+    );
+    let gates =
+        Gates::new(Arc::clone(&engine), cache, Arc::clone(&partitions), Arc::clone(&consumer));
+
+    let admin = tokio::spawn({
+        let (admin, backends, stop) = (config.admin.clone(), backends.clone(), background.clone());
+        async move { service::serve_admin(&admin, &backends, stop).await }
+    });
+    let indexer = tokio::spawn({
+        let (kafka_config, group, topic) =
+            (config.kafka.clone(), settings.dlq_group_id.clone(), topics.dlq());
+        let (pool, every, stop) =
+            (backends.database.clone(), settings.dlq_size_interval, background.clone());
+        async move { dlq_index::run(&kafka_config, &group, &topic, pool, every, stop).await }
+    });
+    tracing::info!(group = %settings.group_id, tiers = tiers.len(), "retrying");
+    let mut commit_tick = tokio::time::interval(settings.commit_interval);
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => break,
+            _ = commit_tick.tick() => {
+                partitions::commit(&consumer, partitions.take_commits(), CommitMode::Async);
+                for (topic, paused) in partitions.paused_by_topic() {
+                    let tier = tiers.get(&topic).map_or_else(|| topic.clone(), |&t| handoff.tier_label(t));
+                    metrics::gauge!("retrier_paused_partitions", "tier" => tier).set(paused as f64);
+                }
+                metrics::gauge!("retrier_buffered_tasks").set(partitions.totals().0 as f64);
+                metrics::gauge!("retrier_in_flight").set(engine.in_flight() as f64);
+            }
+            received = consumer.recv() => match received {
+                Ok(m) => receive(&gates, &partitions, &consumer, &tiers, &m, settings.max_buffered_per_partition),
+                Err(e) => tracing::warn!(error = %e, "consume error"),
+            },
+        }
+    }
+
+    tracing::info!("stopping: finishing in-flight retries");
+    let deadline = tokio::time::Instant::now() + settings.shutdown_deadline;
+    while engine.in_flight() > 0 && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    partitions::commit(&consumer, partitions.all_committable(), CommitMode::Sync);
+    background.cancel();
+    let _ = recorder_task.await;
+    match indexer.await {
+        Ok(Err(e)) => tracing::warn!(error = %e, "DLQ indexer stopped with an error"),
+        Err(e) => tracing::warn!(error = %e, "DLQ indexer panicked"),
+        Ok(Ok(())) => {}
+    }
+    if let Ok(Err(e)) = admin.await {
+        tracing::warn!(error = %e, "admin server stopped with an error");
+    }
+    Ok(())
+}
+
+fn receive(
+    gates: &Arc<Gates>,
+    partitions: &Partitions,
+    consumer: &TrackedConsumer,
+    tiers: &HashMap<String, usize>,
+    m: &BorrowedMessage<'_>,
+    bound: usize,
+) {
+    let tp = (m.topic().to_owned(), m.partition());
+    let Some(generation) = partitions.generation(&tp) else { return };
+    let Some(&tier) = tiers.get(&tp.0) else { return };
+    let record = match message::decode(m) {
+        Ok(r) => r,
+        Err(e) => {
+            // Not a task this build reads: counted, logged, and committed past, so one bad
+            // record cannot stall its tier.
+            metrics::counter!("retrier_undecodable_total", "topic" => "retry").increment(1);
+            tracing::error!(topic = %tp.0, partition = tp.1, offset = m.offset(), error = %e, "undecodable retry task skipped");
+            partitions.begin(&tp, m.offset(), 0, bound);
+            return;
+        }
+    };
+    partitions::apply(consumer, &tp, partitions.begin(&tp, m.offset(), 1, bound));
+    let held = record.due > Utc::now();
+    if held {
+        partitions::apply(consumer, &tp, partitions.hold(&tp, generation));
+    }
+    gates.send(Waiting {
+        record,
+        source: Source { tp, offset: m.offset(), generation },
+        tier,
+        held,
+    });
 }

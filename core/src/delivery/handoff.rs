@@ -53,6 +53,19 @@ impl Handoff {
         }
     }
 
+    /// A tier's delay as it appears in its topic name and in metrics (`1s`, `200ms`).
+    pub fn tier_label(&self, tier: usize) -> String {
+        self.topics
+            .retry_delays()
+            .get(tier)
+            .map_or_else(|| "none".to_owned(), |d| crate::topics::delay_label(*d))
+    }
+
+    /// The topics this hand-off writes to.
+    pub fn topics(&self) -> &Topics {
+        &self.topics
+    }
+
     /// Number of retry tiers.
     pub fn tiers(&self) -> usize {
         self.topics.retry_delays().len()

@@ -2,6 +2,8 @@
 //! circuit-break, record.
 
 pub mod circuit;
+pub mod endpoints;
+pub mod engine;
 pub mod guard;
 pub mod handoff;
 pub mod outcome;

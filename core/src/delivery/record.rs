@@ -29,6 +29,8 @@ pub struct AttemptRecord {
     pub attempt: u32,
     /// Classified outcome.
     pub outcome: Outcome,
+    /// The (event, endpoint)'s state after this attempt.
+    pub state: DeliveryState,
     /// HTTP status.
     pub http_status: Option<u16>,
     /// Latency.
@@ -41,12 +43,27 @@ pub struct AttemptRecord {
     pub attempted_at: DateTime<Utc>,
 }
 
-impl AttemptRecord {
-    fn state(&self) -> &'static str {
-        match self.outcome {
-            Outcome::Delivered => "delivered",
-            Outcome::Retryable { .. } => "retrying",
-            Outcome::Permanent { .. } => "failed",
+/// The state of one (event, endpoint) delivery (DESIGN.md, "Delivery semantics").
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeliveryState {
+    /// Not attempted yet.
+    Pending,
+    /// A 2xx came back.
+    Delivered,
+    /// Waiting on a retry tier.
+    Retrying,
+    /// In the DLQ.
+    Failed,
+}
+
+impl DeliveryState {
+    /// The name stored in `deliveries.state`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DeliveryState::Pending => "pending",
+            DeliveryState::Delivered => "delivered",
+            DeliveryState::Retrying => "retrying",
+            DeliveryState::Failed => "failed",
         }
     }
 }
@@ -192,7 +209,7 @@ pub async fn write(pool: &PgPool, batch: &[AttemptRecord]) -> Result<(), sqlx::E
     .bind(rows.iter().map(|r| r.event_id.0.clone()).collect::<Vec<_>>())
     .bind(rows.iter().map(|r| r.endpoint_id.0).collect::<Vec<_>>())
     .bind(rows.iter().map(|r| r.event_type.clone()).collect::<Vec<_>>())
-    .bind(rows.iter().map(|r| r.state()).collect::<Vec<_>>())
+    .bind(rows.iter().map(|r| r.state.as_str()).collect::<Vec<_>>())
     .bind(rows.iter().map(|r| r.attempt as i32).collect::<Vec<_>>())
     .bind(rows.iter().map(|r| r.http_status.map(i32::from)).collect::<Vec<_>>())
     .bind(rows.iter().map(|r| r.error.clone()).collect::<Vec<_>>())

@@ -22,6 +22,7 @@ async fn migrating_twice_is_a_no_op_and_creates_every_table() {
             "accounts",
             "api_keys",
             "audit_log",
+            "dead_letters",
             "deliveries",
             "delivery_attempts",
             "endpoint_secrets",

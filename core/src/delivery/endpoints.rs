@@ -1,15 +1,15 @@
 //! The endpoint cache: every enabled endpoint, reloaded from Postgres every
-//! `dispatcher.endpoint_refresh`, so lookups per event never touch the database.
+//! `endpoint_refresh`, so lookups per event or task never touch the database.
 
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
-use hookstream_core::db::endpoints::{self, DeliveryEndpoint};
-use hookstream_core::delivery::send::Target;
-use hookstream_core::delivery::sign::SigningSecret;
-use hookstream_core::tier::RateLimit;
-use hookstream_core::AccountId;
+use super::send::Target;
+use super::sign::SigningSecret;
+use crate::db::endpoints::{self, DeliveryEndpoint};
+use crate::tier::RateLimit;
+use crate::{AccountId, EndpointId};
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 
@@ -55,8 +55,14 @@ impl EndpointCache {
             .unwrap_or_default()
     }
 
+    /// One enabled endpoint of the account, by id.
+    pub fn get(&self, account: AccountId, endpoint: EndpointId) -> Option<Arc<CachedEndpoint>> {
+        let map = self.by_account.read().unwrap_or_else(|p| p.into_inner());
+        map.get(&account)?.iter().find(|e| e.target.id == endpoint).cloned()
+    }
+
     /// Reloads everything; on error the previous contents stay.
-    pub async fn reload(&self, pool: &PgPool) -> Result<usize, hookstream_core::db::DbError> {
+    pub async fn reload(&self, pool: &PgPool) -> Result<usize, crate::db::DbError> {
         let rows = endpoints::load_enabled(pool, chrono::Utc::now()).await?;
         let count = rows.len();
         let mut map: HashMap<AccountId, Vec<Arc<CachedEndpoint>>> = HashMap::new();

@@ -1,0 +1,416 @@
+//! The delivery engine the dispatcher and the retrier share: one queue and one task per
+//! endpoint, so an endpoint keeps its order while a slow or throttled endpoint waits in its own
+//! queue and never holds up the others. Each job is rate-limited, checked against the delivery
+//! log, sent (unless the endpoint's circuit is open), recorded, and on failure handed to the
+//! next retry tier or the DLQ before its offset counts as finished.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use sqlx::PgPool;
+use tokio::sync::{mpsc, Semaphore};
+
+use super::circuit::CircuitBreakers;
+use super::endpoints::CachedEndpoint;
+use super::handoff::{Handoff, HandoffError};
+use super::outcome::Outcome;
+use super::record::{self, AttemptRecord, DeliveryState, Recorder};
+use super::send::{Attempt, Sender};
+use super::DeliveryConfig;
+use crate::db::endpoints;
+use crate::envelope::{DeliveryTask, EventEnvelope, Origin, Priority};
+use crate::partitions::{self, Partitions, Tp, TrackedConsumer};
+use crate::rate_limit::KeyedLimiters;
+use crate::trace_context::TraceParent;
+use crate::{AccountId, EndpointId};
+
+/// Where a job's message sits, so its offset can be finished.
+#[derive(Debug, Clone)]
+pub struct Source {
+    /// Partition.
+    pub tp: Tp,
+    /// Offset.
+    pub offset: i64,
+    /// Assignment generation the message was read under.
+    pub generation: u64,
+}
+
+/// A task on its way through the retry tiers.
+#[derive(Debug, Clone)]
+pub struct Retry {
+    /// The tier it was read from (0 = the first delay).
+    pub tier: usize,
+    /// Attempts made before this one.
+    pub attempts: u32,
+    /// When the first attempt was made.
+    pub first_attempt_at: DateTime<Utc>,
+    /// When it was due (`hs-due-at`).
+    pub due: DateTime<Utc>,
+    /// The source event's position (`hs-origin`).
+    pub origin: Origin,
+}
+
+/// One delivery of one event to one endpoint, tied to the message it came from.
+pub struct Job {
+    /// The event.
+    pub envelope: Arc<EventEnvelope>,
+    /// The endpoint.
+    pub endpoint: Arc<CachedEndpoint>,
+    /// The message the job came from.
+    pub source: Source,
+    /// Trace context from the message's headers.
+    pub trace: TraceParent,
+    /// `None` for the dispatcher's first attempt.
+    pub retry: Option<Retry>,
+}
+
+impl Job {
+    fn attempt(&self) -> u32 {
+        self.retry.as_ref().map_or(1, |r| r.attempts + 1)
+    }
+
+    fn origin(&self) -> Origin {
+        match &self.retry {
+            Some(r) => r.origin.clone(),
+            None => Origin {
+                topic: self.source.tp.0.clone(),
+                partition: self.source.tp.1,
+                offset: self.source.offset,
+            },
+        }
+    }
+
+    /// The tier a retryable failure goes to (`None`: the schedule is exhausted).
+    fn next_tier(&self, tiers: usize) -> Option<usize> {
+        let next = self.retry.as_ref().map_or(0, |r| r.tier + 1);
+        (next < tiers).then_some(next)
+    }
+}
+
+/// Where a failed task goes.
+enum Destination {
+    Retry(usize),
+    Dlq,
+}
+
+/// What every endpoint worker shares.
+pub struct Engine {
+    sender: Sender,
+    handoff: Handoff,
+    recorder: Recorder,
+    pool: PgPool,
+    breakers: CircuitBreakers,
+    endpoint_limits: KeyedLimiters<EndpointId>,
+    account_limits: KeyedLimiters<AccountId>,
+    lanes: HashMap<Priority, (Arc<Semaphore>, usize)>,
+    partitions: Arc<Partitions>,
+    consumer: Arc<TrackedConsumer>,
+    buffer_bound: usize,
+    workers: Mutex<HashMap<EndpointId, mpsc::UnboundedSender<Job>>>,
+}
+
+/// What an [`Engine`] is built from.
+pub struct EngineParts {
+    /// `[delivery]`.
+    pub delivery: DeliveryConfig,
+    /// Hand-off to the retry tiers and the DLQ.
+    pub handoff: Handoff,
+    /// The delivery log writer.
+    pub recorder: Recorder,
+    /// Postgres.
+    pub pool: PgPool,
+    /// In-flight bound of each priority lane.
+    pub lane_sizes: Vec<(Priority, usize)>,
+    /// The consumer's partition state.
+    pub partitions: Arc<Partitions>,
+    /// The consumer, to resume partitions that drained.
+    pub consumer: Arc<TrackedConsumer>,
+    /// Buffered deliveries per partition before it is paused.
+    pub buffer_bound: usize,
+}
+
+impl Engine {
+    /// Builds the engine (the HTTP client may fail to build, e.g. without TLS roots).
+    pub fn new(parts: EngineParts) -> Result<Self, reqwest::Error> {
+        Ok(Self {
+            sender: Sender::new(&parts.delivery)?,
+            handoff: parts.handoff,
+            recorder: parts.recorder,
+            pool: parts.pool,
+            breakers: CircuitBreakers::new(
+                parts.delivery.circuit_threshold,
+                parts.delivery.circuit_cooldown,
+            ),
+            endpoint_limits: KeyedLimiters::default(),
+            account_limits: KeyedLimiters::default(),
+            lanes: parts
+                .lane_sizes
+                .into_iter()
+                .map(|(lane, size)| (lane, (Arc::new(Semaphore::new(size)), size)))
+                .collect(),
+            partitions: parts.partitions,
+            consumer: parts.consumer,
+            buffer_bound: parts.buffer_bound,
+            workers: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// Deliveries in flight over all lanes.
+    pub fn in_flight(&self) -> usize {
+        self.lanes.values().map(|(s, size)| size.saturating_sub(s.available_permits())).sum()
+    }
+
+    /// Queues a job on its endpoint's worker, starting the worker if needed.
+    pub fn enqueue(self: &Arc<Self>, job: Job) {
+        let id = job.endpoint.target.id;
+        let mut workers = self.workers.lock().unwrap_or_else(|p| p.into_inner());
+        let job = match workers.get(&id) {
+            Some(tx) => match tx.send(job) {
+                Ok(()) => return,
+                Err(mpsc::error::SendError(job)) => job,
+            },
+            None => job,
+        };
+        let (tx, mut rx) = mpsc::unbounded_channel::<Job>();
+        let _ = tx.send(job);
+        workers.insert(id, tx);
+        let engine = Arc::clone(self);
+        tokio::spawn(async move {
+            while let Some(job) = rx.recv().await {
+                engine.process(job).await;
+            }
+        });
+    }
+
+    async fn process(&self, job: Job) {
+        if self.partitions.generation(&job.source.tp) != Some(job.source.generation) {
+            return; // revoked: the partition's next owner delivers it
+        }
+        let ep = &job.endpoint;
+        if let Some(limit) = ep.rate_limit {
+            let limiter = self.endpoint_limits.get(&ep.target.id, limit);
+            if limiter.1.check().is_err() {
+                metrics::counter!("webhook_rate_limit_waits_total", "scope" => "endpoint")
+                    .increment(1);
+                limiter.1.until_ready().await;
+            }
+        }
+        let limiter = self.account_limits.get(&ep.target.account_id, ep.account_limit);
+        if limiter.1.check().is_err() {
+            metrics::counter!("webhook_rate_limit_waits_total", "scope" => "account").increment(1);
+            limiter.1.until_ready().await;
+        }
+        // The lane permit is taken after the rate-limit waits: a throttled endpoint must not
+        // hold a share of the in-flight bound while it sleeps.
+        let Some((lane, _)) = self.lanes.get(&job.envelope.priority) else { return };
+        let Ok(_permit) = Arc::clone(lane).acquire_owned().await else { return };
+        if self.delivered_before(&job).await {
+            metrics::counter!("webhook_skipped_delivered_total").increment(1);
+            self.finish(&job.source);
+            return;
+        }
+        if let Some(retry) = &job.retry {
+            let late = (Utc::now() - retry.due).num_microseconds().unwrap_or(0) as f64 / 1e6;
+            metrics::histogram!("webhook_retry_lateness_seconds", "tier" => self.handoff.tier_label(retry.tier))
+                .record(late);
+        }
+        let traceparent = job.trace.child().to_string();
+        let attempt = if self.breakers.allow(ep.target.id) {
+            let a = self.sender.send(&ep.target, &job.envelope, &traceparent).await;
+            self.breakers.record(ep.target.id, !matches!(a.outcome, Outcome::Retryable { .. }));
+            a
+        } else {
+            circuit_open()
+        };
+        let destination = match attempt.outcome {
+            Outcome::Delivered => None,
+            Outcome::Retryable { retry_after } => Some(match job.next_tier(self.handoff.tiers()) {
+                Some(next) => Destination::Retry(self.handoff.tier_for(next, retry_after)),
+                None => Destination::Dlq,
+            }),
+            Outcome::Permanent { .. } => Some(Destination::Dlq),
+        };
+        self.observe(&job, &attempt, destination.as_ref());
+        self.record(&job, &attempt, destination.as_ref()).await;
+        if let Some(destination) = destination {
+            let task = self.task(&job, &attempt);
+            if !self.hand_off(&destination, &task, &job.origin(), &traceparent, &job.source).await {
+                return; // revoked meanwhile: the next owner redoes it
+            }
+            if attempt.outcome == (Outcome::Permanent { disable_endpoint: true }) {
+                self.disable(&job.endpoint).await;
+            }
+        }
+        self.finish(&job.source);
+    }
+
+    /// Sends a task whose endpoint is gone or disabled to the DLQ, records it as failed, and
+    /// finishes its message.
+    pub async fn dead_letter(
+        &self,
+        mut task: DeliveryTask,
+        origin: &Origin,
+        traceparent: &str,
+        source: &Source,
+        reason: &str,
+    ) {
+        task.last_status = None;
+        task.last_error = Some(reason.to_owned());
+        let e = &task.envelope;
+        self.recorder
+            .record(AttemptRecord {
+                account_id: e.account_id,
+                event_id: e.event_id.clone(),
+                endpoint_id: task.endpoint_id,
+                event_type: e.event_type.clone(),
+                received_at: e.received_at,
+                attempt: task.attempt + 1,
+                outcome: Outcome::Permanent { disable_endpoint: false },
+                state: DeliveryState::Failed,
+                http_status: None,
+                latency: Duration::ZERO,
+                response_body: None,
+                error: Some(reason.to_owned()),
+                attempted_at: Utc::now(),
+            })
+            .await;
+        metrics::counter!("webhook_dlq_handoffs_total", "reason" => "endpoint_unavailable")
+            .increment(1);
+        if self.hand_off(&Destination::Dlq, &task, origin, traceparent, source).await {
+            self.finish(source);
+        }
+    }
+
+    async fn delivered_before(&self, job: &Job) -> bool {
+        let e = &job.envelope;
+        record::already_delivered(&self.pool, e.account_id, &e.event_id, job.endpoint.target.id)
+            .await
+            .unwrap_or_else(|err| {
+                tracing::warn!(error = %err, "delivery log lookup failed; delivering anyway");
+                false
+            })
+    }
+
+    fn task(&self, job: &Job, attempt: &Attempt) -> DeliveryTask {
+        DeliveryTask {
+            envelope: (*job.envelope).clone(),
+            endpoint_id: job.endpoint.target.id,
+            attempt: job.attempt(),
+            first_attempt_at: job.retry.as_ref().map_or_else(Utc::now, |r| r.first_attempt_at),
+            last_status: attempt.status,
+            last_error: attempt
+                .error
+                .clone()
+                .or_else(|| attempt.status.map(|s| format!("http {s}"))),
+        }
+    }
+
+    /// Produces the task to its destination, retrying until the broker takes it, since the
+    /// source offset must not be committed before. Returns false when the partition was
+    /// revoked meanwhile.
+    async fn hand_off(
+        &self,
+        destination: &Destination,
+        task: &DeliveryTask,
+        origin: &Origin,
+        traceparent: &str,
+        source: &Source,
+    ) -> bool {
+        let mut backoff = Duration::from_millis(100);
+        loop {
+            let result: Result<(), HandoffError> = match destination {
+                Destination::Retry(tier) => {
+                    self.handoff.to_retry(task, *tier, origin, traceparent).await
+                }
+                Destination::Dlq => self.handoff.to_dlq(task, origin, traceparent).await,
+            };
+            match result {
+                Ok(()) => return true,
+                Err(e) if self.partitions.generation(&source.tp) == Some(source.generation) => {
+                    tracing::error!(error = %e, "hand-off failed; retrying");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                }
+                Err(_) => return false,
+            }
+        }
+    }
+
+    async fn disable(&self, endpoint: &CachedEndpoint) {
+        let ep = &endpoint.target;
+        match endpoints::disable(&self.pool, ep.account_id, ep.id, "410 Gone from the endpoint")
+            .await
+        {
+            Ok(_) => tracing::warn!(endpoint = %ep.id, "endpoint answered 410; disabled"),
+            Err(e) => tracing::error!(endpoint = %ep.id, error = %e, "cannot disable endpoint"),
+        }
+    }
+
+    async fn record(&self, job: &Job, attempt: &Attempt, destination: Option<&Destination>) {
+        let e = &job.envelope;
+        self.recorder
+            .record(AttemptRecord {
+                account_id: e.account_id,
+                event_id: e.event_id.clone(),
+                endpoint_id: job.endpoint.target.id,
+                event_type: e.event_type.clone(),
+                received_at: e.received_at,
+                attempt: job.attempt(),
+                outcome: attempt.outcome.clone(),
+                state: match destination {
+                    None => DeliveryState::Delivered,
+                    Some(Destination::Retry(_)) => DeliveryState::Retrying,
+                    Some(Destination::Dlq) => DeliveryState::Failed,
+                },
+                http_status: attempt.status,
+                latency: attempt.latency,
+                response_body: attempt.response_body.clone(),
+                error: attempt.error.clone(),
+                attempted_at: Utc::now(),
+            })
+            .await;
+    }
+
+    fn observe(&self, job: &Job, attempt: &Attempt, destination: Option<&Destination>) {
+        let outcome = attempt.outcome.label();
+        metrics::counter!("webhook_deliveries_total", "outcome" => outcome).increment(1);
+        metrics::histogram!("webhook_request_duration_seconds").record(attempt.latency);
+        if attempt.outcome == Outcome::Delivered {
+            metrics::counter!("webhook_request_success_total").increment(1);
+            let since = Utc::now() - job.envelope.received_at;
+            let seconds = since.num_microseconds().unwrap_or(i64::MAX) as f64 / 1e6;
+            metrics::histogram!("webhook_event_processing_seconds").record(seconds.max(0.0));
+        } else {
+            metrics::counter!("webhook_request_failure_total").increment(1);
+        }
+        if let Some(retry) = &job.retry {
+            metrics::counter!(
+                "webhook_retry_tasks_total",
+                "tier" => self.handoff.tier_label(retry.tier),
+                "outcome" => outcome
+            )
+            .increment(1);
+        }
+        if let Some(Destination::Dlq) = destination {
+            metrics::counter!("webhook_dlq_handoffs_total", "reason" => outcome).increment(1);
+        }
+    }
+
+    fn finish(&self, source: &Source) {
+        let flow =
+            self.partitions.finish(&source.tp, source.generation, source.offset, self.buffer_bound);
+        partitions::apply(&self.consumer, &source.tp, flow);
+    }
+}
+
+fn circuit_open() -> Attempt {
+    Attempt {
+        outcome: Outcome::Retryable { retry_after: None },
+        status: None,
+        latency: Duration::ZERO,
+        response_body: None,
+        error: Some("circuit open: endpoint failing, not attempted".into()),
+    }
+}

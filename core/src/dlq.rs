@@ -1,0 +1,484 @@
+//! The dead-letter queue, for people: the `dlq` topic is indexed into Postgres (by the
+//! retrier) so entries can be listed with filters, shown, and redriven onto the retry schedule
+//! again. Every query takes the account when the caller acts for one.
+
+use std::num::NonZeroU32;
+
+use chrono::{DateTime, Utc};
+use futures::stream::{self, StreamExt};
+use governor::{Quota, RateLimiter};
+use serde::{Deserialize, Serialize};
+use sqlx::{PgPool, Postgres, QueryBuilder};
+
+use crate::db::DbError;
+use crate::delivery::handoff::{Handoff, HandoffError};
+use crate::envelope::{DeliveryTask, Origin};
+use crate::ids::{AccountId, DeadLetterId, EndpointId};
+
+/// Entries redriven per page: one query to read, one to mark.
+const PAGE: i64 = 500;
+/// Redrive produces awaited at once.
+const IN_FLIGHT: usize = 64;
+
+/// Why a failure ended in the DLQ, coarsely, for filtering.
+pub const ERROR_CLASSES: [&str; 8] = [
+    "http_4xx",
+    "http_5xx",
+    "gone",
+    "timeout",
+    "connection",
+    "circuit_open",
+    "refused",
+    "endpoint_unavailable",
+];
+
+/// The error class of a final status and error (`other` when none fits).
+pub fn error_class(status: Option<u16>, error: Option<&str>) -> &'static str {
+    match (status, error.unwrap_or_default()) {
+        (Some(410), _) => "gone",
+        (Some(s), _) if (500..600).contains(&s) || s == 408 || s == 429 => "http_5xx",
+        (Some(s), _) if (400..500).contains(&s) => "http_4xx",
+        (_, e) if e.starts_with("circuit open") => "circuit_open",
+        (_, e) if e.contains("internal address refused") || e.contains("not allowed") => "refused",
+        (_, e) if e.starts_with("endpoint ") => "endpoint_unavailable",
+        (_, e) if e.contains("timed out") || e.contains("timeout") => "timeout",
+        (_, e) if e.contains("connect") || e.contains("error sending request") => "connection",
+        _ => "other",
+    }
+}
+
+/// A DLQ record as read from the topic, ready to index.
+#[derive(Debug, Clone)]
+pub struct NewDeadLetter {
+    /// Topic it sits in.
+    pub topic: String,
+    /// Partition.
+    pub partition: i32,
+    /// Offset.
+    pub offset: i64,
+    /// The failed task, with its final status and error.
+    pub task: DeliveryTask,
+    /// `hs-origin`.
+    pub origin: Option<String>,
+    /// `traceparent`.
+    pub traceparent: Option<String>,
+    /// When it was dead-lettered (the record's timestamp).
+    pub dead_at: DateTime<Utc>,
+}
+
+/// One DLQ entry, as listed.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, sqlx::FromRow, utoipa::ToSchema)]
+pub struct DeadLetter {
+    /// Entry id.
+    #[schema(value_type = String, format = Uuid)]
+    pub id: DeadLetterId,
+    /// Account.
+    #[schema(value_type = String, format = Uuid)]
+    pub account_id: AccountId,
+    /// Endpoint the delivery was for.
+    #[schema(value_type = String, format = Uuid)]
+    pub endpoint_id: EndpointId,
+    /// The event (`webhook-id`).
+    pub event_id: String,
+    /// Event type.
+    pub event_type: String,
+    /// Coarse reason (see [`ERROR_CLASSES`]).
+    pub error_class: String,
+    /// Last HTTP status, when a response came back.
+    pub last_status: Option<i32>,
+    /// Last error.
+    pub last_error: Option<String>,
+    /// Attempts made.
+    pub attempts: i32,
+    /// When it was dead-lettered.
+    pub dead_at: DateTime<Utc>,
+    /// When it was redriven, if it was.
+    pub redriven_at: Option<DateTime<Utc>>,
+    /// Who redrove it.
+    pub redriven_by: Option<String>,
+}
+
+/// One entry with its whole task.
+#[derive(Debug, Clone, Serialize)]
+pub struct DeadLetterDetail {
+    /// The listed fields.
+    #[serde(flatten)]
+    pub entry: DeadLetter,
+    /// The task as it would be redriven.
+    pub task: DeliveryTask,
+    /// `topic/partition/offset` of the source event.
+    pub origin: Option<String>,
+    /// Where the record sits in the dlq topic.
+    pub position: String,
+    /// Trace context.
+    pub traceparent: Option<String>,
+}
+
+/// Which entries a list or redrive covers. Empty fields match everything.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct Filter {
+    /// Only this account (always set when the caller acts for an account).
+    pub account: Option<AccountId>,
+    /// Only this endpoint.
+    pub endpoint: Option<EndpointId>,
+    /// Only this event type, or a `prefix.*` wildcard.
+    pub event_type: Option<String>,
+    /// Dead-lettered at or after.
+    pub from: Option<DateTime<Utc>>,
+    /// Dead-lettered before.
+    pub to: Option<DateTime<Utc>>,
+    /// Only this error class.
+    pub error_class: Option<String>,
+    /// Also entries redriven before (lists only; a redrive never takes them).
+    pub include_redriven: bool,
+}
+
+impl Filter {
+    fn push_where(&self, q: &mut QueryBuilder<'_, Postgres>) {
+        q.push(" WHERE true");
+        if let Some(a) = self.account {
+            q.push(" AND account_id = ").push_bind(a);
+        }
+        if let Some(e) = self.endpoint {
+            q.push(" AND endpoint_id = ").push_bind(e);
+        }
+        if let Some(t) = &self.event_type {
+            match t.strip_suffix('*') {
+                Some(prefix) => {
+                    let escaped =
+                        prefix.replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_");
+                    q.push(" AND event_type LIKE ").push_bind(format!("{escaped}%"));
+                }
+                None => {
+                    q.push(" AND event_type = ").push_bind(t.clone());
+                }
+            }
+        }
+        if let Some(from) = self.from {
+            q.push(" AND dead_at >= ").push_bind(from);
+        }
+        if let Some(to) = self.to {
+            q.push(" AND dead_at < ").push_bind(to);
+        }
+        if let Some(c) = &self.error_class {
+            q.push(" AND error_class = ").push_bind(c.clone());
+        }
+        if !self.include_redriven {
+            q.push(" AND redriven_at IS NULL");
+        }
+    }
+}
+
+const COLUMNS: &str = "id, account_id, endpoint_id, event_id, event_type, error_class, \
+     last_status, last_error, attempts, dead_at, redriven_at, redriven_by";
+
+/// Indexes DLQ records; a record indexed before is skipped. Returns how many were new.
+pub async fn index(pool: &PgPool, rows: &[NewDeadLetter]) -> Result<u64, DbError> {
+    if rows.is_empty() {
+        return Ok(0);
+    }
+    let mut q = QueryBuilder::<Postgres>::new(
+        "INSERT INTO dead_letters (id, account_id, topic, partition, kafka_offset, event_id, \
+         endpoint_id, event_type, error_class, last_status, last_error, attempts, task, origin, \
+         traceparent, dead_at) ",
+    );
+    let mut encoded = Vec::with_capacity(rows.len());
+    for r in rows {
+        encoded.push(serde_json::to_value(&r.task).map_err(|e| sqlx::Error::Encode(e.into()))?);
+    }
+    q.push_values(rows.iter().zip(encoded), |mut b, (r, task)| {
+        let t = &r.task;
+        b.push_bind(DeadLetterId::new())
+            .push_bind(t.envelope.account_id)
+            .push_bind(r.topic.clone())
+            .push_bind(r.partition)
+            .push_bind(r.offset)
+            .push_bind(t.envelope.event_id.as_str().to_owned())
+            .push_bind(t.endpoint_id)
+            .push_bind(t.envelope.event_type.clone())
+            .push_bind(error_class(t.last_status, t.last_error.as_deref()))
+            .push_bind(t.last_status.map(i32::from))
+            .push_bind(t.last_error.clone())
+            .push_bind(t.attempt as i32)
+            .push_bind(task)
+            .push_bind(r.origin.clone())
+            .push_bind(r.traceparent.clone())
+            .push_bind(r.dead_at);
+    });
+    q.push(" ON CONFLICT (topic, partition, kafka_offset) DO NOTHING");
+    Ok(q.build().execute(pool).await?.rows_affected())
+}
+
+/// Entries matching `filter`, oldest first, after the `after` cursor.
+pub async fn list(
+    pool: &PgPool,
+    filter: &Filter,
+    after: Option<DeadLetterId>,
+    limit: i64,
+) -> Result<Vec<DeadLetter>, DbError> {
+    let mut q = QueryBuilder::<Postgres>::new(format!("SELECT {COLUMNS} FROM dead_letters"));
+    filter.push_where(&mut q);
+    if let Some(after) = after {
+        q.push(" AND id > ").push_bind(after);
+    }
+    q.push(" ORDER BY id LIMIT ").push_bind(limit);
+    Ok(q.build_query_as::<DeadLetter>().fetch_all(pool).await?)
+}
+
+/// Number of entries matching `filter`.
+pub async fn count(pool: &PgPool, filter: &Filter) -> Result<i64, DbError> {
+    let mut q = QueryBuilder::<Postgres>::new("SELECT count(*) FROM dead_letters");
+    filter.push_where(&mut q);
+    Ok(q.build_query_scalar::<i64>().fetch_one(pool).await?)
+}
+
+#[derive(sqlx::FromRow)]
+struct DetailRow {
+    #[sqlx(flatten)]
+    entry: DeadLetter,
+    task: sqlx::types::Json<DeliveryTask>,
+    origin: Option<String>,
+    traceparent: Option<String>,
+    topic: String,
+    partition: i32,
+    kafka_offset: i64,
+}
+
+/// One entry with its task; `account` scopes the lookup when the caller acts for one.
+pub async fn get(
+    pool: &PgPool,
+    account: Option<AccountId>,
+    id: DeadLetterId,
+) -> Result<Option<DeadLetterDetail>, DbError> {
+    let mut q = QueryBuilder::<Postgres>::new(format!(
+        "SELECT {COLUMNS}, task, origin, traceparent, topic, partition, kafka_offset \
+         FROM dead_letters WHERE id = "
+    ));
+    q.push_bind(id);
+    if let Some(a) = account {
+        q.push(" AND account_id = ").push_bind(a);
+    }
+    let row: Option<DetailRow> = q.build_query_as().fetch_optional(pool).await?;
+    Ok(row.map(|r| DeadLetterDetail {
+        position: format!("{}/{}/{}", r.topic, r.partition, r.kafka_offset),
+        entry: r.entry,
+        task: r.task.0,
+        origin: r.origin,
+        traceparent: r.traceparent,
+    }))
+}
+
+/// Why a redrive stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum RedriveError {
+    /// Reading or marking entries failed.
+    #[error(transparent)]
+    Db(#[from] DbError),
+    /// The broker did not take a task; entries redriven before it are marked, the rest not.
+    #[error("redrive stopped after {redriven} entries: {source}")]
+    Handoff {
+        /// Entries redriven and marked before the failure.
+        redriven: u64,
+        /// The failure.
+        #[source]
+        source: HandoffError,
+    },
+}
+
+/// What a redrive did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+pub struct RedriveReport {
+    /// Entries the filter matched (not redriven before).
+    pub matched: u64,
+    /// Entries put back on the retry schedule (0 for a dry run).
+    pub redriven: u64,
+}
+
+/// How a redrive runs.
+pub struct RedriveOptions<'a> {
+    /// Produces to the first retry tier; `None` makes it a dry run that changes nothing.
+    pub handoff: Option<&'a Handoff>,
+    /// Who asks (`operator:<name>` or `key:<id>`), kept on the entries and in the audit log.
+    pub actor: &'a str,
+    /// Entries per second, at most.
+    pub rate: Option<NonZeroU32>,
+    /// Entries redriven per call, at most (oldest first); the rest stay for the next call.
+    pub limit: Option<u64>,
+}
+
+/// Puts every live entry matching `filter` back on the retry schedule: each task is produced to
+/// the first tier (the broker's ack awaited) and only then marked redriven, here and in the
+/// delivery log. `progress` is told (done, total) as it goes.
+pub async fn redrive(
+    pool: &PgPool,
+    filter: &Filter,
+    options: RedriveOptions<'_>,
+    mut progress: impl FnMut(u64, u64),
+) -> Result<RedriveReport, RedriveError> {
+    let mut filter = filter.clone();
+    filter.include_redriven = false;
+    let matching = count(pool, &filter).await?.max(0) as u64;
+    let total = options.limit.map_or(matching, |l| l.min(matching));
+    let Some(handoff) = options.handoff else {
+        progress(total, total);
+        return Ok(RedriveReport { matched: matching, redriven: 0 });
+    };
+    let limiter = options.rate.map(|r| RateLimiter::direct(Quota::per_second(r)));
+    let mut report = RedriveReport { matched: matching, redriven: 0 };
+    let mut after = None;
+    while report.redriven < total {
+        let page_size = PAGE.min((total - report.redriven) as i64);
+        let page = list(pool, &filter, after, page_size).await?;
+        let Some(last) = page.last() else { break };
+        after = Some(last.id);
+        let ids: Vec<DeadLetterId> = page.iter().map(|e| e.id).collect();
+        let details = details(pool, &ids).await?;
+        let results: Vec<(DeadLetterId, Result<(), HandoffError>)> = stream::iter(details)
+            .map(|d| {
+                let limiter = limiter.as_ref();
+                async move {
+                    if let Some(l) = limiter {
+                        l.until_ready().await;
+                    }
+                    let origin =
+                        d.origin.as_deref().and_then(|o| o.parse::<Origin>().ok()).unwrap_or_else(
+                            || Origin {
+                                topic: d.topic.clone(),
+                                partition: d.partition,
+                                offset: d.kafka_offset,
+                            },
+                        );
+                    let traceparent = d.traceparent.clone().unwrap_or_default();
+                    (d.id, handoff.to_retry(&d.task.0, 0, &origin, &traceparent).await)
+                }
+            })
+            .buffer_unordered(IN_FLIGHT)
+            .collect()
+            .await;
+        let mut done = Vec::with_capacity(results.len());
+        let mut failure = None;
+        for (id, result) in results {
+            match result {
+                Ok(()) => done.push(id),
+                Err(e) => failure = Some(e),
+            }
+        }
+        mark_redriven(pool, &done, options.actor).await?;
+        report.redriven += done.len() as u64;
+        metrics::counter!("webhook_dlq_redriven_total").increment(done.len() as u64);
+        progress(report.redriven, total);
+        if let Some(source) = failure {
+            return Err(RedriveError::Handoff { redriven: report.redriven, source });
+        }
+    }
+    audit(pool, &filter, options.actor, &report).await?;
+    Ok(report)
+}
+
+#[derive(sqlx::FromRow)]
+struct RedriveRow {
+    id: DeadLetterId,
+    task: sqlx::types::Json<DeliveryTask>,
+    origin: Option<String>,
+    traceparent: Option<String>,
+    topic: String,
+    partition: i32,
+    kafka_offset: i64,
+}
+
+async fn details(pool: &PgPool, ids: &[DeadLetterId]) -> Result<Vec<RedriveRow>, DbError> {
+    let ids: Vec<uuid::Uuid> = ids.iter().map(|i| i.0).collect();
+    Ok(sqlx::query_as(
+        "SELECT id, task, origin, traceparent, topic, partition, kafka_offset \
+         FROM dead_letters WHERE id = ANY($1) ORDER BY id",
+    )
+    .bind(ids)
+    .fetch_all(pool)
+    .await?)
+}
+
+/// Marks entries redriven, and their deliveries `retrying` with one more redrive and an
+/// attempt-log row saying who redrove them.
+async fn mark_redriven(pool: &PgPool, ids: &[DeadLetterId], actor: &str) -> Result<(), DbError> {
+    if ids.is_empty() {
+        return Ok(());
+    }
+    let ids: Vec<uuid::Uuid> = ids.iter().map(|i| i.0).collect();
+    let mut tx = pool.begin().await?;
+    sqlx::query(
+        "WITH marked AS ( \
+           UPDATE dead_letters SET redriven_at = now(), redriven_by = $2 \
+           WHERE id = ANY($1) AND redriven_at IS NULL \
+           RETURNING account_id, event_id, endpoint_id, attempts), \
+         logged AS ( \
+           INSERT INTO delivery_attempts (account_id, event_id, endpoint_id, attempt, outcome, error) \
+           SELECT account_id, event_id, endpoint_id, attempts, 'redriven', 'redriven by ' || $2 FROM marked) \
+         UPDATE deliveries d SET state = CASE WHEN d.state = 'delivered' THEN d.state ELSE 'retrying' END, \
+           redrives = d.redrives + 1, last_redriven_at = now(), updated_at = now() \
+         FROM marked m WHERE d.account_id = m.account_id AND d.event_id = m.event_id \
+           AND d.endpoint_id = m.endpoint_id",
+    )
+    .bind(ids)
+    .bind(actor)
+    .execute(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    Ok(())
+}
+
+async fn audit(
+    pool: &PgPool,
+    filter: &Filter,
+    actor: &str,
+    report: &RedriveReport,
+) -> Result<(), DbError> {
+    let after = serde_json::json!({
+        "endpoint": filter.endpoint,
+        "event_type": filter.event_type,
+        "from": filter.from,
+        "to": filter.to,
+        "error_class": filter.error_class,
+        "matched": report.matched,
+        "redriven": report.redriven,
+    });
+    sqlx::query(
+        "INSERT INTO audit_log (account_id, actor, action, target_type, target_id, after) \
+         VALUES ($1, $2, 'dlq.redrive', 'dlq', $3, $4)",
+    )
+    .bind(filter.account)
+    .bind(actor)
+    .bind(filter.account.map_or_else(|| "*".to_owned(), |a| a.to_string()))
+    .bind(after)
+    .execute(pool)
+    .await?;
+    Ok(())
+}
+
+/// Live (not redriven) entries in the whole index, for the DLQ size gauge.
+pub async fn live_size(pool: &PgPool) -> Result<i64, DbError> {
+    count(pool, &Filter::default()).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::error_class;
+
+    #[test]
+    fn final_failures_are_classed() {
+        assert_eq!(error_class(Some(400), None), "http_4xx");
+        assert_eq!(error_class(Some(410), None), "gone");
+        assert_eq!(error_class(Some(503), Some("http 503")), "http_5xx");
+        assert_eq!(error_class(Some(429), None), "http_5xx");
+        assert_eq!(error_class(None, Some("circuit open: endpoint failing")), "circuit_open");
+        assert_eq!(error_class(None, Some("endpoint disabled or deleted")), "endpoint_unavailable");
+        assert_eq!(
+            error_class(None, Some("error sending request: operation timed out")),
+            "timeout"
+        );
+        assert_eq!(
+            error_class(None, Some("error sending request: tcp connect error: Connection refused")),
+            "connection"
+        );
+        assert_eq!(error_class(None, None), "other");
+    }
+}

@@ -1,0 +1,338 @@
+//! Per-partition bookkeeping shared by a consumer loop, its rebalance callbacks and the
+//! delivery workers: commit offsets, assignment generations, buffered work and pauses. Used by
+//! the dispatcher and the retrier alike.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use rdkafka::consumer::StreamConsumer;
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
+use rdkafka::{ClientContext, Offset, TopicPartitionList};
+
+use crate::offsets::OffsetTracker;
+
+/// A partition: (topic, partition).
+pub type Tp = (String, i32);
+
+/// A consumer whose rebalances keep [`Partitions`] up to date.
+pub type TrackedConsumer = StreamConsumer<PartitionContext>;
+
+/// What a change in a partition's state asks of the consumer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Flow {
+    /// Nothing to do.
+    Keep,
+    /// Stop fetching the partition.
+    Pause,
+    /// Fetch the partition again.
+    Resume,
+}
+
+/// Everything keyed by partition, behind one lock so the pieces never disagree.
+///
+/// A partition is paused while its buffered work is over the bound, or while it holds a
+/// message that is not yet due (the retrier); it resumes when neither is true.
+#[derive(Default)]
+pub struct Partitions {
+    inner: Mutex<Inner>,
+    next_generation: AtomicU64,
+}
+
+#[derive(Default)]
+struct Inner {
+    tracker: OffsetTracker,
+    generation: HashMap<Tp, u64>,
+    buffered: HashMap<Tp, usize>,
+    waiting: HashMap<Tp, usize>,
+    over_bound: HashSet<Tp>,
+    stalled: HashSet<Tp>,
+    paused: HashSet<Tp>,
+}
+
+impl Inner {
+    /// Pauses or resumes `tp` as its state now asks.
+    fn flow(&mut self, tp: &Tp) -> Flow {
+        let want = self.over_bound.contains(tp)
+            || self.stalled.contains(tp)
+            || self.waiting.get(tp).is_some_and(|&n| n > 0);
+        match (want, self.paused.contains(tp)) {
+            (true, false) => {
+                self.paused.insert(tp.clone());
+                Flow::Pause
+            }
+            (false, true) => {
+                self.paused.remove(tp);
+                Flow::Resume
+            }
+            _ => Flow::Keep,
+        }
+    }
+}
+
+impl Partitions {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// A partition was assigned: work read from it from now on carries a new generation.
+    pub fn assign(&self, tp: Tp) {
+        let generation = self.next_generation.fetch_add(1, Ordering::Relaxed) + 1;
+        let mut inner = self.lock();
+        inner.generation.insert(tp.clone(), generation);
+        inner.buffered.insert(tp.clone(), 0);
+        inner.waiting.remove(&tp);
+        inner.over_bound.remove(&tp);
+        inner.stalled.remove(&tp);
+        inner.paused.remove(&tp);
+    }
+
+    /// A partition was revoked: returns its committable offset and forgets it, so work still
+    /// queued for it is dropped by the workers (its next owner redoes it).
+    pub fn revoke(&self, tp: &Tp) -> Option<i64> {
+        let mut inner = self.lock();
+        inner.generation.remove(tp);
+        inner.buffered.remove(tp);
+        inner.waiting.remove(tp);
+        inner.over_bound.remove(tp);
+        inner.stalled.remove(tp);
+        inner.paused.remove(tp);
+        inner.tracker.remove(&tp.0, tp.1).and_then(|o| o.committable())
+    }
+
+    /// The current generation of an assigned partition.
+    pub fn generation(&self, tp: &Tp) -> Option<u64> {
+        self.lock().generation.get(tp).copied()
+    }
+
+    /// Records a message with `tasks` deliveries; asks for a pause when the partition's
+    /// buffered work goes over `bound`.
+    pub fn begin(&self, tp: &Tp, offset: i64, tasks: usize, bound: usize) -> Flow {
+        let mut inner = self.lock();
+        inner.tracker.partition(&tp.0, tp.1).begin(offset, tasks as u32);
+        let buffered = inner.buffered.entry(tp.clone()).or_default();
+        *buffered += tasks;
+        if *buffered > bound {
+            inner.over_bound.insert(tp.clone());
+        }
+        inner.flow(tp)
+    }
+
+    /// One delivery of the message at `offset` finished; asks for a resume when the partition
+    /// drained below half its bound and waits for nothing. Work of a revoked (or re-assigned)
+    /// partition is ignored.
+    pub fn finish(&self, tp: &Tp, generation: u64, offset: i64, bound: usize) -> Flow {
+        let mut inner = self.lock();
+        if inner.generation.get(tp) != Some(&generation) {
+            return Flow::Keep;
+        }
+        inner.tracker.partition(&tp.0, tp.1).finish(offset);
+        let buffered = inner.buffered.entry(tp.clone()).or_default();
+        *buffered = buffered.saturating_sub(1);
+        if *buffered <= bound / 2 {
+            inner.over_bound.remove(tp);
+        }
+        inner.flow(tp)
+    }
+
+    /// The partition holds a message that is not due yet: pause it until [`Self::due`].
+    pub fn hold(&self, tp: &Tp, generation: u64) -> Flow {
+        let mut inner = self.lock();
+        if inner.generation.get(tp) != Some(&generation) {
+            return Flow::Keep;
+        }
+        *inner.waiting.entry(tp.clone()).or_default() += 1;
+        inner.flow(tp)
+    }
+
+    /// A held message became due.
+    pub fn due(&self, tp: &Tp, generation: u64) -> Flow {
+        let mut inner = self.lock();
+        if inner.generation.get(tp) != Some(&generation) {
+            return Flow::Keep;
+        }
+        if let Some(n) = inner.waiting.get_mut(tp) {
+            *n = n.saturating_sub(1);
+        }
+        inner.flow(tp)
+    }
+
+    /// Records a message that must not be committed past and stops the partition for as long
+    /// as this assignment lasts (a record this build cannot process without losing it).
+    pub fn stall(&self, tp: &Tp, offset: i64) -> Flow {
+        let mut inner = self.lock();
+        inner.tracker.partition(&tp.0, tp.1).begin(offset, 1);
+        inner.stalled.insert(tp.clone());
+        inner.flow(tp)
+    }
+
+    /// Offsets that moved since the last commit.
+    pub fn take_commits(&self) -> Vec<(String, i32, i64)> {
+        self.lock().tracker.take_commits()
+    }
+
+    /// Every partition's committable offset.
+    pub fn all_committable(&self) -> Vec<(String, i32, i64)> {
+        self.lock().tracker.all_committable()
+    }
+
+    /// Buffered deliveries over all partitions, and paused partitions.
+    pub fn totals(&self) -> (usize, usize) {
+        let inner = self.lock();
+        (inner.buffered.values().sum(), inner.paused.len())
+    }
+
+    /// Paused partitions per topic.
+    pub fn paused_by_topic(&self) -> HashMap<String, usize> {
+        let inner = self.lock();
+        let mut by_topic: HashMap<String, usize> =
+            inner.generation.keys().map(|tp| (tp.0.clone(), 0)).collect();
+        for tp in &inner.paused {
+            *by_topic.entry(tp.0.clone()).or_default() += 1;
+        }
+        by_topic
+    }
+}
+
+/// Commits what is finished of revoked partitions, records assignments, and reports consumer
+/// lag from librdkafka's statistics.
+pub struct PartitionContext {
+    partitions: Arc<Partitions>,
+}
+
+impl PartitionContext {
+    /// A context that keeps `partitions` up to date.
+    pub fn new(partitions: Arc<Partitions>) -> Self {
+        Self { partitions }
+    }
+}
+
+impl ClientContext for PartitionContext {
+    /// Consumer lag per partition from librdkafka's statistics (`statistics.interval.ms`).
+    fn stats(&self, statistics: rdkafka::Statistics) {
+        for (topic, t) in statistics.topics {
+            for (partition, p) in t.partitions {
+                if partition < 0 || p.consumer_lag < 0 {
+                    continue; // internal partition, or not consumed by this member
+                }
+                metrics::gauge!(
+                    "webhook_queue_depth",
+                    "topic" => topic.clone(),
+                    "partition" => partition.to_string()
+                )
+                .set(p.consumer_lag as f64);
+            }
+        }
+    }
+}
+
+impl ConsumerContext for PartitionContext {
+    fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        if let Rebalance::Revoke(tpl) = rebalance {
+            let mut commit = TopicPartitionList::new();
+            for e in tpl.elements() {
+                let tp = (e.topic().to_owned(), e.partition());
+                if let Some(offset) = self.partitions.revoke(&tp) {
+                    let _ = commit.add_partition_offset(&tp.0, tp.1, Offset::Offset(offset));
+                }
+            }
+            if commit.count() > 0 {
+                if let Err(e) = consumer.commit(&commit, CommitMode::Sync) {
+                    tracing::warn!(error = %e, "commit on revoke failed");
+                }
+            }
+            tracing::info!(partitions = tpl.count(), "partitions revoked");
+        }
+    }
+
+    fn post_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        if let Rebalance::Assign(tpl) = rebalance {
+            for e in tpl.elements() {
+                self.partitions.assign((e.topic().to_owned(), e.partition()));
+            }
+            tracing::info!(partitions = tpl.count(), "partitions assigned");
+        }
+    }
+}
+
+/// Applies a [`Flow`] to one partition (the consumer keeps serving the others).
+pub fn apply(consumer: &TrackedConsumer, tp: &Tp, flow: Flow) {
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition(&tp.0, tp.1);
+    let result = match flow {
+        Flow::Keep => return,
+        Flow::Pause => consumer.pause(&tpl),
+        Flow::Resume => consumer.resume(&tpl),
+    };
+    match result {
+        Ok(()) => tracing::debug!(topic = %tp.0, partition = tp.1, ?flow, "partition flow"),
+        Err(e) => {
+            tracing::warn!(error = %e, topic = %tp.0, partition = tp.1, ?flow, "cannot change partition flow")
+        }
+    }
+}
+
+/// Commits `offsets` (next offsets to read).
+pub fn commit(consumer: &TrackedConsumer, offsets: Vec<(String, i32, i64)>, mode: CommitMode) {
+    if offsets.is_empty() {
+        return;
+    }
+    let mut tpl = TopicPartitionList::new();
+    for (topic, partition, offset) in &offsets {
+        let _ = tpl.add_partition_offset(topic, *partition, Offset::Offset(*offset));
+    }
+    if let Err(e) = consumer.commit(&tpl, mode) {
+        tracing::warn!(error = %e, "offset commit failed; will retry");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tp() -> Tp {
+        ("t".into(), 0)
+    }
+
+    #[test]
+    fn over_the_bound_pauses_and_half_resumes() {
+        let p = Partitions::default();
+        p.assign(tp());
+        let g = p.generation(&tp()).unwrap_or_default();
+        assert_eq!(p.begin(&tp(), 0, 3, 4), Flow::Keep);
+        assert_eq!(p.begin(&tp(), 1, 2, 4), Flow::Pause);
+        assert_eq!(p.begin(&tp(), 2, 1, 4), Flow::Keep);
+        for _ in 0..3 {
+            assert_eq!(p.finish(&tp(), g, 0, 4), Flow::Keep);
+        }
+        assert_eq!(p.finish(&tp(), g, 1, 4), Flow::Resume);
+    }
+
+    #[test]
+    fn a_held_message_pauses_until_due_unless_also_over_the_bound() {
+        let p = Partitions::default();
+        p.assign(tp());
+        let g = p.generation(&tp()).unwrap_or_default();
+        assert_eq!(p.begin(&tp(), 0, 1, 1), Flow::Keep);
+        assert_eq!(p.hold(&tp(), g), Flow::Pause);
+        assert_eq!(p.due(&tp(), g), Flow::Resume);
+        assert_eq!(p.begin(&tp(), 1, 1, 1), Flow::Pause);
+        assert_eq!(p.hold(&tp(), g), Flow::Keep);
+        assert_eq!(p.due(&tp(), g), Flow::Keep, "still over the bound");
+        assert_eq!(p.finish(&tp(), g, 0, 1), Flow::Keep);
+        assert_eq!(p.finish(&tp(), g, 1, 1), Flow::Resume);
+    }
+
+    #[test]
+    fn work_of_an_old_generation_is_ignored() {
+        let p = Partitions::default();
+        p.assign(tp());
+        let old = p.generation(&tp()).unwrap_or_default();
+        p.begin(&tp(), 0, 1, 10);
+        p.revoke(&tp());
+        p.assign(tp());
+        assert_eq!(p.hold(&tp(), old), Flow::Keep);
+        assert_eq!(p.finish(&tp(), old, 0, 10), Flow::Keep);
+        assert_eq!(p.totals(), (0, 0));
+    }
+}

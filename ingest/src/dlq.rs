@@ -1,0 +1,265 @@
+//! `GET /v1/dlq`, `GET /v1/dlq/{id}` and `POST /v1/dlq/redrive`: an account's own dead-letter
+//! entries. Every query carries the caller's account; another account's ids are 404.
+
+use std::num::NonZeroU32;
+
+use axum::body::Body;
+use axum::extract::{Path, RawQuery, State};
+use axum::http::HeaderMap;
+use axum::Json;
+use chrono::{DateTime, Utc};
+use hookstream_core::dlq::{self, DeadLetter, Filter, RedriveOptions, RedriveReport};
+use hookstream_core::{DeadLetterId, EndpointId};
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+
+use crate::error::{ApiError, ErrorBody};
+use crate::request::{parse_json, read_limited, require_json};
+use crate::state::AppState;
+
+/// Entries per page unless `limit` says otherwise.
+const DEFAULT_LIMIT: i64 = 100;
+/// Entries per page, at most.
+const MAX_LIMIT: i64 = 1000;
+
+/// Filters of `GET /v1/dlq`.
+#[derive(Debug, Default, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct ListQuery {
+    /// Only this endpoint.
+    #[param(value_type = Option<String>, format = Uuid)]
+    pub endpoint_id: Option<EndpointId>,
+    /// Only this event type, or a `prefix.*` wildcard.
+    pub event_type: Option<String>,
+    /// Dead-lettered at or after (RFC 3339).
+    pub from: Option<DateTime<Utc>>,
+    /// Dead-lettered before (RFC 3339).
+    pub to: Option<DateTime<Utc>>,
+    /// Only this error class: http_4xx, http_5xx, gone, timeout, connection, circuit_open,
+    /// refused, endpoint_unavailable, other.
+    pub error_class: Option<String>,
+    /// Also entries already redriven.
+    pub include_redriven: Option<bool>,
+    /// Page size, 1 to 1000 (default 100).
+    pub limit: Option<i64>,
+    /// `next_cursor` of the previous page.
+    #[param(value_type = Option<String>, format = Uuid)]
+    pub cursor: Option<DeadLetterId>,
+}
+
+/// A page of entries.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct DeadLetterPage {
+    /// Entries, oldest first.
+    pub data: Vec<DeadLetter>,
+    /// Pass as `cursor` for the next page; absent on the last page.
+    #[schema(value_type = Option<String>, format = Uuid)]
+    pub next_cursor: Option<DeadLetterId>,
+}
+
+/// Which entries `POST /v1/dlq/redrive` puts back on the retry schedule.
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RedriveRequest {
+    /// Only this endpoint.
+    #[schema(value_type = Option<String>, format = Uuid)]
+    pub endpoint_id: Option<EndpointId>,
+    /// Only this event type, or a `prefix.*` wildcard.
+    pub event_type: Option<String>,
+    /// Dead-lettered at or after.
+    pub from: Option<DateTime<Utc>>,
+    /// Dead-lettered before.
+    pub to: Option<DateTime<Utc>>,
+    /// Only this error class.
+    pub error_class: Option<String>,
+    /// Count what would be redriven and change nothing.
+    #[serde(default)]
+    pub dry_run: bool,
+}
+
+/// What a redrive did.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct RedriveResponse {
+    /// Live entries the filter matched.
+    pub matched: u64,
+    /// Entries put back on the retry schedule (at most `ingest.redrive_max` per call).
+    pub redriven: u64,
+    /// Whether this was a dry run.
+    pub dry_run: bool,
+}
+
+fn check(
+    from: Option<DateTime<Utc>>,
+    to: Option<DateTime<Utc>>,
+    error_class: Option<&str>,
+    field_prefix: &str,
+) -> Result<(), ApiError> {
+    if let (Some(from), Some(to)) = (from, to) {
+        if to <= from {
+            return Err(ApiError::invalid(format!("{field_prefix}to"), "must be after `from`"));
+        }
+    }
+    if let Some(c) = error_class {
+        if !dlq::ERROR_CLASSES.contains(&c) && c != "other" {
+            return Err(ApiError::invalid(
+                format!("{field_prefix}error_class"),
+                format!(
+                    "unknown error class; expected one of {}, other",
+                    dlq::ERROR_CLASSES.join(", ")
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn unavailable(e: impl std::fmt::Display) -> ApiError {
+    tracing::error!(error = %e, "DLQ query failed");
+    ApiError::Unavailable { what: "database", retry_after_secs: 5 }
+}
+
+/// List the account's dead-lettered deliveries.
+#[utoipa::path(
+    get,
+    path = "/v1/dlq",
+    params(ListQuery),
+    responses(
+        (status = 200, description = "A page of entries", body = DeadLetterPage),
+        (status = 401, description = "Missing, invalid or revoked key", body = ErrorBody),
+        (status = 422, description = "A bad filter, naming it", body = ErrorBody),
+        (status = 503, description = "Database unavailable", body = ErrorBody),
+    ),
+    security(("api_key" = [])),
+    tag = "dlq"
+)]
+pub async fn list(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    RawQuery(query): RawQuery,
+) -> Result<Json<DeadLetterPage>, ApiError> {
+    let owner = state.auth.authenticate(&headers).await?;
+    let q: ListQuery = parse_query(query.as_deref().unwrap_or_default())?;
+    check(q.from, q.to, q.error_class.as_deref(), "")?;
+    let limit = q.limit.unwrap_or(DEFAULT_LIMIT);
+    if !(1..=MAX_LIMIT).contains(&limit) {
+        return Err(ApiError::invalid("limit", format!("must be between 1 and {MAX_LIMIT}")));
+    }
+    let filter = Filter {
+        account: Some(owner.account_id),
+        endpoint: q.endpoint_id,
+        event_type: q.event_type,
+        from: q.from,
+        to: q.to,
+        error_class: q.error_class,
+        include_redriven: q.include_redriven.unwrap_or(false),
+    };
+    let mut data =
+        dlq::list(&state.pool, &filter, q.cursor, limit + 1).await.map_err(unavailable)?;
+    let next_cursor = if data.len() as i64 > limit {
+        data.truncate(limit as usize);
+        data.last().map(|e| e.id)
+    } else {
+        None
+    };
+    Ok(Json(DeadLetterPage { data, next_cursor }))
+}
+
+/// One entry with its whole task.
+#[utoipa::path(
+    get,
+    path = "/v1/dlq/{id}",
+    params(("id" = String, Path, format = Uuid, description = "Entry id")),
+    responses(
+        (status = 200, description = "The entry, with the task as it would be redriven"),
+        (status = 401, description = "Missing, invalid or revoked key", body = ErrorBody),
+        (status = 404, description = "No such entry in this account", body = ErrorBody),
+        (status = 503, description = "Database unavailable", body = ErrorBody),
+    ),
+    security(("api_key" = [])),
+    tag = "dlq"
+)]
+pub async fn show(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Json<dlq::DeadLetterDetail>, ApiError> {
+    let owner = state.auth.authenticate(&headers).await?;
+    let id: DeadLetterId = id.parse().map_err(|_| ApiError::NotFound)?;
+    dlq::get(&state.pool, Some(owner.account_id), id)
+        .await
+        .map_err(unavailable)?
+        .map(Json)
+        .ok_or(ApiError::NotFound)
+}
+
+/// Put the account's matching entries back on the retry schedule.
+#[utoipa::path(
+    post,
+    path = "/v1/dlq/redrive",
+    request_body = RedriveRequest,
+    responses(
+        (status = 200, description = "What was (or, for a dry run, would be) redriven", body = RedriveResponse),
+        (status = 400, description = "Malformed JSON", body = ErrorBody),
+        (status = 401, description = "Missing, invalid or revoked key", body = ErrorBody),
+        (status = 415, description = "Not application/json", body = ErrorBody),
+        (status = 422, description = "A bad filter, naming it", body = ErrorBody),
+        (status = 503, description = "Broker or database unavailable; entries not redriven stay in the DLQ", body = ErrorBody),
+    ),
+    security(("api_key" = [])),
+    tag = "dlq"
+)]
+pub async fn redrive(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Json<RedriveResponse>, ApiError> {
+    let owner = state.auth.authenticate(&headers).await?;
+    require_json(&headers)?;
+    let bytes = read_limited(&headers, body, state.settings.max_body_bytes).await?;
+    let r: RedriveRequest = parse_json(&bytes)?;
+    check(r.from, r.to, r.error_class.as_deref(), "/")?;
+    let filter = Filter {
+        account: Some(owner.account_id),
+        endpoint: r.endpoint_id,
+        event_type: r.event_type,
+        from: r.from,
+        to: r.to,
+        error_class: r.error_class,
+        include_redriven: false,
+    };
+    let handoff = state.publisher.handoff();
+    let actor = format!("key:{}", owner.key_id);
+    let options = RedriveOptions {
+        handoff: (!r.dry_run).then_some(&handoff),
+        actor: &actor,
+        rate: NonZeroU32::new(state.settings.redrive_rate),
+        limit: Some(state.settings.redrive_max),
+    };
+    let report: RedriveReport =
+        dlq::redrive(&state.pool, &filter, options, |_, _| {}).await.map_err(|e| match e {
+            dlq::RedriveError::Db(e) => unavailable(e),
+            dlq::RedriveError::Handoff { .. } => {
+                tracing::error!(error = %e, "redrive stopped");
+                ApiError::Unavailable {
+                    what: "broker",
+                    retry_after_secs: u64::from(state.settings.unavailable_retry_after_secs),
+                }
+            }
+        })?;
+    Ok(Json(RedriveResponse {
+        matched: report.matched,
+        redriven: report.redriven,
+        dry_run: r.dry_run,
+    }))
+}
+
+/// Parses a query string, naming the offending parameter on error.
+fn parse_query<T: serde::de::DeserializeOwned>(query: &str) -> Result<T, ApiError> {
+    let de = serde_urlencoded::Deserializer::new(url::form_urlencoded::parse(query.as_bytes()));
+    serde_path_to_error::deserialize(de).map_err(|e| {
+        let field = e.path().to_string();
+        let field = if field == "." { "query".to_owned() } else { field };
+        ApiError::invalid(field, e.into_inner().to_string())
+    })
+}

@@ -1,0 +1,128 @@
+//! Due gates: one per assigned partition of a retry tier. A tier has one fixed delay, so a
+//! partition's head is always its next task due. While the head is not due the consumer pauses
+//! that partition (never the whole consumer); the gate waits for the head's due time, hands it
+//! to the delivery engine, and the partition resumes.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use chrono::Utc;
+use hookstream_core::delivery::endpoints::EndpointCache;
+use hookstream_core::delivery::engine::{Engine, Job, Retry, Source};
+use hookstream_core::partitions::{self, Partitions, Tp, TrackedConsumer};
+use tokio::sync::mpsc;
+
+use crate::message::TaskRecord;
+
+/// A task read from a tier, waiting at its partition's gate.
+pub struct Waiting {
+    /// The decoded record.
+    pub record: TaskRecord,
+    /// Where it was read.
+    pub source: Source,
+    /// The tier it was read from.
+    pub tier: usize,
+    /// Whether it was not due when read (the partition was paused for it).
+    pub held: bool,
+}
+
+/// The gates of every assigned partition.
+pub struct Gates {
+    engine: Arc<Engine>,
+    cache: EndpointCache,
+    partitions: Arc<Partitions>,
+    consumer: Arc<TrackedConsumer>,
+    open: Mutex<HashMap<Tp, (u64, mpsc::UnboundedSender<Waiting>)>>,
+}
+
+impl Gates {
+    /// Gates that hand due tasks to `engine`.
+    pub fn new(
+        engine: Arc<Engine>,
+        cache: EndpointCache,
+        partitions: Arc<Partitions>,
+        consumer: Arc<TrackedConsumer>,
+    ) -> Arc<Self> {
+        Arc::new(Self { engine, cache, partitions, consumer, open: Mutex::new(HashMap::new()) })
+    }
+
+    /// Queues a task at its partition's gate, opening the gate for a new assignment. Tasks of
+    /// one partition pass in the order they were read.
+    pub fn send(self: &Arc<Self>, waiting: Waiting) {
+        let tp = waiting.source.tp.clone();
+        let generation = waiting.source.generation;
+        let mut open = self.open.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((g, tx)) = open.get(&tp) {
+            if *g == generation {
+                match tx.send(waiting) {
+                    Ok(()) => return,
+                    Err(mpsc::error::SendError(w)) => return self.start(&mut open, tp, w),
+                }
+            }
+        }
+        self.start(&mut open, tp, waiting);
+    }
+
+    fn start(
+        self: &Arc<Self>,
+        open: &mut HashMap<Tp, (u64, mpsc::UnboundedSender<Waiting>)>,
+        tp: Tp,
+        first: Waiting,
+    ) {
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let generation = first.source.generation;
+        let _ = tx.send(first);
+        // Replacing the sender of an older assignment ends that gate after its current task.
+        open.insert(tp, (generation, tx));
+        let gates = Arc::clone(self);
+        tokio::spawn(async move {
+            while let Some(w) = rx.recv().await {
+                gates.pass(w).await;
+            }
+        });
+    }
+
+    async fn pass(&self, w: Waiting) {
+        let wait = (w.record.due - Utc::now()).to_std().unwrap_or_default();
+        if !wait.is_zero() {
+            tokio::time::sleep(wait).await;
+        }
+        let source = w.source;
+        if w.held {
+            let flow = self.partitions.due(&source.tp, source.generation);
+            partitions::apply(&self.consumer, &source.tp, flow);
+        }
+        if self.partitions.generation(&source.tp) != Some(source.generation) {
+            return; // revoked while waiting: the next owner reads it again
+        }
+        let r = w.record;
+        let e = &r.task.envelope;
+        match self.cache.get(e.account_id, r.task.endpoint_id) {
+            Some(endpoint) => self.engine.enqueue(Job {
+                envelope: Arc::new(r.task.envelope.clone()),
+                endpoint,
+                source,
+                trace: r.trace(),
+                retry: Some(Retry {
+                    tier: w.tier,
+                    attempts: r.task.attempt,
+                    first_attempt_at: r.task.first_attempt_at,
+                    due: r.due,
+                    origin: r.origin.clone(),
+                }),
+            }),
+            None => {
+                let traceparent = r.trace().child().to_string();
+                self.engine
+                    .dead_letter(
+                        r.task,
+                        &r.origin,
+                        &traceparent,
+                        &source,
+                        "endpoint disabled or deleted",
+                    )
+                    .await
+            }
+        }
+    }
+}
