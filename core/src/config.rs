@@ -125,6 +125,11 @@ pub struct KafkaConfig {
     /// that merely pause (GC, CPU starvation).
     #[serde(with = "humantime_serde")]
     pub session_timeout: Duration,
+    /// Longest time a fetch waits at the broker for new data (`fetch.wait.max.ms`). Apache
+    /// Kafka answers as soon as data arrives, so this is mostly idle polling; a broker that
+    /// waits the full time (tansu) adds up to this much latency to every delivery and retry.
+    #[serde(with = "humantime_serde")]
+    pub fetch_wait: Duration,
     /// How long start-up waits for the cluster's metadata before giving up.
     #[serde(with = "humantime_serde")]
     pub connect_timeout: Duration,
@@ -141,6 +146,7 @@ impl Default for KafkaConfig {
             produce_timeout: Duration::from_secs(5),
             linger: Duration::from_millis(1),
             session_timeout: Duration::from_secs(10),
+            fetch_wait: Duration::from_millis(50),
             connect_timeout: Duration::from_secs(10),
             properties: BTreeMap::new(),
         }
@@ -157,6 +163,7 @@ impl KafkaConfig {
             ));
         }
         positive("kafka.produce_timeout", self.produce_timeout)?;
+        positive("kafka.fetch_wait", self.fetch_wait)?;
         positive("kafka.connect_timeout", self.connect_timeout)
     }
 }

@@ -87,7 +87,8 @@ pub fn consumer_config(cfg: &KafkaConfig, client_id: &str, group_id: &str) -> Cl
         .set("auto.offset.reset", "earliest")
         .set("partition.assignment.strategy", "cooperative-sticky")
         .set("session.timeout.ms", millis(cfg.session_timeout))
-        .set("heartbeat.interval.ms", millis(cfg.session_timeout / 4));
+        .set("heartbeat.interval.ms", millis(cfg.session_timeout / 4))
+        .set("fetch.wait.max.ms", millis(cfg.fetch_wait));
     with_overrides(c, cfg)
 }
 

@@ -334,6 +334,9 @@ pub struct Receiver {
     pub base: String,
     hits: std::sync::Arc<std::sync::Mutex<Vec<Hit>>>,
     statuses: std::sync::Arc<std::sync::Mutex<std::collections::HashMap<String, u16>>>,
+    scripts: std::sync::Arc<
+        std::sync::Mutex<std::collections::HashMap<String, std::collections::VecDeque<u16>>>,
+    >,
 }
 
 impl Receiver {
@@ -342,8 +345,12 @@ impl Receiver {
         use axum::extract::State;
         use axum::http::{HeaderMap, StatusCode, Uri};
 
-        let receiver =
-            Self { base: String::new(), hits: Default::default(), statuses: Default::default() };
+        let receiver = Self {
+            base: String::new(),
+            hits: Default::default(),
+            statuses: Default::default(),
+            scripts: Default::default(),
+        };
         let state = receiver.clone();
         let app = axum::Router::new()
             .fallback(
@@ -366,7 +373,11 @@ impl Receiver {
                         at: std::time::Instant::now(),
                     };
                     r.hits.lock().unwrap().push(hit);
-                    let status = r.statuses.lock().unwrap().get(&path).copied().unwrap_or(200);
+                    let scripted =
+                        r.scripts.lock().unwrap().get_mut(&path).and_then(|s| s.pop_front());
+                    let status = scripted.unwrap_or_else(|| {
+                        r.statuses.lock().unwrap().get(&path).copied().unwrap_or(200)
+                    });
                     StatusCode::from_u16(status).unwrap_or(StatusCode::OK)
                 },
             )
@@ -385,6 +396,12 @@ impl Receiver {
     /// Answers `path` with `status` from now on.
     pub fn respond(&self, path: &str, status: u16) {
         self.statuses.lock().unwrap().insert(path.to_owned(), status);
+    }
+
+    /// Answers the next requests to `path` with `statuses`, one each, then as
+    /// [`Self::respond`] set (200 by default).
+    pub fn script(&self, path: &str, statuses: &[u16]) {
+        self.scripts.lock().unwrap().insert(path.to_owned(), statuses.iter().copied().collect());
     }
 
     /// Every request so far.

@@ -57,10 +57,12 @@ pub async fn run(
         background.clone(),
     );
     let producer = kafka::producer(&config.kafka, "hookstream-dispatcher")?;
+    let handoff = Handoff::new(producer, topics.clone(), config.kafka.produce_timeout);
+    handoff.warm_up().await;
     let engine = Arc::new(
         Engine::new(EngineParts {
             delivery: config.delivery.clone(),
-            handoff: Handoff::new(producer, topics.clone(), config.kafka.produce_timeout),
+            handoff,
             recorder,
             pool: backends.database.clone(),
             lane_sizes: lane_sizes(settings).to_vec(),

@@ -66,6 +66,7 @@ pub async fn run(config: RetrierConfig, shutdown: CancellationToken) -> Result<(
     );
     let producer = kafka::producer(&config.kafka, "hookstream-retrier")?;
     let handoff = Handoff::new(producer, topics.clone(), config.kafka.produce_timeout);
+    handoff.warm_up().await;
     // One in-flight bound for every priority: a retry's lane was decided when it first failed.
     let engine = Arc::new(
         Engine::new(EngineParts {

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use chrono::Utc;
 use rdkafka::message::{Header, OwnedHeaders};
-use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use rdkafka::util::Timeout;
 
 use crate::envelope::{headers, DeliveryTask, Origin};
@@ -50,6 +50,27 @@ impl Handoff {
         match at_least {
             None => from,
             Some(min) => (from..delays.len()).find(|&i| delays[i] >= min).unwrap_or(last),
+        }
+    }
+
+    /// Loads the metadata of every retry tier and the DLQ into the producer, so the first
+    /// hand-off does not wait for a topic lookup (hundreds of ms) and arrive late for its due
+    /// time. Failure is only logged: a hand-off looks the topic up itself.
+    pub async fn warm_up(&self) {
+        let producer = self.producer.clone();
+        let mut names = self.topics.all_retries();
+        names.push(self.topics.dlq());
+        let timeout = self.timeout;
+        let result = tokio::task::spawn_blocking(move || {
+            names
+                .iter()
+                .try_for_each(|t| producer.client().fetch_metadata(Some(t), timeout).map(|_| ()))
+        })
+        .await;
+        match result {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::warn!(error = %e, "cannot load retry topic metadata"),
+            Err(e) => tracing::warn!(error = %e, "metadata task failed"),
         }
     }
 

@@ -1,5 +1,9 @@
 //! Integration tests of the retrier against the local broker and Postgres.
 
+mod crash;
+mod schedule;
+mod support;
+
 use hookstream_core::testkit;
 
 #[tokio::test]

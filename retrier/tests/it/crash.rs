@@ -1,0 +1,1 @@
+//! SIGKILL while tasks wait for their due time.

@@ -1,0 +1,240 @@
+//! A test world: topics with the short schedule (200 ms, 400 ms, 800 ms), a database, and the
+//! dispatcher and retrier running in-process against them.
+
+use std::future::Future;
+use std::time::Duration;
+
+use chrono::Utc;
+use hookstream_core::config::{AdminConfig, KafkaConfig, TopicsConfig};
+use hookstream_core::db::accounts;
+use hookstream_core::db::endpoints::{self, NewEndpoint};
+use hookstream_core::delivery::DeliveryConfig;
+use hookstream_core::envelope::{
+    headers, DeliveryTask, EventEnvelope, Origin, Priority, SCHEMA_VERSION,
+};
+use hookstream_core::testkit::{self, TestDatabase};
+use hookstream_core::tier::Tier;
+use hookstream_core::trace_context::TraceParent;
+use hookstream_core::{kafka, AccountId, EndpointId, EventId};
+use hookstream_dispatcher::{DispatcherConfig, DispatcherSettings};
+use hookstream_retrier::{RetrierConfig, RetrierSettings};
+use rdkafka::message::{Header, OwnedHeaders};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use serde_json::json;
+use tokio_util::sync::CancellationToken;
+
+pub(crate) struct World {
+    pub(crate) db: TestDatabase,
+    pub(crate) topics: TopicsConfig,
+    pub(crate) kafka: KafkaConfig,
+    producer: FutureProducer,
+}
+
+pub(crate) fn delivery() -> DeliveryConfig {
+    DeliveryConfig {
+        allow_private_targets: true,
+        record_flush_interval: Duration::from_millis(100),
+        // Tests fail endpoints on purpose; the circuit would turn their retries into skips.
+        circuit_threshold: 1_000,
+        ..DeliveryConfig::default()
+    }
+}
+
+impl World {
+    pub(crate) async fn new(partitions: i32) -> Self {
+        let topics = testkit::topics_config(partitions);
+        let kafka = testkit::kafka_config();
+        testkit::create_topics(&topics.topics().all(), partitions).await;
+        let db = TestDatabase::new().await;
+        let producer = kafka::producer(&kafka, "retrier-test").expect("producer");
+        Self { db, topics, kafka, producer }
+    }
+
+    pub(crate) async fn account(&self) -> AccountId {
+        accounts::create(&self.db.pool, "acct", Tier::Xlarge).await.expect("account").id
+    }
+
+    pub(crate) async fn endpoint(&self, account: AccountId, url: String) -> EndpointId {
+        let new = NewEndpoint {
+            url,
+            description: String::new(),
+            event_types: vec!["*".into()],
+            rate_limit: None,
+        };
+        endpoints::create(&self.db.pool, account, &new).await.expect("endpoint").0
+    }
+
+    pub(crate) fn dispatcher(&self) -> DispatcherConfig {
+        DispatcherConfig {
+            kafka: self.kafka.clone(),
+            topics: self.topics.clone(),
+            database: self.db.config.clone(),
+            admin: AdminConfig { listen: ([127, 0, 0, 1], testkit::free_port()).into() },
+            delivery: delivery(),
+            dispatcher: DispatcherSettings {
+                group_id: testkit::unique("dispatcher-"),
+                commit_interval: Duration::from_millis(100),
+                endpoint_refresh: Duration::from_millis(300),
+                ..DispatcherSettings::default()
+            },
+            ..DispatcherConfig::default()
+        }
+    }
+
+    pub(crate) fn retrier(&self) -> RetrierConfig {
+        RetrierConfig {
+            kafka: self.kafka.clone(),
+            topics: self.topics.clone(),
+            database: self.db.config.clone(),
+            admin: AdminConfig { listen: ([127, 0, 0, 1], testkit::free_port()).into() },
+            delivery: delivery(),
+            retrier: RetrierSettings {
+                group_id: testkit::unique("retrier-"),
+                dlq_group_id: testkit::unique("retrier-dlq-"),
+                commit_interval: Duration::from_millis(100),
+                endpoint_refresh: Duration::from_millis(300),
+                dlq_size_interval: Duration::from_millis(500),
+                ..RetrierSettings::default()
+            },
+            ..RetrierConfig::default()
+        }
+    }
+
+    pub(crate) fn envelope(&self, account: AccountId, event_type: &str) -> EventEnvelope {
+        let now = Utc::now();
+        EventEnvelope {
+            event_id: EventId::new(),
+            account_id: account,
+            event_type: event_type.into(),
+            occurred_at: now,
+            received_at: now,
+            priority: Priority::Normal,
+            data: json!({"subscriber": {"id": "s1", "email": "s1@example.com"}}),
+            schema_version: SCHEMA_VERSION,
+        }
+    }
+
+    /// Produces an event as ingest would; returns its id.
+    pub(crate) async fn produce_event(&self, account: AccountId, event_type: &str) -> EventId {
+        let envelope = self.envelope(account, event_type);
+        let payload = serde_json::to_vec(&envelope).expect("json");
+        let topic = self.topics.topics().events(Priority::Normal);
+        let key = envelope.key();
+        let trace = TraceParent::new_root().to_string();
+        let record = FutureRecord::to(&topic).key(&key).payload(&payload).headers(
+            OwnedHeaders::new()
+                .insert(Header { key: headers::TRACEPARENT, value: Some(trace.as_str()) }),
+        );
+        self.producer
+            .send(record, Duration::from_secs(10))
+            .await
+            .map_err(|(e, _)| e)
+            .expect("acked");
+        envelope.event_id
+    }
+
+    /// Produces a delivery task straight onto retry tier `tier`, partition `partition`, due at
+    /// `due_ms` (unix ms), as the dispatcher's hand-off would.
+    pub(crate) async fn produce_task(
+        &self,
+        task: &DeliveryTask,
+        tier: usize,
+        partition: i32,
+        due_ms: i64,
+    ) {
+        let topics = self.topics.topics();
+        let topic = topics.retry(topics.retry_delays()[tier]);
+        let payload = serde_json::to_vec(task).expect("json");
+        let key = task.envelope.key();
+        let origin = Origin { topic: topics.events(Priority::Normal), partition: 0, offset: 0 };
+        let (attempt, due, origin) =
+            (task.attempt.to_string(), due_ms.to_string(), origin.to_string());
+        let trace = TraceParent::new_root().to_string();
+        let record =
+            FutureRecord::to(&topic).key(&key).partition(partition).payload(&payload).headers(
+                OwnedHeaders::new()
+                    .insert(Header { key: headers::ATTEMPT, value: Some(attempt.as_str()) })
+                    .insert(Header { key: headers::DUE_AT, value: Some(due.as_str()) })
+                    .insert(Header { key: headers::ORIGIN, value: Some(origin.as_str()) })
+                    .insert(Header { key: headers::TRACEPARENT, value: Some(trace.as_str()) }),
+            );
+        self.producer
+            .send(record, Duration::from_secs(10))
+            .await
+            .map_err(|(e, _)| e)
+            .expect("acked");
+    }
+
+    /// A task after one failed attempt.
+    pub(crate) fn task(&self, account: AccountId, endpoint: EndpointId) -> DeliveryTask {
+        DeliveryTask {
+            envelope: self.envelope(account, "subscriber.created"),
+            endpoint_id: endpoint,
+            attempt: 1,
+            first_attempt_at: Utc::now(),
+            last_status: Some(500),
+            last_error: Some("http 500".into()),
+        }
+    }
+}
+
+/// A service running in-process until stopped or dropped.
+pub(crate) struct Running {
+    stop: CancellationToken,
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl Running {
+    pub(crate) fn start<C, F, Fut>(config: C, run: F) -> Self
+    where
+        C: Send + 'static,
+        F: FnOnce(C, CancellationToken) -> Fut + Send + 'static,
+        Fut: Future<Output = Result<(), hookstream_core::service::ServiceError>> + Send,
+    {
+        let stop = CancellationToken::new();
+        let token = stop.clone();
+        let task = tokio::spawn(async move {
+            if let Err(e) = run(config, token).await {
+                panic!("service failed: {e}");
+            }
+        });
+        Self { stop, task: Some(task) }
+    }
+
+    pub(crate) fn dispatcher(config: DispatcherConfig) -> Self {
+        Self::start(config, hookstream_dispatcher::run)
+    }
+
+    pub(crate) fn retrier(config: RetrierConfig) -> Self {
+        Self::start(config, hookstream_retrier::run)
+    }
+
+    /// Starts a retrier and returns once it owns partitions of every tier (its metrics list
+    /// each tier), so a test's timings do not include joining the group.
+    pub(crate) async fn retrier_assigned(config: RetrierConfig) -> Self {
+        let metrics = format!("http://{}/metrics", config.admin.listen);
+        let running = Self::retrier(config);
+        testkit::eventually(Duration::from_secs(30), "retrier assigned every tier", || async {
+            let m = reqwest::get(&metrics).await.ok()?.text().await.ok()?;
+            ["200ms", "400ms", "800ms"]
+                .iter()
+                .all(|t| m.contains(&format!("retrier_paused_partitions{{tier=\"{t}\"}}")))
+                .then_some(())
+        })
+        .await;
+        running
+    }
+
+    pub(crate) async fn stop(mut self) {
+        self.stop.cancel();
+        if let Some(t) = self.task.take() {
+            t.await.expect("service task");
+        }
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
+}
