@@ -361,7 +361,8 @@ impl Default for AdminConfig {
     }
 }
 
-/// Serde for a list of humantime durations (`["1s", "5s"]`).
+/// Serde for a list of humantime durations: `["1s", "5s"]` in TOML, or `"1s,5s"` (handy in
+/// an environment variable).
 mod duration_list {
     use std::time::Duration;
 
@@ -374,7 +375,16 @@ mod duration_list {
     }
 
     pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<Duration>, D::Error> {
-        let labels = Vec::<String>::deserialize(d)?;
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Labels {
+            List(Vec<String>),
+            Commas(String),
+        }
+        let labels = match Labels::deserialize(d)? {
+            Labels::List(l) => l,
+            Labels::Commas(s) => s.split(',').map(|p| p.trim().to_owned()).collect(),
+        };
         labels
             .iter()
             .map(|l| humantime::parse_duration(l).map_err(serde::de::Error::custom))
@@ -446,6 +456,8 @@ mod tests {
         assert_eq!(c.kafka.brokers, "a:1,b:2");
         assert_eq!(c.kafka.produce_timeout, Duration::from_millis(250));
         assert_eq!(c.topics.retry_schedule.len(), 3);
+        let c = load_toml("[topics]\nretry_schedule = \"1s, 5s,25s\"\n").expect("commas");
+        assert_eq!(c.topics.retry_schedule, DEFAULT_RETRY_SCHEDULE[..3].to_vec());
     }
 
     #[test]
