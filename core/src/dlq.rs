@@ -371,7 +371,9 @@ pub async fn redrive(
             return Err(RedriveError::Handoff { redriven: report.redriven, source });
         }
     }
-    audit(pool, &filter, options.actor, &report).await?;
+    if report.redriven > 0 {
+        audit(pool, &filter, options.actor, &report).await?;
+    }
     Ok(report)
 }
 

@@ -1,5 +1,6 @@
 //! Integration tests of ingest against the local broker and Postgres, through HTTP.
 
+mod dlq;
 mod errors;
 mod events;
 mod openapi;

@@ -1,0 +1,202 @@
+//! `/v1/dlq`: an account sees, shows and redrives only its own dead letters.
+
+use std::time::Duration;
+
+use chrono::Utc;
+use hookstream_core::db::endpoints::{self, NewEndpoint};
+use hookstream_core::dlq::{self, NewDeadLetter};
+use hookstream_core::envelope::{DeliveryTask, EventEnvelope, Priority, SCHEMA_VERSION};
+use hookstream_core::testkit;
+use hookstream_core::{AccountId, EndpointId, EventId};
+use rdkafka::Message;
+use reqwest::StatusCode;
+use serde_json::{json, Value};
+
+use crate::support::Ingest;
+
+async fn endpoint(ingest: &Ingest, account: AccountId) -> EndpointId {
+    let new = NewEndpoint {
+        url: "https://example.com/hook".into(),
+        description: String::new(),
+        event_types: vec!["*".into()],
+        rate_limit: None,
+    };
+    endpoints::create(&ingest.db.pool, account, &new).await.expect("endpoint").0
+}
+
+/// Indexes `n` dead letters of `event_type` for (account, endpoint), as the retrier would.
+async fn dead(ingest: &Ingest, account: AccountId, ep: EndpointId, event_type: &str, n: usize) {
+    let rows: Vec<NewDeadLetter> = (0..n)
+        .map(|_| {
+            let now = Utc::now();
+            NewDeadLetter {
+                topic: ingest.topics.topics().dlq(),
+                partition: 0,
+                offset: rand_offset(),
+                task: DeliveryTask {
+                    envelope: EventEnvelope {
+                        event_id: EventId::new(),
+                        account_id: account,
+                        event_type: event_type.into(),
+                        occurred_at: now,
+                        received_at: now,
+                        priority: Priority::Normal,
+                        data: json!({"subscriber": {"id": "s1"}}),
+                        schema_version: SCHEMA_VERSION,
+                    },
+                    endpoint_id: ep,
+                    attempt: 4,
+                    first_attempt_at: now,
+                    last_status: Some(503),
+                    last_error: Some("http 503".into()),
+                },
+                origin: Some(format!("{}/0/7", ingest.topics.topics().events(Priority::Normal))),
+                traceparent: None,
+                dead_at: now,
+            }
+        })
+        .collect();
+    assert_eq!(dlq::index(&ingest.db.pool, &rows).await.expect("index"), n as u64);
+}
+
+fn rand_offset() -> i64 {
+    static NEXT: std::sync::atomic::AtomicI64 = std::sync::atomic::AtomicI64::new(0);
+    NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+}
+
+async fn get(ingest: &Ingest, token: &str, path_and_query: &str) -> (StatusCode, Value) {
+    let r = ingest
+        .http
+        .get(format!("{}{path_and_query}", ingest.base))
+        .bearer_auth(token)
+        .send()
+        .await
+        .expect("request");
+    let status = r.status();
+    (status, r.json().await.unwrap_or(Value::Null))
+}
+
+async fn redrive(ingest: &Ingest, token: &str, body: Value) -> (StatusCode, Value) {
+    let r = ingest
+        .http
+        .post(format!("{}/v1/dlq/redrive", ingest.base))
+        .bearer_auth(token)
+        .json(&body)
+        .send()
+        .await
+        .expect("request");
+    let status = r.status();
+    (status, r.json().await.unwrap_or(Value::Null))
+}
+
+async fn live(ingest: &Ingest, account: AccountId) -> i64 {
+    let filter = dlq::Filter { account: Some(account), ..dlq::Filter::default() };
+    dlq::count(&ingest.db.pool, &filter).await.expect("count")
+}
+
+#[tokio::test]
+async fn an_account_lists_shows_and_redrives_only_its_own_dead_letters() {
+    let ingest = Ingest::start().await;
+    testkit::create_topics(&ingest.topics.topics().all_retries(), 4).await;
+    let a = ingest.account;
+    let (b, b_token) = ingest.another_account().await;
+    let (ep_a, ep_b) = (endpoint(&ingest, a).await, endpoint(&ingest, b).await);
+    dead(&ingest, a, ep_a, "subscriber.created", 2).await;
+    dead(&ingest, a, ep_a, "subscriber.deleted", 1).await;
+    dead(&ingest, b, ep_b, "subscriber.created", 2).await;
+    let token = ingest.token.clone();
+
+    // Listing: only A's, paged with a cursor.
+    let (status, page) = get(&ingest, &token, "/v1/dlq?limit=2").await;
+    assert_eq!(status, StatusCode::OK, "{page}");
+    assert_eq!(page["data"].as_array().map(Vec::len), Some(2));
+    let cursor = page["next_cursor"].as_str().expect("a next page").to_owned();
+    let (_, rest) = get(&ingest, &token, &format!("/v1/dlq?limit=2&cursor={cursor}")).await;
+    assert_eq!(rest["data"].as_array().map(Vec::len), Some(1));
+    assert!(rest["next_cursor"].is_null());
+    let (_, all) = get(&ingest, &token, "/v1/dlq").await;
+    let entries = all["data"].as_array().expect("data");
+    assert_eq!(entries.len(), 3);
+    assert!(entries.iter().all(|e| e["account_id"] == a.to_string()));
+    let (_, b_all) = get(&ingest, &b_token, "/v1/dlq").await;
+    let b_id = b_all["data"][0]["id"].as_str().expect("B's entry").to_owned();
+
+    // Show: own entry yes, another account's: 404 (not 403).
+    let own = entries[0]["id"].as_str().expect("id");
+    let (status, shown) = get(&ingest, &token, &format!("/v1/dlq/{own}")).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(shown["task"]["endpoint_id"], ep_a.to_string());
+    let (status, body) = get(&ingest, &token, &format!("/v1/dlq/{b_id}")).await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (StatusCode::NOT_FOUND, Some("not_found"))
+    );
+
+    // Bad filters name the parameter.
+    for (query, field) in [
+        ("error_class=bogus", "error_class"),
+        ("limit=many", "limit"),
+        ("limit=0", "limit"),
+        ("from=2026-01-02T00:00:00Z&to=2026-01-01T00:00:00Z", "to"),
+        ("from=yesterday", "from"),
+        ("colour=red", "colour"),
+    ] {
+        let (status, body) = get(&ingest, &token, &format!("/v1/dlq?{query}")).await;
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{query}: {body}");
+        assert_eq!(body["error"]["field"], field, "{query}: {body}");
+    }
+
+    // A dry run changes nothing.
+    let (status, report) =
+        redrive(&ingest, &token, json!({"event_type": "subscriber.created", "dry_run": true}))
+            .await;
+    assert_eq!(status, StatusCode::OK, "{report}");
+    assert_eq!((report["matched"].as_u64(), report["redriven"].as_u64()), (Some(2), Some(0)));
+    assert_eq!(live(&ingest, a).await, 3);
+
+    // A's key naming B's endpoint matches nothing of B's.
+    let (_, report) = redrive(&ingest, &token, json!({"endpoint_id": ep_b})).await;
+    assert_eq!((report["matched"].as_u64(), report["redriven"].as_u64()), (Some(0), Some(0)));
+    assert_eq!(live(&ingest, b).await, 2);
+
+    // A real redrive: A's two created entries go to the first tier, B's stay.
+    let (status, report) =
+        redrive(&ingest, &token, json!({"event_type": "subscriber.created"})).await;
+    assert_eq!(status, StatusCode::OK, "{report}");
+    assert_eq!(report["redriven"].as_u64(), Some(2));
+    assert_eq!((live(&ingest, a).await, live(&ingest, b).await), (1, 2));
+    let topics = ingest.topics.topics();
+    let first_tier = topics.retry(topics.retry_delays()[0]);
+    let produced = testkit::consume_exactly(
+        &ingest.kafka,
+        &[first_tier],
+        2,
+        Duration::from_secs(20),
+        Duration::from_secs(1),
+    )
+    .await;
+    for m in &produced {
+        let task: DeliveryTask =
+            serde_json::from_slice(m.payload().expect("payload")).expect("task");
+        assert_eq!((task.envelope.account_id, task.endpoint_id), (a, ep_a));
+        assert_eq!(task.envelope.event_type, "subscriber.created");
+    }
+    let (_, listed) = get(&ingest, &token, "/v1/dlq?include_redriven=true").await;
+    let redriven: Vec<&Value> = listed["data"]
+        .as_array()
+        .expect("data")
+        .iter()
+        .filter(|e| !e["redriven_at"].is_null())
+        .collect();
+    assert_eq!(redriven.len(), 2);
+    assert!(redriven.iter().all(|e| e["redriven_by"] == format!("key:{}", ingest.key_id)));
+    let audited: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM audit_log WHERE account_id = $1 AND action = 'dlq.redrive'",
+    )
+    .bind(a)
+    .fetch_one(&ingest.db.pool)
+    .await
+    .expect("audit");
+    assert_eq!(audited, 1, "the real redrive is audited; the dry run and the empty one are not");
+    ingest.stop().await;
+}
