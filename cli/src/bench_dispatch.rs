@@ -21,6 +21,7 @@ use rdkafka::util::Timeout;
 use serde_json::json;
 
 use crate::config_file::CliConfig;
+use crate::proc_stats::{hwm_kb, rss_kb};
 
 /// Endpoints per account in the benchmark.
 const FAN_OUT: usize = 4;
@@ -207,24 +208,4 @@ async fn bare_loop(
         w.await?;
     }
     Ok(done.load(Ordering::Relaxed) as f64 / started.elapsed().as_secs_f64())
-}
-
-fn status_field(pid: u32, field: &str) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with(field))
-                .and_then(|l| l.split_whitespace().nth(1))
-                .and_then(|v| v.parse().ok())
-        })
-        .unwrap_or(0)
-}
-
-fn rss_kb(pid: u32) -> u64 {
-    status_field(pid, "VmRSS:")
-}
-
-fn hwm_kb(pid: u32) -> u64 {
-    status_field(pid, "VmHWM:")
 }

@@ -9,10 +9,12 @@ use hookstream_core::config::{self, ConfigError};
 mod accounts;
 mod bench_dispatch;
 mod bench_produce;
+mod bench_retry;
 mod config_file;
 mod dlq;
 mod loadgen;
 mod migrate;
+mod proc_stats;
 mod topics;
 
 use config_file::CliConfig;
@@ -51,6 +53,9 @@ enum Command {
     BenchProduce(bench_produce::BenchProduceArgs),
     /// Dispatcher benchmark: bare HTTP loop vs a dispatcher draining pre-produced events.
     BenchDispatch(bench_dispatch::BenchDispatchArgs),
+    /// Retrier benchmark: lateness of tasks coming due at a constant rate, and the DLQ
+    /// redrive rate.
+    BenchRetry(bench_retry::BenchRetryArgs),
 }
 
 /// Exit code for bad input (also clap's).
@@ -79,6 +84,7 @@ async fn main() -> ExitCode {
         Command::Loadgen(args) => loadgen::run(args).await,
         Command::BenchProduce(args) => bench_produce::run(&config, args).await,
         Command::BenchDispatch(args) => bench_dispatch::run(&config, args).await,
+        Command::BenchRetry(args) => bench_retry::run(&config, args).await,
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
