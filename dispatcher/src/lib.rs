@@ -11,7 +11,7 @@ use std::time::Duration;
 
 pub use config::{DispatcherConfig, DispatcherSettings, LaneWeights};
 use hookstream_core::delivery::endpoints::EndpointCache;
-use hookstream_core::delivery::engine::{Engine, EngineParts, Job, Source};
+use hookstream_core::delivery::engine::{Engine, EngineParts, Job, Lanes, Source};
 use hookstream_core::delivery::handoff::Handoff;
 use hookstream_core::delivery::record::Recorder;
 use hookstream_core::envelope::{headers, EventEnvelope, Priority};
@@ -65,7 +65,7 @@ pub async fn run(
             handoff,
             recorder,
             pool: backends.database.clone(),
-            lane_sizes: lane_sizes(settings).to_vec(),
+            lanes: Lanes::weighted(&lane_sizes(settings)),
             partitions: Arc::clone(&partitions),
             consumer: Arc::clone(&consumer),
             buffer_bound: settings.max_buffered_per_partition,

@@ -19,10 +19,9 @@ use std::time::Duration;
 use chrono::Utc;
 pub use config::{RetrierConfig, RetrierSettings};
 use hookstream_core::delivery::endpoints::EndpointCache;
-use hookstream_core::delivery::engine::{Engine, EngineParts, Source};
+use hookstream_core::delivery::engine::{Engine, EngineParts, Lanes, Source};
 use hookstream_core::delivery::handoff::Handoff;
 use hookstream_core::delivery::record::Recorder;
-use hookstream_core::envelope::Priority;
 use hookstream_core::kafka::{self, KafkaClientError};
 use hookstream_core::partitions::{self, PartitionContext, Partitions, TrackedConsumer};
 use hookstream_core::service::{self, ServiceError};
@@ -67,14 +66,14 @@ pub async fn run(config: RetrierConfig, shutdown: CancellationToken) -> Result<(
     let producer = kafka::producer(&config.kafka, "hookstream-retrier")?;
     let handoff = Handoff::new(producer, topics.clone(), config.kafka.produce_timeout);
     handoff.warm_up().await;
-    // One in-flight bound for every priority: a retry's lane was decided when it first failed.
+    // One in-flight bound for every priority: retries are already late, and few.
     let engine = Arc::new(
         Engine::new(EngineParts {
             delivery: config.delivery.clone(),
             handoff: handoff.clone(),
             recorder,
             pool: backends.database.clone(),
-            lane_sizes: Priority::ALL.iter().map(|p| (*p, settings.in_flight)).collect(),
+            lanes: Lanes::shared(settings.in_flight),
             partitions: Arc::clone(&partitions),
             consumer: Arc::clone(&consumer),
             buffer_bound: settings.max_buffered_per_partition,

@@ -95,6 +95,38 @@ enum Destination {
     Dlq,
 }
 
+/// In-flight bounds: one semaphore per priority lane (the dispatcher's weighted shares), or one
+/// for all (the retrier).
+pub struct Lanes {
+    bounds: Vec<(Arc<Semaphore>, usize)>,
+    by_priority: HashMap<Priority, usize>,
+}
+
+impl Lanes {
+    /// A separate bound per lane.
+    pub fn weighted(sizes: &[(Priority, usize)]) -> Self {
+        let bounds = sizes.iter().map(|(_, n)| (Arc::new(Semaphore::new(*n)), *n)).collect();
+        let by_priority = sizes.iter().enumerate().map(|(i, (p, _))| (*p, i)).collect();
+        Self { bounds, by_priority }
+    }
+
+    /// One bound shared by every lane.
+    pub fn shared(size: usize) -> Self {
+        Self {
+            bounds: vec![(Arc::new(Semaphore::new(size)), size)],
+            by_priority: Priority::ALL.iter().map(|p| (*p, 0)).collect(),
+        }
+    }
+
+    fn get(&self, priority: Priority) -> Option<Arc<Semaphore>> {
+        self.by_priority.get(&priority).map(|&i| Arc::clone(&self.bounds[i].0))
+    }
+
+    fn in_flight(&self) -> usize {
+        self.bounds.iter().map(|(s, n)| n.saturating_sub(s.available_permits())).sum()
+    }
+}
+
 /// What every endpoint worker shares.
 pub struct Engine {
     sender: Sender,
@@ -104,7 +136,7 @@ pub struct Engine {
     breakers: CircuitBreakers,
     endpoint_limits: KeyedLimiters<EndpointId>,
     account_limits: KeyedLimiters<AccountId>,
-    lanes: HashMap<Priority, (Arc<Semaphore>, usize)>,
+    lanes: Lanes,
     partitions: Arc<Partitions>,
     consumer: Arc<TrackedConsumer>,
     buffer_bound: usize,
@@ -121,8 +153,8 @@ pub struct EngineParts {
     pub recorder: Recorder,
     /// Postgres.
     pub pool: PgPool,
-    /// In-flight bound of each priority lane.
-    pub lane_sizes: Vec<(Priority, usize)>,
+    /// In-flight bounds.
+    pub lanes: Lanes,
     /// The consumer's partition state.
     pub partitions: Arc<Partitions>,
     /// The consumer, to resume partitions that drained.
@@ -145,11 +177,7 @@ impl Engine {
             ),
             endpoint_limits: KeyedLimiters::default(),
             account_limits: KeyedLimiters::default(),
-            lanes: parts
-                .lane_sizes
-                .into_iter()
-                .map(|(lane, size)| (lane, (Arc::new(Semaphore::new(size)), size)))
-                .collect(),
+            lanes: parts.lanes,
             partitions: parts.partitions,
             consumer: parts.consumer,
             buffer_bound: parts.buffer_bound,
@@ -159,7 +187,7 @@ impl Engine {
 
     /// Deliveries in flight over all lanes.
     pub fn in_flight(&self) -> usize {
-        self.lanes.values().map(|(s, size)| size.saturating_sub(s.available_permits())).sum()
+        self.lanes.in_flight()
     }
 
     /// Queues a job on its endpoint's worker, starting the worker if needed.
@@ -204,8 +232,8 @@ impl Engine {
         }
         // The lane permit is taken after the rate-limit waits: a throttled endpoint must not
         // hold a share of the in-flight bound while it sleeps.
-        let Some((lane, _)) = self.lanes.get(&job.envelope.priority) else { return };
-        let Ok(_permit) = Arc::clone(lane).acquire_owned().await else { return };
+        let Some(lane) = self.lanes.get(job.envelope.priority) else { return };
+        let Ok(_permit) = lane.acquire_owned().await else { return };
         if self.delivered_before(&job).await {
             metrics::counter!("webhook_skipped_delivered_total").increment(1);
             self.finish(&job.source);
