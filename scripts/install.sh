@@ -11,6 +11,8 @@ command -v make >/dev/null || missing+=(make)
 command -v g++ >/dev/null || missing+=(g++)
 command -v pkg-config >/dev/null || missing+=(pkg-config)
 command -v runuser >/dev/null || missing+=(util-linux)
+command -v curl >/dev/null || missing+=(curl)
+command -v patch >/dev/null || missing+=(patch)
 dpkg -s libssl-dev >/dev/null 2>&1 || missing+=(libssl-dev)
 dpkg -s zlib1g-dev >/dev/null 2>&1 || missing+=(zlib1g-dev)
 dpkg -s protobuf-compiler >/dev/null 2>&1 || missing+=(protobuf-compiler)
@@ -29,12 +31,23 @@ if [ "$(id -u)" = 0 ] && ! id postgres >/dev/null 2>&1; then
 fi
 
 if [ ! -x "$TANSU_BIN" ]; then
-  log "building the tansu broker $HOOKSTREAM_TANSU_VERSION into $HOOKSTREAM_CACHE_DIR (about 10 minutes, once)"
+  log "building the tansu broker $HOOKSTREAM_TANSU_BUILD into $HOOKSTREAM_CACHE_DIR (about 10-15 minutes, once)"
+  # tansu-storage with hookstream's patches (scripts/tansu/): fetch returns the batch that
+  # contains the requested offset, so a consumer resuming inside a multi-record batch gets the
+  # rest of it instead of skipping it (see README, "Local broker").
+  storage="$HOOKSTREAM_CACHE_DIR/tansu-storage-$HOOKSTREAM_TANSU_BUILD"
+  rm -rf "$storage" && mkdir -p "$storage"
+  curl -sSfL "https://static.crates.io/crates/tansu-storage/tansu-storage-$HOOKSTREAM_TANSU_VERSION.crate" \
+    | tar xz --strip-components=1 -C "$storage"
+  for p in "$HS_ROOT"/scripts/tansu/*.patch; do
+    patch --quiet -d "$storage" -p1 < "$p"
+  done
   # --locked: without it the postgres feature fails to compile against newer dependencies.
   # dynostore gives memory:// storage, postgres gives postgres:// storage.
   CARGO_TARGET_DIR="$HOOKSTREAM_CACHE_DIR/tansu-build" cargo install tansu \
     --version "$HOOKSTREAM_TANSU_VERSION" --locked --features dynostore,postgres \
-    --root "$HOOKSTREAM_CACHE_DIR/tansu-$HOOKSTREAM_TANSU_VERSION" --quiet
+    --config "patch.crates-io.tansu-storage.path=\"$storage\"" \
+    --root "$HOOKSTREAM_CACHE_DIR/tansu-$HOOKSTREAM_TANSU_BUILD" --quiet
   rm -rf "$HOOKSTREAM_CACHE_DIR/tansu-build"
 fi
 log "dependencies present (tansu at $TANSU_BIN)"

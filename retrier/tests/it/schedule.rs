@@ -207,3 +207,35 @@ async fn a_task_not_yet_due_holds_up_neither_other_partitions_nor_other_tiers() 
     assert!(due.iter().all(|h| h.at < waited.at), "due tasks went first");
     retrier.stop().await;
 }
+
+#[tokio::test]
+async fn tasks_written_in_multi_record_batches_all_arrive_across_pauses() {
+    // Produced at once, many tasks share a record batch; their due times are spread, so the
+    // tier's partition is paused and resumed at offsets inside batches. Every task must still
+    // arrive, once (a broker that resumes after the containing batch would skip some).
+    const TASKS: i64 = 300;
+    let world = World::new(1).await;
+    let receiver = Receiver::start().await;
+    let a = world.account().await;
+    let ep = world.endpoint(a, receiver.url("/ep")).await;
+    let retrier = Running::retrier_assigned(world.retrier()).await;
+    let now = Utc::now().timestamp_millis();
+    let tasks: Vec<DeliveryTask> = (0..TASKS).map(|_| world.task(a, ep)).collect();
+    let sends = tasks
+        .iter()
+        .enumerate()
+        .map(|(i, t)| world.produce_task(t, 0, 0, now + 300 + (i as i64) * 7));
+    futures::future::join_all(sends).await;
+    let hits = eventually(WAIT, "every task", || async {
+        let h = receiver.hits_on("/ep");
+        (h.len() as i64 >= TASKS).then_some(h)
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let mut ids: Vec<String> = receiver.hits_on("/ep").into_iter().map(|h| h.webhook_id).collect();
+    ids.sort();
+    ids.dedup();
+    assert_eq!(ids.len() as i64, TASKS, "each task once");
+    assert_eq!(hits.len() as i64, TASKS);
+    retrier.stop().await;
+}
