@@ -75,16 +75,19 @@ pub(crate) async fn run(config: &CliConfig, args: BenchDispatchArgs) -> anyhow::
     let unlimited = RateLimit { per_second: 1_000_000, burst: 1_000_000 };
     let mut account_ids = Vec::new();
     for _ in 0..(args.concurrency / FAN_OUT).max(1) {
-        let account = accounts::create(&pool, "bench-dispatch", Tier::Xlarge).await?;
-        endpoints::set_account_delivery_limit(&pool, account.id, Some(unlimited)).await?;
-        for _ in 0..FAN_OUT {
+        let account =
+            accounts::create(&pool, "bench-dispatch", Tier::Xlarge, "operator:bench").await?;
+        let patch =
+            accounts::AccountPatch { delivery_limit: Some(Some(unlimited)), ..Default::default() };
+        accounts::update(&pool, account.id, &patch, "operator:bench").await?;
+        for i in 0..FAN_OUT {
             let new = endpoints::NewEndpoint {
-                url: sink.clone(),
+                url: format!("{sink}?e={}", account_ids.len() * FAN_OUT + i),
                 description: "bench".into(),
                 event_types: vec!["*".into()],
                 rate_limit: None,
             };
-            endpoints::create(&pool, account.id, &new).await?;
+            endpoints::create(&pool, account.id, &new, "operator:bench").await?;
         }
         account_ids.push(account.id);
     }

@@ -79,16 +79,22 @@ pub(crate) async fn run(config: &CliConfig, args: BenchRetryArgs) -> anyhow::Res
     let unlimited = RateLimit { per_second: 1_000_000, burst: 1_000_000 };
     let mut targets: Vec<(AccountId, EndpointId)> = Vec::new();
     for _ in 0..(args.endpoints / 4).max(1) {
-        let account = accounts::create(&pool, "bench-retry", Tier::Xlarge).await?;
-        endpoints::set_account_delivery_limit(&pool, account.id, Some(unlimited)).await?;
+        let account =
+            accounts::create(&pool, "bench-retry", Tier::Xlarge, "operator:bench").await?;
+        let patch =
+            accounts::AccountPatch { delivery_limit: Some(Some(unlimited)), ..Default::default() };
+        accounts::update(&pool, account.id, &patch, "operator:bench").await?;
         for _ in 0..4 {
             let new = endpoints::NewEndpoint {
-                url: sink.clone(),
+                url: format!("{sink}?e={}", targets.len()),
                 description: "bench".into(),
                 event_types: vec!["*".into()],
                 rate_limit: None,
             };
-            targets.push((account.id, endpoints::create(&pool, account.id, &new).await?.0));
+            targets.push((
+                account.id,
+                endpoints::create(&pool, account.id, &new, "operator:bench").await?.0.id,
+            ));
         }
     }
 

@@ -104,11 +104,6 @@ fn parse_error_class(s: &str) -> Result<String, String> {
     }
 }
 
-/// The operator named in the audit log and on redriven entries.
-fn actor() -> String {
-    format!("operator:{}", std::env::var("USER").unwrap_or_else(|_| "unknown".into()))
-}
-
 pub(crate) async fn run(config: &CliConfig, cmd: DlqCommand) -> anyhow::Result<()> {
     let pool = hookstream_core::db::connect(&config.database).await?;
     match cmd {
@@ -172,7 +167,7 @@ pub(crate) async fn run(config: &CliConfig, cmd: DlqCommand) -> anyhow::Result<(
             );
             bar.enable_steady_tick(Duration::from_millis(200));
             let started = Instant::now();
-            let actor = actor();
+            let actor = crate::operator();
             let options = RedriveOptions {
                 handoff: (!dry_run).then_some(&handoff),
                 actor: &actor,

@@ -7,6 +7,7 @@ use clap::{Parser, Subcommand};
 use hookstream_core::config::{self, ConfigError};
 
 mod accounts;
+mod audit;
 mod bench_dispatch;
 mod bench_produce;
 mod bench_retry;
@@ -44,6 +45,8 @@ enum Command {
     /// Issue and revoke API keys.
     #[command(subcommand)]
     Keys(accounts::KeysCommand),
+    /// Read the audit log.
+    Audit(audit::AuditArgs),
     /// Inspect the dead-letter queue and redrive entries.
     #[command(subcommand)]
     Dlq(dlq::DlqCommand),
@@ -80,6 +83,7 @@ async fn main() -> ExitCode {
         Command::Topics(cmd) => topics::run(&config, cmd).await,
         Command::Accounts(cmd) => accounts::run_accounts(&config, cmd).await,
         Command::Keys(cmd) => accounts::run_keys(&config, cmd).await,
+        Command::Audit(args) => audit::run(&config, args).await,
         Command::Dlq(cmd) => dlq::run(&config, cmd).await,
         Command::Loadgen(args) => loadgen::run(args).await,
         Command::BenchProduce(args) => bench_produce::run(&config, args).await,
@@ -97,6 +101,11 @@ async fn main() -> ExitCode {
             }
         }
     }
+}
+
+/// The operator named in the audit log: `operator:$USER`.
+pub(crate) fn operator() -> String {
+    format!("operator:{}", std::env::var("USER").unwrap_or_else(|_| "unknown".into()))
 }
 
 /// Bad input that clap cannot see (such as `--to` before `--from`): exit code 2.

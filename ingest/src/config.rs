@@ -65,6 +65,15 @@ pub struct IngestSettings {
     pub redrive_rate: u32,
     /// DLQ entries one `POST /v1/dlq/redrive` puts back, at most (call again for more).
     pub redrive_max: u64,
+    /// Accept `http://` endpoint URLs (otherwise https only).
+    pub allow_http_endpoints: bool,
+    /// Accept endpoint URLs on private, loopback or link-local addresses (tests, on-premises).
+    /// The dispatcher's `delivery.allow_private_targets` must agree for deliveries to go out.
+    pub allow_private_endpoints: bool,
+    /// How long the previous signing secret stays valid after a rotation (both signatures are
+    /// sent meanwhile).
+    #[serde(with = "humantime_serde")]
+    pub secret_rotation_overlap: Duration,
 }
 
 impl Default for IngestSettings {
@@ -79,6 +88,9 @@ impl Default for IngestSettings {
             schema_registry_url: None,
             redrive_rate: 500,
             redrive_max: 10_000,
+            allow_http_endpoints: false,
+            allow_private_endpoints: false,
+            secret_rotation_overlap: Duration::from_secs(24 * 3600),
         }
     }
 }

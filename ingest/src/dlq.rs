@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
 use crate::error::{ApiError, ErrorBody};
-use crate::request::{parse_json, read_limited, require_json};
+use crate::request::{parse_json, parse_query, read_limited, require_json};
 use crate::state::AppState;
 
 /// Entries per page unless `limit` says otherwise.
@@ -252,14 +252,4 @@ pub async fn redrive(
         redriven: report.redriven,
         dry_run: r.dry_run,
     }))
-}
-
-/// Parses a query string, naming the offending parameter on error.
-fn parse_query<T: serde::de::DeserializeOwned>(query: &str) -> Result<T, ApiError> {
-    let de = serde_urlencoded::Deserializer::new(url::form_urlencoded::parse(query.as_bytes()));
-    serde_path_to_error::deserialize(de).map_err(|e| {
-        let field = e.path().to_string();
-        let field = if field == "." { "query".to_owned() } else { field };
-        ApiError::invalid(field, e.into_inner().to_string())
-    })
 }

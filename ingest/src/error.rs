@@ -30,7 +30,8 @@ pub enum ApiError {
     /// Not `application/json`.
     #[error("content type must be application/json")]
     UnsupportedMediaType,
-    /// The event breaks the schema; `field` is a JSON pointer into the request.
+    /// The request breaks a rule (an event's schema, a setting's bounds); `field` is a JSON
+    /// pointer into the body, or the query parameter.
     #[error("{field}: {message}")]
     Invalid {
         /// JSON pointer of the failing field, e.g. `/data/subscriber/email`.
@@ -38,6 +39,9 @@ pub enum ApiError {
         /// What is wrong.
         message: String,
     },
+    /// The change clashes with what exists (e.g. a second endpoint with the same URL).
+    #[error("{0}")]
+    Conflict(String),
     /// The account is over its intake limit.
     #[error("rate limit exceeded; retry after {retry_after_secs} s")]
     RateLimited {
@@ -69,6 +73,7 @@ impl ApiError {
             ApiError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::Invalid { .. } => StatusCode::UNPROCESSABLE_ENTITY,
+            ApiError::Conflict(_) => StatusCode::CONFLICT,
             ApiError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             ApiError::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
         }
@@ -83,7 +88,8 @@ impl ApiError {
             ApiError::NotFound => "not_found",
             ApiError::PayloadTooLarge { .. } => "payload_too_large",
             ApiError::UnsupportedMediaType => "unsupported_media_type",
-            ApiError::Invalid { .. } => "invalid_event",
+            ApiError::Invalid { .. } => "invalid_request",
+            ApiError::Conflict(_) => "conflict",
             ApiError::RateLimited { .. } => "rate_limited",
             ApiError::Unavailable { .. } => "unavailable",
         }
@@ -111,12 +117,12 @@ impl ApiError {
 #[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct ErrorDetail {
     /// Machine-readable code: `malformed_json`, `unauthorized`, `key_revoked`, `not_found`,
-    /// `payload_too_large`, `unsupported_media_type`, `invalid_event`, `rate_limited`,
+    /// `payload_too_large`, `unsupported_media_type`, `invalid_request`, `conflict`, `rate_limited`,
     /// `unavailable`.
     pub code: String,
     /// Human-readable explanation.
     pub message: String,
-    /// JSON pointer of the failing field, for `invalid_event`.
+    /// JSON pointer of the failing field, for `invalid_request`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub field: Option<String>,
 }

@@ -1,10 +1,13 @@
 //! Ingest: the HTTP door into the pipeline. Authenticates producers, validates events and
 //! produces them to the event lanes, answering only after the broker acknowledged.
 
+pub mod audit;
 pub mod auth;
 mod config;
+pub mod deliveries;
 pub mod dlq;
 pub mod encode;
+pub mod endpoints;
 pub mod error;
 pub mod events;
 pub mod idempotency;
@@ -75,6 +78,15 @@ fn router(state: AppState) -> Router {
     Router::new()
         .route("/v1/events", post(events::post_event))
         .route("/v1/events/batch", post(events::post_batch))
+        .route("/v1/events/{id}/deliveries", get(deliveries::for_event))
+        .route("/v1/endpoints", post(endpoints::create).get(endpoints::list))
+        .route(
+            "/v1/endpoints/{id}",
+            get(endpoints::show).patch(endpoints::update).delete(endpoints::delete),
+        )
+        .route("/v1/endpoints/{id}/rotate-secret", post(endpoints::rotate_secret))
+        .route("/v1/endpoints/{id}/stats", get(endpoints::stats))
+        .route("/v1/audit", get(audit::list))
         .route("/v1/dlq", get(dlq::list))
         .route("/v1/dlq/redrive", post(dlq::redrive))
         .route("/v1/dlq/{id}", get(dlq::show))

@@ -58,14 +58,15 @@ async fn a_filtered_redrive_delivers_once_the_endpoint_recovers_and_a_dry_run_ch
     let db = TestDatabase::new().await;
     let receiver = Receiver::start().await;
     receiver.respond("/ep", 503);
-    let a = accounts::create(&db.pool, "a", Tier::Xlarge).await.expect("account").id;
+    let a =
+        accounts::create(&db.pool, "a", Tier::Xlarge, "operator:test").await.expect("account").id;
     let new = NewEndpoint {
         url: receiver.url("/ep"),
         description: String::new(),
         event_types: vec!["*".into()],
         rate_limit: None,
     };
-    endpoints::create(&db.pool, a, &new).await.expect("endpoint");
+    endpoints::create(&db.pool, a, &new, "operator:test").await.expect("endpoint");
 
     let stop = CancellationToken::new();
     let admin = || AdminConfig { listen: ([127, 0, 0, 1], testkit::free_port()).into() };

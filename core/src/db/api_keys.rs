@@ -7,6 +7,7 @@ use crate::api_key::{self, NewApiKey};
 use crate::ids::{AccountId, ApiKeyId};
 use crate::tier::{RateLimit, Tier};
 
+use super::audit::{self, Change};
 use super::DbError;
 
 /// What a presented key resolves to.
@@ -22,14 +23,31 @@ pub struct KeyOwner {
     pub ingest_limit: RateLimit,
 }
 
-/// Issues a key for an account; the returned key is the only copy of it.
+/// A key as listings show it (never the key itself).
+#[derive(Debug, Clone, serde::Serialize, sqlx::FromRow)]
+pub struct ApiKeyInfo {
+    /// Id.
+    pub id: ApiKeyId,
+    /// Label.
+    pub name: String,
+    /// The key's first characters.
+    pub prefix: String,
+    /// Issued at.
+    pub created_at: DateTime<Utc>,
+    /// Revoked at.
+    pub revoked_at: Option<DateTime<Utc>>,
+}
+
+/// Issues a key for an account, audited as `actor`; the returned key is the only copy of it.
 pub async fn issue(
     pool: &PgPool,
     account_id: AccountId,
     name: &str,
+    actor: &str,
 ) -> Result<(ApiKeyId, NewApiKey), DbError> {
     let key = api_key::generate();
     let id = ApiKeyId::new();
+    let mut tx = pool.begin().await?;
     sqlx::query(
         "INSERT INTO api_keys (id, account_id, name, prefix, key_hash) VALUES ($1, $2, $3, $4, $5)",
     )
@@ -38,25 +56,62 @@ pub async fn issue(
     .bind(name)
     .bind(&key.display_prefix)
     .bind(&key.hash[..])
-    .execute(pool)
+    .execute(&mut *tx)
     .await?;
+    let change = Change {
+        account_id: Some(account_id),
+        actor,
+        action: "api_key.issue",
+        target_type: "api_key",
+        target_id: id.to_string(),
+        before: None,
+        after: Some(serde_json::json!({"name": name, "prefix": key.display_prefix})),
+    };
+    audit::record(&mut tx, &change).await?;
+    tx.commit().await?;
     Ok((id, key))
 }
 
-/// Revokes a key of `account_id`; false when the account has no such live key.
+/// Revokes a key of `account_id`, audited; false when the account has no such live key.
 pub async fn revoke(
     pool: &PgPool,
     account_id: AccountId,
     key_id: ApiKeyId,
+    actor: &str,
 ) -> Result<bool, DbError> {
+    let mut tx = pool.begin().await?;
     let done = sqlx::query(
         "UPDATE api_keys SET revoked_at = now() WHERE id = $1 AND account_id = $2 AND revoked_at IS NULL",
     )
     .bind(key_id)
     .bind(account_id)
-    .execute(pool)
+    .execute(&mut *tx)
     .await?;
-    Ok(done.rows_affected() == 1)
+    if done.rows_affected() != 1 {
+        return Ok(false);
+    }
+    let change = Change {
+        account_id: Some(account_id),
+        actor,
+        action: "api_key.revoke",
+        target_type: "api_key",
+        target_id: key_id.to_string(),
+        before: Some(serde_json::json!({"revoked": false})),
+        after: Some(serde_json::json!({"revoked": true})),
+    };
+    audit::record(&mut tx, &change).await?;
+    tx.commit().await?;
+    Ok(true)
+}
+
+/// The account's keys, oldest first.
+pub async fn list(pool: &PgPool, account_id: AccountId) -> Result<Vec<ApiKeyInfo>, DbError> {
+    Ok(sqlx::query_as(
+        "SELECT id, name, prefix, created_at, revoked_at FROM api_keys WHERE account_id = $1 ORDER BY id",
+    )
+    .bind(account_id)
+    .fetch_all(pool)
+    .await?)
 }
 
 /// key id, account id, revoked at, tier, ingest rate, ingest burst.

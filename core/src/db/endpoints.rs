@@ -1,8 +1,10 @@
 //! The `endpoints` and `endpoint_secrets` tables.
 
 use chrono::{DateTime, Utc};
+use serde::Serialize;
 use sqlx::PgPool;
 
+use super::audit::{self, Change};
 use super::DbError;
 use crate::delivery::sign::SigningSecret;
 use crate::ids::{AccountId, EndpointId};
@@ -40,19 +42,72 @@ pub struct DeliveryEndpoint {
     pub account_limit: RateLimit,
 }
 
-/// Creates an endpoint with a fresh signing secret; returns its id and the secret.
+/// An endpoint's settings, as the API shows them.
+#[derive(Debug, Clone, PartialEq, Serialize, sqlx::FromRow, utoipa::ToSchema)]
+pub struct Endpoint {
+    /// Id.
+    #[schema(value_type = String, format = Uuid)]
+    pub id: EndpointId,
+    /// Owner.
+    #[schema(value_type = String, format = Uuid)]
+    pub account_id: AccountId,
+    /// Target URL.
+    pub url: String,
+    /// Free text.
+    pub description: String,
+    /// Exact types or wildcards (`subscriber.*`, `*`).
+    pub event_types: Vec<String>,
+    /// Deliveries per second to this endpoint, at most (none: only the account's limit).
+    pub rate_limit_per_sec: Option<i32>,
+    /// Burst of the endpoint's limit.
+    pub rate_limit_burst: Option<i32>,
+    /// Whether deliveries are made.
+    pub enabled: bool,
+    /// Why it was disabled (by a person, or after a 410 Gone).
+    pub disabled_reason: Option<String>,
+    /// Creation time.
+    pub created_at: DateTime<Utc>,
+    /// Last change.
+    pub updated_at: DateTime<Utc>,
+}
+
+const COLUMNS: &str = "id, account_id, url, description, event_types, rate_limit_per_sec, \
+     rate_limit_burst, enabled, disabled_reason, created_at, updated_at";
+
+/// Changes to an endpoint; absent fields stay as they are.
+#[derive(Debug, Clone, Default)]
+pub struct EndpointPatch {
+    /// New URL.
+    pub url: Option<String>,
+    /// New description.
+    pub description: Option<String>,
+    /// New event types.
+    pub event_types: Option<Vec<String>>,
+    /// New limit (`Some(None)` removes it).
+    pub rate_limit: Option<Option<RateLimit>>,
+    /// Enable or disable.
+    pub enabled: Option<bool>,
+}
+
+fn json(e: &Endpoint) -> Option<serde_json::Value> {
+    serde_json::to_value(e).ok()
+}
+
+/// Creates an endpoint with a fresh signing secret, audited as `actor`; returns it and the
+/// secret (shown once).
 pub async fn create(
     pool: &PgPool,
     account_id: AccountId,
     new: &NewEndpoint,
-) -> Result<(EndpointId, String), DbError> {
+    actor: &str,
+) -> Result<(Endpoint, String), DbError> {
     let id = EndpointId::new();
     let secret = SigningSecret::generate();
     let mut tx = pool.begin().await?;
-    sqlx::query(
+    let endpoint: Endpoint = sqlx::query_as(&format!(
         "INSERT INTO endpoints (id, account_id, url, description, event_types, rate_limit_per_sec, \
-         rate_limit_burst) VALUES ($1, $2, $3, $4, $5, $6, $7)",
-    )
+         rate_limit_burst) VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING {COLUMNS}"
+    ))
     .bind(id)
     .bind(account_id)
     .bind(&new.url)
@@ -60,7 +115,7 @@ pub async fn create(
     .bind(&new.event_types)
     .bind(new.rate_limit.map(|r| r.per_second as i32))
     .bind(new.rate_limit.map(|r| r.burst as i32))
-    .execute(&mut *tx)
+    .fetch_one(&mut *tx)
     .await?;
     sqlx::query("INSERT INTO endpoint_secrets (id, account_id, endpoint_id, secret) VALUES ($1, $2, $3, $4)")
         .bind(uuid::Uuid::now_v7())
@@ -69,17 +124,207 @@ pub async fn create(
         .bind(&secret)
         .execute(&mut *tx)
         .await?;
+    let change = Change {
+        account_id: Some(account_id),
+        actor,
+        action: "endpoint.create",
+        target_type: "endpoint",
+        target_id: id.to_string(),
+        before: None,
+        after: json(&endpoint),
+    };
+    audit::record(&mut tx, &change).await?;
     tx.commit().await?;
-    Ok((id, secret))
+    Ok((endpoint, secret))
 }
 
-/// Disables an endpoint of `account_id` with a reason; false if it has no such endpoint.
+/// One endpoint of the account.
+pub async fn get(
+    pool: &PgPool,
+    account_id: AccountId,
+    id: EndpointId,
+) -> Result<Option<Endpoint>, DbError> {
+    Ok(sqlx::query_as(&format!(
+        "SELECT {COLUMNS} FROM endpoints WHERE id = $1 AND account_id = $2"
+    ))
+    .bind(id)
+    .bind(account_id)
+    .fetch_optional(pool)
+    .await?)
+}
+
+/// The account's endpoints, oldest first, after the `after` cursor.
+pub async fn list(
+    pool: &PgPool,
+    account_id: AccountId,
+    after: Option<EndpointId>,
+    limit: i64,
+) -> Result<Vec<Endpoint>, DbError> {
+    Ok(sqlx::query_as(&format!(
+        "SELECT {COLUMNS} FROM endpoints WHERE account_id = $1 AND ($2::uuid IS NULL OR id > $2) \
+         ORDER BY id LIMIT $3"
+    ))
+    .bind(account_id)
+    .bind(after)
+    .bind(limit)
+    .fetch_all(pool)
+    .await?)
+}
+
+/// Applies `patch` to one endpoint of the account, audited with before and after; `None` when
+/// the account has no such endpoint.
+pub async fn update(
+    pool: &PgPool,
+    account_id: AccountId,
+    id: EndpointId,
+    patch: &EndpointPatch,
+    actor: &str,
+) -> Result<Option<Endpoint>, DbError> {
+    let mut tx = pool.begin().await?;
+    let before: Option<Endpoint> = sqlx::query_as(&format!(
+        "SELECT {COLUMNS} FROM endpoints WHERE id = $1 AND account_id = $2 FOR UPDATE"
+    ))
+    .bind(id)
+    .bind(account_id)
+    .fetch_optional(&mut *tx)
+    .await?;
+    let Some(before) = before else { return Ok(None) };
+    let limit = match patch.rate_limit {
+        Some(l) => l,
+        None => before.rate_limit_per_sec.map(|r| RateLimit {
+            per_second: r.max(1) as u32,
+            burst: before.rate_limit_burst.unwrap_or(r).max(1) as u32,
+        }),
+    };
+    let enabled = patch.enabled.unwrap_or(before.enabled);
+    let after: Endpoint = sqlx::query_as(&format!(
+        "UPDATE endpoints SET url = $3, description = $4, event_types = $5, \
+           rate_limit_per_sec = $6, rate_limit_burst = $7, enabled = $8, \
+           disabled_reason = CASE WHEN $8 THEN NULL WHEN enabled THEN 'disabled through the API' ELSE disabled_reason END, \
+           disabled_at = CASE WHEN $8 THEN NULL WHEN enabled THEN now() ELSE disabled_at END, \
+           updated_at = now() \
+         WHERE id = $1 AND account_id = $2 RETURNING {COLUMNS}"
+    ))
+    .bind(id)
+    .bind(account_id)
+    .bind(patch.url.as_ref().unwrap_or(&before.url))
+    .bind(patch.description.as_ref().unwrap_or(&before.description))
+    .bind(patch.event_types.as_ref().unwrap_or(&before.event_types))
+    .bind(limit.map(|l| l.per_second as i32))
+    .bind(limit.map(|l| l.burst as i32))
+    .bind(enabled)
+    .fetch_one(&mut *tx)
+    .await?;
+    if after != before {
+        let change = Change {
+            account_id: Some(account_id),
+            actor,
+            action: "endpoint.update",
+            target_type: "endpoint",
+            target_id: id.to_string(),
+            before: json(&before),
+            after: json(&after),
+        };
+        audit::record(&mut tx, &change).await?;
+    }
+    tx.commit().await?;
+    Ok(Some(after))
+}
+
+/// Deletes one endpoint of the account (its secrets with it), audited; false when there is no
+/// such endpoint.
+pub async fn delete(
+    pool: &PgPool,
+    account_id: AccountId,
+    id: EndpointId,
+    actor: &str,
+) -> Result<bool, DbError> {
+    let mut tx = pool.begin().await?;
+    let before: Option<Endpoint> = sqlx::query_as(&format!(
+        "DELETE FROM endpoints WHERE id = $1 AND account_id = $2 RETURNING {COLUMNS}"
+    ))
+    .bind(id)
+    .bind(account_id)
+    .fetch_optional(&mut *tx)
+    .await?;
+    let Some(before) = before else { return Ok(false) };
+    let change = Change {
+        account_id: Some(account_id),
+        actor,
+        action: "endpoint.delete",
+        target_type: "endpoint",
+        target_id: id.to_string(),
+        before: json(&before),
+        after: None,
+    };
+    audit::record(&mut tx, &change).await?;
+    tx.commit().await?;
+    Ok(true)
+}
+
+/// Gives one endpoint of the account a new signing secret. The current secrets stay valid
+/// for `overlap` more (both signatures are sent meanwhile). Returns the new secret, or `None`
+/// when there is no such endpoint. Audited without the secrets.
+pub async fn rotate_secret(
+    pool: &PgPool,
+    account_id: AccountId,
+    id: EndpointId,
+    overlap: std::time::Duration,
+    actor: &str,
+) -> Result<Option<(String, DateTime<Utc>)>, DbError> {
+    let mut tx = pool.begin().await?;
+    let exists: Option<EndpointId> =
+        sqlx::query_scalar("SELECT id FROM endpoints WHERE id = $1 AND account_id = $2 FOR UPDATE")
+            .bind(id)
+            .bind(account_id)
+            .fetch_optional(&mut *tx)
+            .await?;
+    if exists.is_none() {
+        return Ok(None);
+    }
+    let old_until = Utc::now()
+        + chrono::Duration::from_std(overlap).unwrap_or_else(|_| chrono::Duration::days(7));
+    sqlx::query(
+        "UPDATE endpoint_secrets SET expires_at = LEAST(COALESCE(expires_at, $3), $3) \
+         WHERE endpoint_id = $1 AND account_id = $2",
+    )
+    .bind(id)
+    .bind(account_id)
+    .bind(old_until)
+    .execute(&mut *tx)
+    .await?;
+    let secret = SigningSecret::generate();
+    sqlx::query("INSERT INTO endpoint_secrets (id, account_id, endpoint_id, secret) VALUES ($1, $2, $3, $4)")
+        .bind(uuid::Uuid::now_v7())
+        .bind(account_id)
+        .bind(id)
+        .bind(&secret)
+        .execute(&mut *tx)
+        .await?;
+    let change = Change {
+        account_id: Some(account_id),
+        actor,
+        action: "endpoint.rotate_secret",
+        target_type: "endpoint",
+        target_id: id.to_string(),
+        before: None,
+        after: Some(serde_json::json!({"previous_secrets_valid_until": old_until})),
+    };
+    audit::record(&mut tx, &change).await?;
+    tx.commit().await?;
+    Ok(Some((secret, old_until)))
+}
+
+/// Disables an endpoint of `account_id` with a reason, audited as `actor`; false if it has no
+/// such enabled endpoint.
 pub async fn disable(
     pool: &PgPool,
     account_id: AccountId,
     endpoint_id: EndpointId,
     reason: &str,
+    actor: &str,
 ) -> Result<bool, DbError> {
+    let mut tx = pool.begin().await?;
     let done = sqlx::query(
         "UPDATE endpoints SET enabled = false, disabled_reason = $3, disabled_at = now(), \
          updated_at = now() WHERE id = $1 AND account_id = $2 AND enabled",
@@ -87,9 +332,23 @@ pub async fn disable(
     .bind(endpoint_id)
     .bind(account_id)
     .bind(reason)
-    .execute(pool)
+    .execute(&mut *tx)
     .await?;
-    Ok(done.rows_affected() == 1)
+    if done.rows_affected() != 1 {
+        return Ok(false);
+    }
+    let change = Change {
+        account_id: Some(account_id),
+        actor,
+        action: "endpoint.disable",
+        target_type: "endpoint",
+        target_id: endpoint_id.to_string(),
+        before: Some(serde_json::json!({"enabled": true})),
+        after: Some(serde_json::json!({"enabled": false, "disabled_reason": reason})),
+    };
+    audit::record(&mut tx, &change).await?;
+    tx.commit().await?;
+    Ok(true)
 }
 
 /// Whether an endpoint is enabled, and why not if it is not.
@@ -163,21 +422,4 @@ pub async fn load_enabled(
             }
         })
         .collect())
-}
-
-/// Sets an account's delivery limit override.
-pub async fn set_account_delivery_limit(
-    pool: &PgPool,
-    account_id: AccountId,
-    limit: Option<RateLimit>,
-) -> Result<(), DbError> {
-    sqlx::query(
-        "UPDATE accounts SET delivery_rate_per_sec = $2, delivery_burst = $3 WHERE id = $1",
-    )
-    .bind(account_id)
-    .bind(limit.map(|l| l.per_second as i32))
-    .bind(limit.map(|l| l.burst as i32))
-    .execute(pool)
-    .await?;
-    Ok(())
 }

@@ -2,6 +2,8 @@
 
 pub mod accounts;
 pub mod api_keys;
+pub mod audit;
+pub mod deliveries;
 pub mod endpoints;
 
 use sqlx::migrate::Migrator;

@@ -368,8 +368,14 @@ impl Engine {
 
     async fn disable(&self, endpoint: &CachedEndpoint) {
         let ep = &endpoint.target;
-        match endpoints::disable(&self.pool, ep.account_id, ep.id, "410 Gone from the endpoint")
-            .await
+        match endpoints::disable(
+            &self.pool,
+            ep.account_id,
+            ep.id,
+            "410 Gone from the endpoint",
+            "system:delivery",
+        )
+        .await
         {
             Ok(_) => tracing::warn!(endpoint = %ep.id, "endpoint answered 410; disabled"),
             Err(e) => tracing::error!(endpoint = %ep.id, error = %e, "cannot disable endpoint"),

@@ -174,7 +174,9 @@ async fn the_endpoint_cache_sees_new_and_disabled_endpoints_without_a_restart() 
     })
     .await;
 
-    assert!(endpoints::disable(&world.db.pool, a, ep, "test").await.expect("disable"));
+    assert!(endpoints::disable(&world.db.pool, a, ep, "test", "operator:test")
+        .await
+        .expect("disable"));
     tokio::time::sleep(Duration::from_millis(800)).await;
     let second = world.produce(a, "subscriber.created", Priority::Normal).await;
     let marker = world.account().await; // a later event on another account proves progress

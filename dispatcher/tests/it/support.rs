@@ -37,7 +37,9 @@ impl World {
     }
 
     pub(crate) async fn account(&self) -> AccountId {
-        let a = accounts::create(&self.db.pool, "acct", Tier::Xlarge).await.expect("account");
+        let a = accounts::create(&self.db.pool, "acct", Tier::Xlarge, "operator:test")
+            .await
+            .expect("account");
         a.id
     }
 
@@ -54,7 +56,10 @@ impl World {
             event_types: types.iter().map(|t| t.to_string()).collect(),
             rate_limit: limit,
         };
-        endpoints::create(&self.db.pool, account, &new).await.expect("endpoint")
+        let (e, secret) = endpoints::create(&self.db.pool, account, &new, "operator:test")
+            .await
+            .expect("endpoint");
+        (e.id, secret)
     }
 
     pub(crate) fn config(&self, settings: DispatcherSettings) -> DispatcherConfig {

@@ -21,7 +21,7 @@ async fn endpoint(ingest: &Ingest, account: AccountId) -> EndpointId {
         event_types: vec!["*".into()],
         rate_limit: None,
     };
-    endpoints::create(&ingest.db.pool, account, &new).await.expect("endpoint").0
+    endpoints::create(&ingest.db.pool, account, &new, "operator:test").await.expect("endpoint").0.id
 }
 
 /// Indexes `n` dead letters of `event_type` for (account, endpoint), as the retrier would.

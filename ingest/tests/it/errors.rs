@@ -4,6 +4,7 @@ use std::time::Duration;
 
 use hookstream_core::db::{accounts, api_keys};
 use hookstream_core::testkit::{self, eventually};
+use hookstream_core::tier::RateLimit;
 use hookstream_ingest::IngestSettings;
 use serde_json::{json, Value};
 
@@ -66,7 +67,7 @@ async fn each_bad_request_gets_its_status_and_a_json_error() {
     let mut bad = created("s");
     bad["data"]["subscriber"]["email"] = json!("not an email");
     let r = ingest.post("/v1/events").json(&bad).send().await.expect("post");
-    let v = expect_error(r, 422, "invalid_event").await;
+    let v = expect_error(r, 422, "invalid_request").await;
     assert_eq!(v["error"]["field"], "/data/subscriber/email");
 
     let r = ingest
@@ -75,7 +76,7 @@ async fn each_bad_request_gets_its_status_and_a_json_error() {
         .send()
         .await
         .expect("post");
-    let v = expect_error(r, 422, "invalid_event").await;
+    let v = expect_error(r, 422, "invalid_request").await;
     assert!(v["error"]["message"].as_str().unwrap_or("").contains("data"), "{v}");
 
     let r = ingest
@@ -84,7 +85,7 @@ async fn each_bad_request_gets_its_status_and_a_json_error() {
         .send()
         .await
         .expect("post");
-    let v = expect_error(r, 422, "invalid_event").await;
+    let v = expect_error(r, 422, "invalid_request").await;
     assert_eq!(v["error"]["field"], "/priority");
 
     let r = ingest
@@ -94,13 +95,17 @@ async fn each_bad_request_gets_its_status_and_a_json_error() {
         .send()
         .await
         .expect("post");
-    expect_error(r, 422, "invalid_event").await;
+    expect_error(r, 422, "invalid_request").await;
 }
 
 #[tokio::test]
 async fn an_account_over_its_intake_limit_gets_429_with_retry_after() {
     let ingest = Ingest::start().await;
-    accounts::set_ingest_limit(&ingest.db.pool, ingest.account, Some(1), Some(2))
+    let patch = accounts::AccountPatch {
+        ingest_limit: Some(Some(RateLimit { per_second: 1, burst: 2 })),
+        ..Default::default()
+    };
+    accounts::update(&ingest.db.pool, ingest.account, &patch, "operator:test")
         .await
         .expect("limit");
     let mut statuses = Vec::new();
@@ -129,7 +134,7 @@ async fn a_revoked_key_stops_working_within_the_cache_ttl() {
     .await;
     let r = ingest.post("/v1/events").json(&created("s1")).send().await.expect("post");
     assert_eq!(r.status(), 202);
-    assert!(api_keys::revoke(&ingest.db.pool, ingest.account, ingest.key_id)
+    assert!(api_keys::revoke(&ingest.db.pool, ingest.account, ingest.key_id, "operator:test")
         .await
         .expect("revoke"));
     let started = std::time::Instant::now();

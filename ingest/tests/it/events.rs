@@ -166,7 +166,7 @@ async fn a_batch_reports_each_event_and_produces_only_the_accepted() {
     assert_eq!(results[1]["error"]["field"], "/events/1/data/subscriber/email");
     assert_eq!(results[2]["error"]["field"], "/events/2/event_type");
     assert_eq!(results[3]["event_id"], "del-c");
-    assert_eq!(results[4]["error"]["code"], "invalid_event");
+    assert_eq!(results[4]["error"]["code"], "invalid_request");
 
     let all = ingest.topics.topics().all_events();
     testkit::consume_exactly(&ingest.kafka, &all, 2, WAIT, SETTLE).await;

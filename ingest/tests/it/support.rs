@@ -35,9 +35,11 @@ impl Ingest {
         let topics = testkit::topics_config(4);
         testkit::create_topics_on(&kafka, &topics.topics().all_events(), 4).await;
         let db = TestDatabase::new().await;
-        let account =
-            accounts::create(&db.pool, "test account", Tier::Small).await.expect("account");
-        let (key_id, key) = api_keys::issue(&db.pool, account.id, "test").await.expect("key");
+        let account = accounts::create(&db.pool, "test account", Tier::Small, "operator:test")
+            .await
+            .expect("account");
+        let (key_id, key) =
+            api_keys::issue(&db.pool, account.id, "test", "operator:test").await.expect("key");
         let port = testkit::free_port();
         let config = IngestConfig {
             kafka: kafka.clone(),
@@ -78,8 +80,11 @@ impl Ingest {
 
     /// A new account with its own key on this ingest's database.
     pub(crate) async fn another_account(&self) -> (AccountId, String) {
-        let a = accounts::create(&self.db.pool, "other", Tier::Small).await.expect("account");
-        let (_, key) = api_keys::issue(&self.db.pool, a.id, "other").await.expect("key");
+        let a = accounts::create(&self.db.pool, "other", Tier::Small, "operator:test")
+            .await
+            .expect("account");
+        let (_, key) =
+            api_keys::issue(&self.db.pool, a.id, "other", "operator:test").await.expect("key");
         (a.id, key.key)
     }
 

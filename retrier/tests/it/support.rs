@@ -51,7 +51,10 @@ impl World {
     }
 
     pub(crate) async fn account(&self) -> AccountId {
-        accounts::create(&self.db.pool, "acct", Tier::Xlarge).await.expect("account").id
+        accounts::create(&self.db.pool, "acct", Tier::Xlarge, "operator:test")
+            .await
+            .expect("account")
+            .id
     }
 
     pub(crate) async fn endpoint(&self, account: AccountId, url: String) -> EndpointId {
@@ -61,7 +64,11 @@ impl World {
             event_types: vec!["*".into()],
             rate_limit: None,
         };
-        endpoints::create(&self.db.pool, account, &new).await.expect("endpoint").0
+        endpoints::create(&self.db.pool, account, &new, "operator:test")
+            .await
+            .expect("endpoint")
+            .0
+            .id
     }
 
     pub(crate) fn dispatcher(&self) -> DispatcherConfig {

@@ -1,0 +1,50 @@
+//! `GET /v1/events/{id}/deliveries`: where one of the account's events went, per endpoint,
+//! with every attempt.
+
+use axum::extract::{Path, State};
+use axum::http::HeaderMap;
+use axum::Json;
+use hookstream_core::db::deliveries::{self, Delivery};
+use serde::Serialize;
+use utoipa::ToSchema;
+
+use crate::endpoints::unavailable;
+use crate::error::{ApiError, ErrorBody};
+use crate::state::AppState;
+
+/// An event's deliveries.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct EventDeliveries {
+    /// The event id.
+    pub event_id: String,
+    /// One entry per endpoint it was (or is being) delivered to.
+    pub data: Vec<Delivery>,
+}
+
+/// Where an event went.
+#[utoipa::path(
+    get,
+    path = "/v1/events/{id}/deliveries",
+    params(("id" = String, Path, description = "Event id (as returned by POST /v1/events)")),
+    responses(
+        (status = 200, description = "Per endpoint: state and every attempt", body = EventDeliveries),
+        (status = 401, description = "Missing, invalid or revoked key", body = ErrorBody),
+        (status = 404, description = "No delivery of this event in this account", body = ErrorBody),
+        (status = 503, description = "Database unavailable", body = ErrorBody),
+    ),
+    security(("api_key" = [])),
+    tag = "events"
+)]
+pub async fn for_event(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Json<EventDeliveries>, ApiError> {
+    let owner = state.auth.authenticate(&headers).await?;
+    let data =
+        deliveries::for_event(&state.pool, owner.account_id, &id).await.map_err(unavailable)?;
+    if data.is_empty() {
+        return Err(ApiError::NotFound);
+    }
+    Ok(Json(EventDeliveries { event_id: id, data }))
+}
