@@ -59,6 +59,11 @@ pub struct RetrierSettings {
     /// How often finished offsets are committed.
     #[serde(with = "humantime_serde")]
     pub commit_interval: Duration,
+    /// A partition is paused only for a head due later than this, and resumed this long before
+    /// the head is due, so the next tasks are fetched by the time they are due (a resume costs
+    /// a fetch round trip). Tasks due within it are buffered: about rate × lookahead of them.
+    #[serde(with = "humantime_serde")]
+    pub lookahead: Duration,
     /// How often the endpoint cache is reloaded from Postgres.
     #[serde(with = "humantime_serde")]
     pub endpoint_refresh: Duration,
@@ -78,6 +83,7 @@ impl Default for RetrierSettings {
             in_flight: 256,
             max_buffered_per_partition: 5_000,
             commit_interval: Duration::from_secs(1),
+            lookahead: Duration::from_millis(200),
             endpoint_refresh: Duration::from_secs(2),
             dlq_size_interval: Duration::from_secs(10),
             shutdown_deadline: Duration::from_secs(20),

@@ -5,8 +5,9 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use hookstream_core::delivery::endpoints::EndpointCache;
 use hookstream_core::delivery::engine::{Engine, Job, Retry, Source};
 use hookstream_core::partitions::{self, Partitions, Tp, TrackedConsumer};
@@ -22,7 +23,7 @@ pub struct Waiting {
     pub source: Source,
     /// The tier it was read from.
     pub tier: usize,
-    /// Whether it was not due when read (the partition was paused for it).
+    /// Whether it was due only after the lookahead when read (the partition was paused for it).
     pub held: bool,
 }
 
@@ -32,6 +33,7 @@ pub struct Gates {
     cache: EndpointCache,
     partitions: Arc<Partitions>,
     consumer: Arc<TrackedConsumer>,
+    lookahead: chrono::Duration,
     open: Mutex<HashMap<Tp, (u64, mpsc::UnboundedSender<Waiting>)>>,
 }
 
@@ -42,8 +44,16 @@ impl Gates {
         cache: EndpointCache,
         partitions: Arc<Partitions>,
         consumer: Arc<TrackedConsumer>,
+        lookahead: Duration,
     ) -> Arc<Self> {
-        Arc::new(Self { engine, cache, partitions, consumer, open: Mutex::new(HashMap::new()) })
+        Arc::new(Self {
+            engine,
+            cache,
+            partitions,
+            consumer,
+            lookahead: chrono::Duration::from_std(lookahead).unwrap_or_default(),
+            open: Mutex::new(HashMap::new()),
+        })
     }
 
     /// Queues a task at its partition's gate, opening the gate for a new assignment. Tasks of
@@ -83,15 +93,14 @@ impl Gates {
     }
 
     async fn pass(&self, w: Waiting) {
-        let wait = (w.record.due - Utc::now()).to_std().unwrap_or_default();
-        if !wait.is_zero() {
-            tokio::time::sleep(wait).await;
-        }
         let source = w.source;
         if w.held {
+            // Resume a little early: the tasks behind the head are fetched by their due time.
+            sleep_until(w.record.due - self.lookahead).await;
             let flow = self.partitions.due(&source.tp, source.generation);
             partitions::apply(&self.consumer, &source.tp, flow);
         }
+        sleep_until(w.record.due).await;
         if self.partitions.generation(&source.tp) != Some(source.generation) {
             return; // revoked while waiting: the next owner reads it again
         }
@@ -124,5 +133,12 @@ impl Gates {
                     .await
             }
         }
+    }
+}
+
+async fn sleep_until(at: DateTime<Utc>) {
+    let wait = (at - Utc::now()).to_std().unwrap_or_default();
+    if !wait.is_zero() {
+        tokio::time::sleep(wait).await;
     }
 }

@@ -80,8 +80,13 @@ pub async fn run(config: RetrierConfig, shutdown: CancellationToken) -> Result<(
         })
         .map_err(|e| ServiceError::Startup(e.to_string()))?,
     );
-    let gates =
-        Gates::new(Arc::clone(&engine), cache, Arc::clone(&partitions), Arc::clone(&consumer));
+    let gates = Gates::new(
+        Arc::clone(&engine),
+        cache,
+        Arc::clone(&partitions),
+        Arc::clone(&consumer),
+        settings.lookahead,
+    );
 
     let admin = tokio::spawn({
         let (admin, backends, stop) = (config.admin.clone(), backends.clone(), background.clone());
@@ -109,7 +114,7 @@ pub async fn run(config: RetrierConfig, shutdown: CancellationToken) -> Result<(
                 metrics::gauge!("retrier_in_flight").set(engine.in_flight() as f64);
             }
             received = consumer.recv() => match received {
-                Ok(m) => receive(&gates, &partitions, &consumer, &tiers, &m, settings.max_buffered_per_partition),
+                Ok(m) => receive(&gates, &partitions, &consumer, &tiers, &m, settings),
                 Err(e) => tracing::warn!(error = %e, "consume error"),
             },
         }
@@ -140,8 +145,9 @@ fn receive(
     consumer: &TrackedConsumer,
     tiers: &HashMap<String, usize>,
     m: &BorrowedMessage<'_>,
-    bound: usize,
+    settings: &RetrierSettings,
 ) {
+    let bound = settings.max_buffered_per_partition;
     let tp = (m.topic().to_owned(), m.partition());
     let Some(generation) = partitions.generation(&tp) else { return };
     let Some(&tier) = tiers.get(&tp.0) else { return };
@@ -157,7 +163,8 @@ fn receive(
         }
     };
     partitions::apply(consumer, &tp, partitions.begin(&tp, m.offset(), 1, bound));
-    let held = record.due > Utc::now();
+    let lookahead = chrono::Duration::from_std(settings.lookahead).unwrap_or_default();
+    let held = record.due > Utc::now() + lookahead;
     if held {
         partitions::apply(consumer, &tp, partitions.hold(&tp, generation));
     }
