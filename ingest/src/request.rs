@@ -74,6 +74,16 @@ pub fn from_value<T: DeserializeOwned>(
     })
 }
 
+/// Parses a query string, naming the offending parameter on error.
+pub fn parse_query<T: serde::de::DeserializeOwned>(query: &str) -> Result<T, ApiError> {
+    let de = serde_urlencoded::Deserializer::new(url::form_urlencoded::parse(query.as_bytes()));
+    serde_path_to_error::deserialize(de).map_err(|e| {
+        let field = e.path().to_string();
+        let field = if field == "." { "query".to_owned() } else { field };
+        ApiError::invalid(field, e.into_inner().to_string())
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use serde::Deserialize;
@@ -119,14 +129,4 @@ mod tests {
         h.insert(header::CONTENT_TYPE, "text/plain".parse().expect("hv"));
         assert!(require_json(&h).is_err());
     }
-}
-
-/// Parses a query string, naming the offending parameter on error.
-pub fn parse_query<T: serde::de::DeserializeOwned>(query: &str) -> Result<T, ApiError> {
-    let de = serde_urlencoded::Deserializer::new(url::form_urlencoded::parse(query.as_bytes()));
-    serde_path_to_error::deserialize(de).map_err(|e| {
-        let field = e.path().to_string();
-        let field = if field == "." { "query".to_owned() } else { field };
-        ApiError::invalid(field, e.into_inner().to_string())
-    })
 }
