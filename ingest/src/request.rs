@@ -67,10 +67,17 @@ pub fn from_value<T: DeserializeOwned>(
                 Segment::Unknown => {}
             }
         }
+        let message = e.into_inner().to_string();
+        // serde reports a missing field at its parent; name the field itself.
+        if let Some(missing) =
+            message.strip_prefix("missing field `").and_then(|m| m.split('`').next())
+        {
+            field.push_str(&format!("/{missing}"));
+        }
         if field.is_empty() {
             field.push('/');
         }
-        ApiError::invalid(field, e.into_inner().to_string())
+        ApiError::invalid(field, message)
     })
 }
 
@@ -113,7 +120,7 @@ mod tests {
         }
         match parse_json::<Shape>(br#"{"items": []}"#) {
             Err(ApiError::Invalid { field, message }) => {
-                assert_eq!(field, "/");
+                assert_eq!(field, "/name", "a missing field is named");
                 assert!(message.contains("name"), "{message}");
             }
             other => panic!("{other:?}"),

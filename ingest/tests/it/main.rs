@@ -3,6 +3,7 @@
 mod dlq;
 mod errors;
 mod events;
+mod management;
 mod openapi;
 mod outage;
 mod registry;
