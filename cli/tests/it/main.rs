@@ -1,3 +1,4 @@
 //! Integration tests of the `hookstream` command against the local broker and Postgres.
 
+mod accounts;
 mod dlq;

@@ -193,3 +193,44 @@ async fn the_endpoint_cache_sees_new_and_disabled_endpoints_without_a_restart() 
     );
     running.stop().await;
 }
+
+#[tokio::test]
+async fn during_a_secret_rotation_deliveries_carry_both_signatures_and_after_it_one() {
+    const OVERLAP: Duration = Duration::from_secs(3);
+    let world = World::new(1).await;
+    let receiver = Receiver::start().await;
+    let a = world.account().await;
+    let (ep, old) = world.endpoint(a, receiver.url("/rot"), &["*"], None).await;
+    let running = Running::start(world.config(DispatcherSettings::default()));
+    let (new, _) = endpoints::rotate_secret(&world.db.pool, a, ep, OVERLAP, "operator:test")
+        .await
+        .expect("rotate")
+        .expect("endpoint exists");
+    let rotated_at = std::time::Instant::now();
+    tokio::time::sleep(Duration::from_millis(800)).await; // the cache reloads every 300 ms
+
+    world.produce(a, "subscriber.created", Priority::Normal).await;
+    let during = eventually(WAIT, "delivery during the overlap", || async {
+        receiver.hits_on("/rot").into_iter().next()
+    })
+    .await;
+    assert!(
+        during.at - rotated_at < OVERLAP,
+        "delivered within the overlap; the test proves nothing otherwise"
+    );
+    assert_eq!(during.headers["webhook-signature"].split(' ').count(), 2, "two signatures");
+    assert!(verifies(&old, &during), "receivers on the old secret still verify");
+    assert!(verifies(&new, &during), "receivers on the new secret verify");
+
+    tokio::time::sleep((OVERLAP + Duration::from_millis(800)).saturating_sub(rotated_at.elapsed()))
+        .await;
+    world.produce(a, "subscriber.created", Priority::Normal).await;
+    let after = eventually(WAIT, "delivery after the overlap", || async {
+        receiver.hits_on("/rot").into_iter().nth(1)
+    })
+    .await;
+    assert_eq!(after.headers["webhook-signature"].split(' ').count(), 1, "one signature");
+    assert!(verifies(&new, &after));
+    assert!(!verifies(&old, &after), "the old secret no longer signs");
+    running.stop().await;
+}

@@ -1,0 +1,79 @@
+//! `hookstream accounts|keys|audit`: operators' changes, each audited exactly once.
+
+use std::process::Output;
+
+use hookstream_core::testkit::{self, TestDatabase};
+use serde_json::Value;
+
+async fn hookstream(db: &TestDatabase, args: &[&str]) -> Output {
+    tokio::process::Command::new(env!("CARGO_BIN_EXE_hookstream"))
+        .args(args)
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("USER", "alice")
+        .env("HOOKSTREAM_KAFKA__BROKERS", testkit::brokers())
+        .env("HOOKSTREAM_DATABASE__URL", &db.config.url)
+        .output()
+        .await
+        .expect("run hookstream")
+}
+
+fn stdout(o: &Output) -> String {
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    String::from_utf8_lossy(&o.stdout).trim().to_owned()
+}
+
+#[tokio::test]
+async fn operators_manage_accounts_and_keys_and_each_change_is_audited_once() {
+    let db = TestDatabase::new().await;
+    let id = stdout(
+        &hookstream(&db, &["accounts", "create", "--name", "Acme", "--tier", "medium"]).await,
+    );
+    stdout(&hookstream(&db, &["accounts", "set-tier", &id, "large"]).await);
+    stdout(
+        &hookstream(
+            &db,
+            &["accounts", "set-limit", &id, "delivery", "--rate", "700", "--burst", "900"],
+        )
+        .await,
+    );
+    let key = stdout(&hookstream(&db, &["keys", "issue", "--account", &id, "--name", "ci"]).await);
+    assert!(key.starts_with("hs_"), "the key is printed once: {key}");
+    let shown: Value =
+        serde_json::from_str(&stdout(&hookstream(&db, &["accounts", "show", &id]).await))
+            .expect("json");
+    assert_eq!(shown["account"]["tier"], "large");
+    assert_eq!(shown["effective_delivery_limit"]["per_second"], 700);
+    let default = hookstream_core::tier::Tier::Large.default_ingest_limit().per_second;
+    assert_eq!(shown["effective_ingest_limit"]["per_second"], default, "the large tier's default");
+    let key_id = shown["keys"][0]["id"].as_str().expect("key id").to_owned();
+    assert!(!shown.to_string().contains(&key), "the key itself is never shown again");
+    let stored: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM api_keys WHERE key_hash = sha256($1::bytea)")
+            .bind(key.as_bytes())
+            .fetch_one(&db.pool)
+            .await
+            .expect("hash");
+    assert_eq!(stored, 1, "stored as its SHA-256 only");
+    stdout(&hookstream(&db, &["keys", "revoke", "--account", &id, "--key-id", &key_id]).await);
+    let again = hookstream(&db, &["keys", "revoke", "--account", &id, "--key-id", &key_id]).await;
+    assert!(!again.status.success(), "revoking twice is an error and changes nothing");
+    let listed = stdout(&hookstream(&db, &["accounts", "list"]).await);
+    assert!(listed.contains("Acme"));
+
+    let audit = stdout(&hookstream(&db, &["audit", "--account", &id, "--json"]).await);
+    let entries: Vec<Value> =
+        audit.lines().map(|l| serde_json::from_str(l).expect("json")).collect();
+    let actions: Vec<&str> =
+        entries.iter().map(|e| e["action"].as_str().unwrap_or_default()).collect();
+    assert_eq!(
+        actions,
+        ["account.create", "account.update", "account.update", "api_key.issue", "api_key.revoke"],
+        "each change once, in order"
+    );
+    assert!(entries.iter().all(|e| e["actor"] == "operator:alice"));
+    assert_eq!(entries[1]["before"]["tier"], "medium");
+    assert_eq!(entries[1]["after"]["tier"], "large");
+    let bad = hookstream(&db, &["accounts", "set-tier", &id, "gigantic"]).await;
+    assert_eq!(bad.status.code(), Some(2));
+}
