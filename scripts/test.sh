@@ -14,6 +14,8 @@ log "cargo fmt --check"
 cargo fmt --all -- --check
 log "cargo clippy"
 cargo clippy --quiet --workspace --all-targets -- -D warnings
+log "schemathesis against the running ingest's /openapi.json"
+"$HS_ROOT/scripts/schemathesis.sh"
 log "tests"
 if cargo nextest --version >/dev/null 2>&1; then
   # nextest does not run doc tests; run them first so nextest's summary closes the output.
