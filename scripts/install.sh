@@ -13,6 +13,10 @@ command -v pkg-config >/dev/null || missing+=(pkg-config)
 command -v runuser >/dev/null || missing+=(util-linux)
 command -v curl >/dev/null || missing+=(curl)
 command -v patch >/dev/null || missing+=(patch)
+command -v python3 >/dev/null || missing+=(python3)
+if ! command -v st >/dev/null && [ ! -x "$SCHEMATHESIS_BIN" ]; then
+  python3 -m venv --help >/dev/null 2>&1 || missing+=(python3-venv)
+fi
 dpkg -s libssl-dev >/dev/null 2>&1 || missing+=(libssl-dev)
 dpkg -s zlib1g-dev >/dev/null 2>&1 || missing+=(zlib1g-dev)
 dpkg -s protobuf-compiler >/dev/null 2>&1 || missing+=(protobuf-compiler)
@@ -49,5 +53,10 @@ if [ ! -x "$TANSU_BIN" ]; then
     --config "patch.crates-io.tansu-storage.path=\"$storage\"" \
     --root "$HOOKSTREAM_CACHE_DIR/tansu-$HOOKSTREAM_TANSU_BUILD" --quiet
   rm -rf "$HOOKSTREAM_CACHE_DIR/tansu-build"
+fi
+if ! command -v st >/dev/null && [ ! -x "$SCHEMATHESIS_BIN" ]; then
+  log "installing schemathesis $HOOKSTREAM_SCHEMATHESIS_VERSION into $HOOKSTREAM_CACHE_DIR/schemathesis"
+  python3 -m venv "$HOOKSTREAM_CACHE_DIR/schemathesis"
+  "$HOOKSTREAM_CACHE_DIR/schemathesis/bin/pip" install --quiet "schemathesis==$HOOKSTREAM_SCHEMATHESIS_VERSION"
 fi
 log "dependencies present (tansu at $TANSU_BIN)"
