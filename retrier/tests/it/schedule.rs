@@ -4,6 +4,7 @@
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
+use hookstream_core::db::deliveries;
 use hookstream_core::dlq::{self, Filter};
 use hookstream_core::envelope::DeliveryTask;
 use hookstream_core::testkit::{self, eventually, Hit, Receiver};
@@ -45,7 +46,7 @@ async fn an_endpoint_that_fails_twice_gets_the_event_at_attempt_three_on_schedul
     let receiver = Receiver::start().await;
     let a = world.account().await;
     receiver.script("/flaky", &[500, 503]);
-    world.endpoint(a, receiver.url("/flaky")).await;
+    let ep = world.endpoint(a, receiver.url("/flaky")).await;
     let dispatcher = Running::dispatcher(world.dispatcher());
     let retrier = Running::retrier_assigned(world.retrier()).await;
 
@@ -67,6 +68,18 @@ async fn an_endpoint_that_fails_twice_gets_the_event_at_attempt_three_on_schedul
     })
     .await;
     assert_eq!((s.1, s.2), (3, Some(200)));
+    // What GET /v1/events/{id}/deliveries and /v1/endpoints/{id}/stats read.
+    let log = deliveries::for_event(&world.db.pool, a, event.as_str()).await.expect("log");
+    assert_eq!(log.len(), 1);
+    let statuses: Vec<Option<i32>> = log[0].attempt_log.iter().map(|x| x.http_status).collect();
+    assert_eq!(statuses, [Some(500), Some(503), Some(200)]);
+    let numbers: Vec<i32> = log[0].attempt_log.iter().map(|x| x.attempt).collect();
+    assert_eq!(numbers, [1, 2, 3]);
+    assert!(log[0].attempt_log.iter().all(|x| x.latency_ms.is_some()));
+    let since = Utc::now() - chrono::Duration::hours(1);
+    let stats = deliveries::endpoint_stats(&world.db.pool, a, ep, since).await.expect("stats");
+    assert_eq!((stats.delivered, stats.failed, stats.retrying, stats.attempts), (1, 0, 0, 3));
+    assert!(stats.latency_ms_p50.is_some());
     retrier.stop().await;
     dispatcher.stop().await;
 }
