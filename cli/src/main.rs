@@ -13,6 +13,7 @@ mod bench_produce;
 mod bench_retry;
 mod config_file;
 mod dlq;
+mod lag;
 mod loadgen;
 mod migrate;
 mod proc_stats;
@@ -50,6 +51,8 @@ enum Command {
     /// Inspect the dead-letter queue and redrive entries.
     #[command(subcommand)]
     Dlq(dlq::DlqCommand),
+    /// Consumer lag per group, topic and partition, in messages and seconds.
+    Lag(lag::LagArgs),
     /// Send events to ingest and report throughput and latency.
     Loadgen(loadgen::LoadgenArgs),
     /// Baseline for the ingest benchmark: a bare producer with the same payloads.
@@ -85,6 +88,7 @@ async fn main() -> ExitCode {
         Command::Keys(cmd) => accounts::run_keys(&config, cmd).await,
         Command::Audit(args) => audit::run(&config, args).await,
         Command::Dlq(cmd) => dlq::run(&config, cmd).await,
+        Command::Lag(args) => lag::run(&config, args).await,
         Command::Loadgen(args) => loadgen::run(args).await,
         Command::BenchProduce(args) => bench_produce::run(&config, args).await,
         Command::BenchDispatch(args) => bench_dispatch::run(&config, args).await,
