@@ -108,7 +108,8 @@ pub struct BatchResponse {
         ("traceparent" = Option<String>, Header, description = "W3C trace context to continue."),
     ),
     responses(
-        (status = 202, description = "Durably written to the broker", body = Accepted),
+        (status = 202, description = "Durably written to the broker", body = Accepted,
+            headers(("traceparent" = String, description = "The W3C trace the event travels in: its deliveries (and retries) are spans of it"))),
         (status = 400, description = "Malformed JSON", body = ErrorBody),
         (status = 401, description = "Missing, invalid or revoked key", body = ErrorBody),
         (status = 413, description = "Body too large", body = ErrorBody),
@@ -124,7 +125,7 @@ pub async fn post_event(
     State(state): State<AppState>,
     headers: HeaderMap,
     body: Body,
-) -> Result<(StatusCode, Json<Accepted>), ApiError> {
+) -> Result<(StatusCode, [(&'static str, String); 1], Json<Accepted>), ApiError> {
     let owner = state.auth.authenticate(&headers).await?;
     require_json(&headers)?;
     let bytes = read_limited(&headers, body, state.settings.max_body_bytes).await?;
@@ -142,7 +143,8 @@ pub async fn post_event(
     let result = accept(&state, &owner, request.into(), idempotency_key, "", &trace).await;
     record(&event_type, &state, &result);
     let event_id = result?;
-    Ok((StatusCode::ACCEPTED, Json(Accepted { event_id })))
+    // The trace the event travels in, so the caller can find its delivery spans.
+    Ok((StatusCode::ACCEPTED, [("traceparent", trace.to_string())], Json(Accepted { event_id })))
 }
 
 /// Accept up to `ingest.max_batch_events` events, each accepted or rejected on its own.

@@ -3,3 +3,4 @@
 mod accounts;
 mod dlq;
 mod lag;
+mod trace;
