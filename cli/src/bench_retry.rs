@@ -259,5 +259,6 @@ fn task(account: AccountId, endpoint: EndpointId, data: Value) -> DeliveryTask {
         first_attempt_at: now,
         last_status: Some(503),
         last_error: Some("http 503".into()),
+        replay: false,
     }
 }

@@ -17,6 +17,7 @@ mod lag;
 mod loadgen;
 mod migrate;
 mod proc_stats;
+mod replay;
 mod topics;
 
 use config_file::CliConfig;
@@ -53,6 +54,8 @@ enum Command {
     Dlq(dlq::DlqCommand),
     /// Consumer lag per group, topic and partition, in messages and seconds.
     Lag(lag::LagArgs),
+    /// Re-deliver the events of a time range (by record timestamp).
+    Replay(replay::ReplayArgs),
     /// Send events to ingest and report throughput and latency.
     Loadgen(loadgen::LoadgenArgs),
     /// Baseline for the ingest benchmark: a bare producer with the same payloads.
@@ -69,7 +72,17 @@ const EXIT_USAGE: u8 = 2;
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) if !e.use_stderr() => e.exit(), // --help, --version
+        Err(e) => {
+            // One line naming what is wrong, exit code 2 (clap adds usage and hints).
+            let text = e.to_string();
+            let first = text.lines().next().unwrap_or("invalid arguments");
+            eprintln!("hookstream: {}", first.trim_start_matches("error: "));
+            return ExitCode::from(EXIT_USAGE);
+        }
+    };
     let config = match config::load::<CliConfig>(cli.config.as_deref()) {
         Ok(c) => c,
         Err(e) => {
@@ -89,6 +102,7 @@ async fn main() -> ExitCode {
         Command::Audit(args) => audit::run(&config, args).await,
         Command::Dlq(cmd) => dlq::run(&config, cmd).await,
         Command::Lag(args) => lag::run(&config, args).await,
+        Command::Replay(args) => replay::run(&config, args).await,
         Command::Loadgen(args) => loadgen::run(args).await,
         Command::BenchProduce(args) => bench_produce::run(&config, args).await,
         Command::BenchDispatch(args) => bench_dispatch::run(&config, args).await,

@@ -121,6 +121,10 @@ pub struct DeliveryTask {
     pub last_status: Option<u16>,
     /// Error of the last attempt (classified reason or transport error).
     pub last_error: Option<String>,
+    /// A replay (`hookstream replay`): delivered even if the log shows it delivered before,
+    /// and marked as a replay there.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub replay: bool,
 }
 
 /// Where a delivery task came from: `topic/partition/offset` of the source event.
@@ -205,9 +209,11 @@ mod tests {
             first_attempt_at: Utc::now(),
             last_status: Some(503),
             last_error: Some("http 503".into()),
+            replay: false,
         };
         let json = serde_json::to_value(&task).expect("json");
         assert_eq!(json["attempt"], 2);
+        assert!(json.get("replay").is_none(), "absent unless a replay");
         assert_eq!(json["event_type"], "subscriber.created");
         let back: DeliveryTask = serde_json::from_value(json).expect("parse");
         assert_eq!(back, task);

@@ -118,6 +118,7 @@ impl Gates {
                     first_attempt_at: r.task.first_attempt_at,
                     due: r.due,
                     origin: r.origin.clone(),
+                    replay: r.task.replay,
                 }),
             }),
             None => {

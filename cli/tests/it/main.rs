@@ -3,4 +3,5 @@
 mod accounts;
 mod dlq;
 mod lag;
+mod replay;
 mod trace;

@@ -50,6 +50,8 @@ pub struct Retry {
     pub due: DateTime<Utc>,
     /// The source event's position (`hs-origin`).
     pub origin: Origin,
+    /// A replay: delivered even if delivered before.
+    pub replay: bool,
 }
 
 /// One delivery of one event to one endpoint, tied to the message it came from.
@@ -67,6 +69,10 @@ pub struct Job {
 }
 
 impl Job {
+    fn replay(&self) -> bool {
+        self.retry.as_ref().is_some_and(|r| r.replay)
+    }
+
     fn attempt(&self) -> u32 {
         self.retry.as_ref().map_or(1, |r| r.attempts + 1)
     }
@@ -234,7 +240,7 @@ impl Engine {
         // hold a share of the in-flight bound while it sleeps.
         let Some(lane) = self.lanes.get(job.envelope.priority) else { return };
         let Ok(_permit) = lane.acquire_owned().await else { return };
-        if self.delivered_before(&job).await {
+        if !job.replay() && self.delivered_before(&job).await {
             metrics::counter!("webhook_skipped_delivered_total").increment(1);
             self.finish(&job.source);
             return;
@@ -295,6 +301,7 @@ impl Engine {
                 event_type: e.event_type.clone(),
                 received_at: e.received_at,
                 attempt: task.attempt + 1,
+                replay: task.replay,
                 outcome: Outcome::Permanent { disable_endpoint: false },
                 state: DeliveryState::Failed,
                 http_status: None,
@@ -332,6 +339,7 @@ impl Engine {
                 .error
                 .clone()
                 .or_else(|| attempt.status.map(|s| format!("http {s}"))),
+            replay: job.replay(),
         }
     }
 
@@ -392,6 +400,7 @@ impl Engine {
                 event_type: e.event_type.clone(),
                 received_at: e.received_at,
                 attempt: job.attempt(),
+                replay: job.replay(),
                 outcome: attempt.outcome.clone(),
                 state: match destination {
                     None => DeliveryState::Delivered,

@@ -105,6 +105,17 @@ impl Handoff {
         self.produce(self.topics.retry(delay), task, due, origin, traceparent).await
     }
 
+    /// Sends a replayed `task` to the first tier, due at once.
+    pub async fn replay(
+        &self,
+        task: &DeliveryTask,
+        origin: &Origin,
+        traceparent: &str,
+    ) -> Result<(), HandoffError> {
+        let first = self.topics.retry(self.topics.retry_delays()[0]);
+        self.produce(first, task, Utc::now().timestamp_millis(), origin, traceparent).await
+    }
+
     /// Sends `task` to the DLQ.
     pub async fn to_dlq(
         &self,

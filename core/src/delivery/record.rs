@@ -27,6 +27,8 @@ pub struct AttemptRecord {
     pub received_at: DateTime<Utc>,
     /// Attempt number, from 1.
     pub attempt: u32,
+    /// Part of a replay.
+    pub replay: bool,
     /// Classified outcome.
     pub outcome: Outcome,
     /// The (event, endpoint)'s state after this attempt.
@@ -194,11 +196,13 @@ pub async fn write(pool: &PgPool, batch: &[AttemptRecord]) -> Result<(), sqlx::E
     let rows: Vec<&AttemptRecord> = latest.into_values().collect();
     sqlx::query(
         "INSERT INTO deliveries AS d (account_id, event_id, endpoint_id, event_type, state, attempts, \
-         last_status, last_error, received_at, first_attempt_at, last_attempt_at, delivered_at) \
-         SELECT a, e, p, t, s, n, st, er, rc, at, at, CASE WHEN s = 'delivered' THEN at END \
+         last_status, last_error, received_at, first_attempt_at, last_attempt_at, delivered_at, replay) \
+         SELECT a, e, p, t, s, n, st, er, rc, at, at, CASE WHEN s = 'delivered' THEN at END, rp \
          FROM UNNEST($1::uuid[], $2::text[], $3::uuid[], $4::text[], $5::text[], $6::int[], \
-         $7::int[], $8::text[], $9::timestamptz[], $10::timestamptz[]) AS u(a, e, p, t, s, n, st, er, rc, at) \
+         $7::int[], $8::text[], $9::timestamptz[], $10::timestamptz[], $11::bool[]) \
+           AS u(a, e, p, t, s, n, st, er, rc, at, rp) \
          ON CONFLICT (account_id, event_id, endpoint_id) DO UPDATE SET \
+           replay = d.replay OR EXCLUDED.replay, \
            state = CASE WHEN d.state = 'delivered' THEN 'delivered' ELSE EXCLUDED.state END, \
            attempts = GREATEST(d.attempts, EXCLUDED.attempts), \
            last_status = EXCLUDED.last_status, last_error = EXCLUDED.last_error, \
@@ -215,6 +219,7 @@ pub async fn write(pool: &PgPool, batch: &[AttemptRecord]) -> Result<(), sqlx::E
     .bind(rows.iter().map(|r| r.error.clone()).collect::<Vec<_>>())
     .bind(rows.iter().map(|r| r.received_at).collect::<Vec<_>>())
     .bind(rows.iter().map(|r| r.attempted_at).collect::<Vec<_>>())
+    .bind(rows.iter().map(|r| r.replay).collect::<Vec<_>>())
     .execute(&mut *tx)
     .await?;
     tx.commit().await

@@ -49,6 +49,7 @@ async fn dead(ingest: &Ingest, account: AccountId, ep: EndpointId, event_type: &
                     first_attempt_at: now,
                     last_status: Some(503),
                     last_error: Some("http 503".into()),
+                    replay: false,
                 },
                 origin: Some(format!("{}/0/7", ingest.topics.topics().events(Priority::Normal))),
                 traceparent: None,

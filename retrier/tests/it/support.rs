@@ -181,6 +181,7 @@ impl World {
             first_attempt_at: Utc::now(),
             last_status: Some(500),
             last_error: Some("http 500".into()),
+            replay: false,
         }
     }
 }

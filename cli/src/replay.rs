@@ -1,0 +1,223 @@
+//! `hookstream replay`: re-delivers the events of a time range. Start offsets come from the
+//! broker's timestamp index (`offsets_for_times`); each partition is read up to the end time
+//! (or the high watermark at start); matching events become delivery tasks for their
+//! endpoints, due at once on the first retry tier, marked as replays (delivered even if the log
+//! shows them delivered, flagged `replay` there). Receivers see the same `webhook-id`.
+
+use std::collections::HashMap;
+use std::num::NonZeroU32;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use clap::Args;
+use governor::{Quota, RateLimiter};
+use hookstream_core::db::endpoints::{self, DeliveryEndpoint};
+use hookstream_core::delivery::endpoints::matches;
+use hookstream_core::delivery::handoff::Handoff;
+use hookstream_core::envelope::{headers, DeliveryTask, EventEnvelope, Origin};
+use hookstream_core::trace_context::TraceParent;
+use hookstream_core::{kafka, AccountId, EndpointId};
+use indicatif::{ProgressBar, ProgressStyle};
+use rdkafka::consumer::{Consumer, DefaultConsumerContext, StreamConsumer};
+use rdkafka::message::Headers;
+use rdkafka::{Message, Offset, TopicPartitionList};
+
+use crate::config_file::CliConfig;
+use crate::UsageError;
+
+const TIMEOUT: Duration = Duration::from_secs(10);
+
+#[derive(Args)]
+pub(crate) struct ReplayArgs {
+    /// Topic to replay, with or without the configured prefix (`events.normal`).
+    #[arg(long)]
+    topic: String,
+    /// Start of the range (RFC 3339), by record timestamp.
+    #[arg(long)]
+    from: DateTime<Utc>,
+    /// End of the range, exclusive (RFC 3339; default: everything up to now).
+    #[arg(long)]
+    to: Option<DateTime<Utc>>,
+    /// Only this account's events.
+    #[arg(long)]
+    account: Option<AccountId>,
+    /// Only this event type, or a `prefix.*` wildcard.
+    #[arg(long)]
+    event_type: Option<String>,
+    /// Only to this endpoint (default: every enabled endpoint subscribed to the event).
+    #[arg(long)]
+    endpoint: Option<EndpointId>,
+    /// Tasks per second, at most.
+    #[arg(long, default_value = "1000")]
+    rate: NonZeroU32,
+    /// Count what would be replayed and send nothing.
+    #[arg(long)]
+    dry_run: bool,
+}
+
+#[derive(Default, Debug)]
+struct Progress {
+    scanned: u64,
+    matched: u64,
+    tasks: u64,
+    undecodable: u64,
+}
+
+pub(crate) async fn run(config: &CliConfig, args: ReplayArgs) -> anyhow::Result<()> {
+    if let Some(to) = args.to {
+        if to <= args.from {
+            return Err(
+                UsageError(format!("--to ({to}) must be after --from ({})", args.from)).into()
+            );
+        }
+    }
+    let prefix = &config.topics.prefix;
+    let topic = if args.topic.starts_with(prefix.as_str()) {
+        args.topic.clone()
+    } else {
+        format!("{prefix}{}", args.topic)
+    };
+    let consumer: StreamConsumer = kafka::consumer_config(
+        &config.kafka,
+        "hookstream-replay",
+        &format!("hookstream-replay-{}", std::process::id()),
+    )
+    .create_with_context(DefaultConsumerContext)?;
+    let metadata = consumer.fetch_metadata(Some(&topic), TIMEOUT)?;
+    let partitions: Vec<i32> = metadata
+        .topics()
+        .iter()
+        .find(|t| t.name() == topic && t.error().is_none())
+        .map(|t| t.partitions().iter().map(|p| p.id()).collect())
+        .unwrap_or_default();
+    if partitions.is_empty() {
+        return Err(UsageError(format!("unknown topic {topic}")).into());
+    }
+
+    // [start, end) per partition.
+    let at = |time: DateTime<Utc>| -> anyhow::Result<HashMap<i32, Option<i64>>> {
+        let mut tpl = TopicPartitionList::new();
+        for p in &partitions {
+            tpl.add_partition_offset(&topic, *p, Offset::Offset(time.timestamp_millis()))?;
+        }
+        let found = consumer.offsets_for_times(tpl, TIMEOUT)?;
+        Ok(found
+            .elements()
+            .iter()
+            .map(|e| {
+                (e.partition(), if let Offset::Offset(o) = e.offset() { Some(o) } else { None })
+            })
+            .collect())
+    };
+    let starts = at(args.from)?;
+    let ends = args.to.map(at).transpose()?;
+    let mut ranges: HashMap<i32, (i64, i64)> = HashMap::new();
+    for p in &partitions {
+        let (_, high) = consumer.fetch_watermarks(&topic, *p, TIMEOUT)?;
+        let start = starts.get(p).copied().flatten().unwrap_or(high);
+        let end = ends.as_ref().and_then(|e| e.get(p).copied().flatten()).unwrap_or(high).min(high);
+        if start < end {
+            ranges.insert(*p, (start, end));
+        }
+    }
+    let total: u64 = ranges.values().map(|(s, e)| (e - s) as u64).sum();
+
+    let pool = hookstream_core::db::connect(&config.database).await?;
+    let mut by_account: HashMap<AccountId, Vec<DeliveryEndpoint>> = HashMap::new();
+    for e in endpoints::load_enabled(&pool, Utc::now()).await? {
+        by_account.entry(e.account_id).or_default().push(e);
+    }
+    let producer = kafka::producer(&config.kafka, "hookstream-replay")?;
+    let handoff = Handoff::new(producer, config.topics.topics(), config.kafka.produce_timeout);
+    handoff.warm_up().await;
+    let limiter = RateLimiter::direct(Quota::per_second(args.rate));
+
+    let bar = ProgressBar::new(total).with_style(
+        ProgressStyle::with_template("{spinner} {msg} [{bar:40}] {pos}/{len} read, eta {eta}")?
+            .progress_chars("=> "),
+    );
+    let mut assignment = TopicPartitionList::new();
+    for (p, (start, _)) in &ranges {
+        assignment.add_partition_offset(&topic, *p, Offset::Offset(*start))?;
+    }
+    consumer.assign(&assignment)?;
+    let mut position: HashMap<i32, i64> = ranges.iter().map(|(p, (s, _))| (*p, *s)).collect();
+    let mut progress = Progress::default();
+    let mut interrupted = false;
+    let ctrl_c = tokio::signal::ctrl_c();
+    tokio::pin!(ctrl_c);
+    while position.iter().any(|(p, o)| *o < ranges[p].1) {
+        let m = tokio::select! {
+            _ = &mut ctrl_c => { interrupted = true; break; }
+            m = consumer.recv() => m?,
+        };
+        let (p, offset) = (m.partition(), m.offset());
+        let Some(&(_, end)) = ranges.get(&p) else { continue };
+        if offset >= end {
+            position.insert(p, end);
+            continue;
+        }
+        position.insert(p, offset + 1);
+        progress.scanned += 1;
+        bar.inc(1);
+        let Some(envelope) =
+            m.payload().and_then(|b| serde_json::from_slice::<EventEnvelope>(b).ok())
+        else {
+            progress.undecodable += 1;
+            continue;
+        };
+        if args.account.is_some_and(|a| a != envelope.account_id)
+            || args.event_type.as_deref().is_some_and(|t| !matches(t, &envelope.event_type))
+        {
+            continue;
+        }
+        progress.matched += 1;
+        let targets: Vec<EndpointId> = by_account
+            .get(&envelope.account_id)
+            .into_iter()
+            .flatten()
+            .filter(|e| e.event_types.iter().any(|t| matches(t, &envelope.event_type)))
+            .filter(|e| args.endpoint.is_none_or(|id| id == e.id))
+            .map(|e| e.id)
+            .collect();
+        let trace = m
+            .headers()
+            .and_then(|h| h.iter().find(|h| h.key == headers::TRACEPARENT).and_then(|h| h.value))
+            .and_then(|v| std::str::from_utf8(v).ok())
+            .and_then(TraceParent::parse)
+            .unwrap_or_else(TraceParent::new_root);
+        let origin = Origin { topic: topic.clone(), partition: p, offset };
+        for endpoint_id in targets {
+            progress.tasks += 1;
+            if args.dry_run {
+                continue;
+            }
+            limiter.until_ready().await;
+            let task = DeliveryTask {
+                envelope: envelope.clone(),
+                endpoint_id,
+                attempt: 0,
+                first_attempt_at: Utc::now(),
+                last_status: None,
+                last_error: None,
+                replay: true,
+            };
+            handoff.replay(&task, &origin, &trace.child().to_string()).await?;
+        }
+        bar.set_message(format!("{} events, {} tasks", progress.matched, progress.tasks));
+    }
+    bar.finish_and_clear();
+    let verb = if args.dry_run { "would replay" } else { "replayed" };
+    println!(
+        "{verb} {} events as {} delivery tasks ({} records read of {total}; {} undecodable skipped)",
+        progress.matched, progress.tasks, progress.scanned, progress.undecodable
+    );
+    if interrupted {
+        let mut at: Vec<(i32, i64)> = position.into_iter().collect();
+        at.sort();
+        let at: Vec<String> = at.iter().map(|(p, o)| format!("{p}@{o}")).collect();
+        println!("interrupted: stopped at partition@offset {}", at.join(" "));
+        anyhow::bail!("interrupted");
+    }
+    Ok(())
+}
