@@ -14,6 +14,8 @@ log "cargo fmt --check"
 cargo fmt --all -- --check
 log "cargo clippy"
 cargo clippy --quiet --workspace --all-targets -- -D warnings
+log "Helm chart, dashboard and alert rules"
+"$HS_ROOT/scripts/check-chart.sh"
 log "schemathesis against the running ingest's /openapi.json"
 "$HS_ROOT/scripts/schemathesis.sh"
 log "tests"

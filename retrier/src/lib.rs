@@ -163,6 +163,9 @@ fn receive(
         }
     };
     partitions::apply(consumer, &tp, partitions.begin(&tp, m.offset(), 1, bound));
+    let behind = (Utc::now() - record.due).num_milliseconds().max(0) as f64 / 1000.0;
+    let tier_label = m.topic().rsplit('.').next().unwrap_or_default().to_owned();
+    metrics::gauge!("webhook_processing_lag_seconds", "tier" => tier_label).set(behind);
     let lookahead = chrono::Duration::from_std(settings.lookahead).unwrap_or_default();
     let held = record.due > Utc::now() + lookahead;
     if held {

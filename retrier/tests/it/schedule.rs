@@ -140,6 +140,7 @@ async fn an_endpoint_that_always_fails_gets_one_attempt_per_tier_then_one_dlq_re
         "webhook_retry_lateness_seconds_bucket{tier=\"400ms\"",
         "webhook_dlq_entries_total 1",
         "retrier_paused_partitions{tier=\"800ms\"}",
+        "webhook_processing_lag_seconds{tier=\"800ms\"}",
     ] {
         assert!(metrics.contains(name), "/metrics lacks {name}");
     }
