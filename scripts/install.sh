@@ -14,6 +14,7 @@ command -v runuser >/dev/null || missing+=(util-linux)
 command -v curl >/dev/null || missing+=(curl)
 command -v patch >/dev/null || missing+=(patch)
 command -v python3 >/dev/null || missing+=(python3)
+python3 -c 'import yaml' 2>/dev/null || missing+=(python3-yaml)
 if ! command -v st >/dev/null && [ ! -x "$SCHEMATHESIS_BIN" ]; then
   python3 -m venv --help >/dev/null 2>&1 || missing+=(python3-venv)
 fi
