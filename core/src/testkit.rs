@@ -115,7 +115,9 @@ impl Drop for TestDatabase {
             let rt = tokio::runtime::Builder::new_current_thread().enable_all().build();
             if let Ok(rt) = rt {
                 rt.block_on(async move {
-                    pool.close().await;
+                    // Closing waits for checked-out connections, whose return may need the
+                    // test's own (now blocked) runtime; FORCE below ends them anyway.
+                    let _ = tokio::time::timeout(Duration::from_secs(2), pool.close()).await;
                     if let Ok(mut conn) = PgConnection::connect(&admin_database_url()).await {
                         let _ =
                             sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))

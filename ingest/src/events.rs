@@ -7,7 +7,7 @@ use axum::Json;
 use chrono::{DateTime, Utc};
 use hookstream_core::db::api_keys::KeyOwner;
 use hookstream_core::envelope::{EventEnvelope, Priority, SCHEMA_VERSION};
-use hookstream_core::schema::Violation;
+use hookstream_core::schema::{Schemas, Violation};
 use hookstream_core::trace_context::TraceParent;
 use hookstream_core::{AccountId, EventId};
 use serde::{Deserialize, Serialize};
@@ -277,21 +277,26 @@ async fn accept(
     }
 }
 
+/// Checks an event's type and data against the schemas; a violation names the field.
+fn validate(schemas: &Schemas, event: &NewEvent) -> Result<(), ApiError> {
+    schemas.validate_event(&event.event_type, &event.data).map_err(|v| match v {
+        Violation::UnknownEventType(t) => ApiError::invalid(
+            "/event_type",
+            format!("unknown event type {t:?}; known: {}", schemas.event_types().join(", ")),
+        ),
+        Violation::Invalid { field, message } => {
+            ApiError::invalid(format!("/data{field}"), message)
+        }
+    })
+}
+
 fn envelope(
     state: &AppState,
     account_id: AccountId,
     event: NewEvent,
     idempotency_key: Option<&str>,
 ) -> Result<EventEnvelope, ApiError> {
-    state.schemas.validate_event(&event.event_type, &event.data).map_err(|v| match v {
-        Violation::UnknownEventType(t) => ApiError::invalid(
-            "/event_type",
-            format!("unknown event type {t:?}; known: {}", state.schemas.event_types().join(", ")),
-        ),
-        Violation::Invalid { field, message } => {
-            ApiError::invalid(format!("/data{field}"), message)
-        }
-    })?;
+    validate(&state.schemas, &event)?;
     let now = Utc::now();
     Ok(EventEnvelope {
         event_id: idempotency_key.map(|k| EventId(k.to_owned())).unwrap_or_default(),
@@ -339,4 +344,96 @@ fn record(event_type: &str, state: &AppState, result: &Result<EventId, ApiError>
     };
     metrics::counter!("webhook_received_total", "event_type" => event_type, "outcome" => outcome)
         .increment(1);
+}
+
+#[cfg(test)]
+mod fuzz {
+    //! Property tests of parsing and validation: whatever the bytes, ingest answers with a
+    //! typed refusal (400 or 422 naming a field) or accepts a schema-valid event; it never
+    //! panics. Bounded (a thousand cases per property, a few seconds) so it runs in CI.
+
+    use proptest::prelude::*;
+    use serde_json::{json, Value};
+
+    use super::*;
+    use crate::request::parse_json;
+
+    fn check(bytes: &[u8], schemas: &Schemas) -> Result<(), ApiError> {
+        let request: EventRequest = parse_json(bytes)?;
+        validate(schemas, &request.into())
+    }
+
+    fn json_value() -> impl Strategy<Value = Value> {
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::from),
+            any::<i64>().prop_map(Value::from),
+            any::<f64>().prop_filter("finite", |f| f.is_finite()).prop_map(Value::from),
+            ".{0,40}".prop_map(Value::from),
+        ];
+        leaf.prop_recursive(4, 64, 8, |inner| {
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..8).prop_map(Value::from),
+                prop::collection::btree_map("[a-z_]{1,12}", inner, 0..8)
+                    .prop_map(|m| Value::Object(m.into_iter().collect())),
+            ]
+        })
+    }
+
+    fn assert_typed(result: Result<(), ApiError>, input: &str) {
+        match result {
+            Ok(()) => {}
+            Err(ApiError::MalformedJson(_)) => {}
+            Err(ApiError::Invalid { field, .. }) => {
+                assert!(field.starts_with('/'), "{input}: field {field:?} is not a pointer");
+            }
+            Err(other) => panic!("{input}: unexpected refusal {other:?}"),
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(1000))]
+
+        #[test]
+        fn arbitrary_bytes_are_refused_cleanly(bytes in prop::collection::vec(any::<u8>(), 0..512)) {
+            let schemas = Schemas::load().expect("schemas");
+            assert_typed(check(&bytes, &schemas), &String::from_utf8_lossy(&bytes));
+        }
+
+        #[test]
+        fn arbitrary_json_is_refused_cleanly(value in json_value()) {
+            let schemas = Schemas::load().expect("schemas");
+            let text = value.to_string();
+            assert_typed(check(text.as_bytes(), &schemas), &text);
+        }
+
+        #[test]
+        fn arbitrary_data_of_a_known_type_is_accepted_or_refused_naming_data(
+            data in json_value(),
+            event_type in prop::sample::select(vec!["subscriber.created", "subscriber.updated", "subscriber.deleted", "subscriber.unsubscribed"]),
+        ) {
+            let schemas = Schemas::load().expect("schemas");
+            let body = json!({"event_type": event_type, "data": data}).to_string();
+            match check(body.as_bytes(), &schemas) {
+                Ok(()) => {}
+                Err(ApiError::Invalid { field, .. }) => prop_assert!(field.starts_with("/data"), "{body}: {field}"),
+                Err(other) => prop_assert!(false, "{body}: {other:?}"),
+            }
+        }
+
+        #[test]
+        fn well_formed_subscribers_are_accepted(
+            id in "[A-Za-z0-9_-]{1,40}",
+            local in "[a-z0-9]{1,20}",
+            domain in "[a-z]{1,20}",
+        ) {
+            let schemas = Schemas::load().expect("schemas");
+            let body = json!({
+                "event_type": "subscriber.created",
+                "data": {"subscriber": {"id": id, "email": format!("{local}@{domain}.com")}}
+            })
+            .to_string();
+            prop_assert!(check(body.as_bytes(), &schemas).is_ok(), "{body}");
+        }
+    }
 }
