@@ -48,9 +48,9 @@ if [ ! -x "$TANSU_BIN" ]; then
     patch --quiet -d "$storage" -p1 < "$p"
   done
   # --locked: without it the postgres feature fails to compile against newer dependencies.
-  # dynostore gives memory:// storage, postgres gives postgres:// storage.
+  # dynostore gives memory:// storage, libsql gives sqlite:// (durable, on local disk).
   CARGO_TARGET_DIR="$HOOKSTREAM_CACHE_DIR/tansu-build" cargo install tansu \
-    --version "$HOOKSTREAM_TANSU_VERSION" --locked --features dynostore,postgres \
+    --version "$HOOKSTREAM_TANSU_VERSION" --locked --features dynostore,libsql \
     --config "patch.crates-io.tansu-storage.path=\"$storage\"" \
     --root "$HOOKSTREAM_CACHE_DIR/tansu-$HOOKSTREAM_TANSU_BUILD" --quiet
   rm -rf "$HOOKSTREAM_CACHE_DIR/tansu-build"

@@ -10,19 +10,19 @@ HOOKSTREAM_DEV_DIR=${HOOKSTREAM_DEV_DIR:-$HS_ROOT/.dev}
 HOOKSTREAM_CACHE_DIR=${HOOKSTREAM_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/hookstream}
 HOOKSTREAM_KAFKA_PORT=${HOOKSTREAM_KAFKA_PORT:-19092}
 HOOKSTREAM_PG_PORT=${HOOKSTREAM_PG_PORT:-15432}
-# memory (fast, lost on restart) or postgres (durable, stored in the local Postgres).
+# memory (fast, lost on restart) or sqlite (durable: $HOOKSTREAM_DEV_DIR/tansu.db, kept across
+# broker restarts; slower).
 HOOKSTREAM_BROKER_STORAGE=${HOOKSTREAM_BROKER_STORAGE:-memory}
 HOOKSTREAM_TANSU_VERSION=${HOOKSTREAM_TANSU_VERSION:-0.6.0}
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$HOOKSTREAM_CACHE_DIR/target}
 
 # The broker is built with hookstream's patches (scripts/tansu/*.patch); the suffix names
 # that set, so a machine with an older build rebuilds it.
-HOOKSTREAM_TANSU_BUILD=$HOOKSTREAM_TANSU_VERSION-hs1
+HOOKSTREAM_TANSU_BUILD=$HOOKSTREAM_TANSU_VERSION-hs2
 TANSU_BIN=$HOOKSTREAM_CACHE_DIR/tansu-$HOOKSTREAM_TANSU_BUILD/bin/tansu
 HOOKSTREAM_SCHEMATHESIS_VERSION=${HOOKSTREAM_SCHEMATHESIS_VERSION:-4.32.5}
 SCHEMATHESIS_BIN=$HOOKSTREAM_CACHE_DIR/schemathesis/bin/st
 PG_DATA=$HOOKSTREAM_DEV_DIR/pg/data
-PG_LOG=$HOOKSTREAM_DEV_DIR/pg/postgres.log
 BROKER_PID=$HOOKSTREAM_DEV_DIR/tansu.pid
 BROKER_LOG=$HOOKSTREAM_DEV_DIR/tansu.log
 # Tests that need a broker of their own (outage tests) start this binary.
@@ -67,6 +67,79 @@ wait_for_port() { # port, what, seconds
 
 broker_running() { [ -f "$BROKER_PID" ] && kill -0 "$(cat "$BROKER_PID")" 2>/dev/null; }
 pg_running() { [ -f "$PG_DATA/postmaster.pid" ] && pg_as_owner "$(pg_bin pg_ctl)" -D "$PG_DATA" status >/dev/null 2>&1; }
+pg_stop() {
+  if pg_running; then
+    log "stopping postgres"
+    pg_as_owner "$(pg_bin pg_ctl)" -D "$PG_DATA" -m fast -w stop >/dev/null
+  fi
+}
+
+# Starts the Postgres cluster under $HOOKSTREAM_DEV_DIR, creating it if missing.
+start_postgres() {
+  local data=$PG_DATA port=$HOOKSTREAM_PG_PORT
+  if pg_running; then
+    log "postgres already running on 127.0.0.1:$port"
+    return
+  fi
+  if [ ! -f "$data/PG_VERSION" ]; then
+    log "creating a throwaway Postgres cluster in $data"
+    mkdir -p "$data"
+    [ "$(id -u)" = 0 ] && chown -R postgres: "$(dirname "$data")"
+    # Trust on loopback only: a disposable dev cluster whose superuser is "hookstream".
+    pg_as_owner "$(pg_bin initdb)" -D "$data" -U hookstream --auth=trust -E UTF8 \
+      --no-instructions >/dev/null
+    cat >>"$data/postgresql.conf" <<CONF
+listen_addresses = '127.0.0.1'
+port = $port
+unix_socket_directories = ''
+max_connections = 300
+# Throwaway data: durability traded for speed.
+fsync = off
+synchronous_commit = off
+full_page_writes = off
+CONF
+  fi
+  log "starting postgres on 127.0.0.1:$port"
+  pg_as_owner "$(pg_bin pg_ctl)" -D "$data" -l "$(dirname "$data")/postgres.log" -w -t 30 start \
+    >/dev/null || die "postgres did not start; see $(dirname "$data")/postgres.log"
+}
+
+start_broker() {
+  if broker_running; then
+    log "broker already running on 127.0.0.1:$HOOKSTREAM_KAFKA_PORT"
+    return
+  fi
+  port_open "$HOOKSTREAM_KAFKA_PORT" && die "port $HOOKSTREAM_KAFKA_PORT is taken by another process (set HOOKSTREAM_KAFKA_PORT)"
+  local storage=memory://tansu/
+  case "$HOOKSTREAM_BROKER_STORAGE" in
+    memory) ;;
+    # tansu resolves the path against its working directory, set below.
+    sqlite) storage=sqlite://tansu.db ;;
+    *) die "HOOKSTREAM_BROKER_STORAGE must be memory or sqlite, not $HOOKSTREAM_BROKER_STORAGE" ;;
+  esac
+  log "starting tansu broker on 127.0.0.1:$HOOKSTREAM_KAFKA_PORT ($HOOKSTREAM_BROKER_STORAGE storage)"
+  # tansu reads some settings from the environment (OTEL_EXPORTER_OTLP_ENDPOINT, ...):
+  # give it a clean one so only the flags below count.
+  (cd "$HOOKSTREAM_DEV_DIR" && exec env -i PATH="$PATH" HOME="$HOME" RUST_LOG="${TANSU_LOG:-warn}" nohup "$TANSU_BIN" broker \
+    --listener-url "tcp://127.0.0.1:$HOOKSTREAM_KAFKA_PORT" \
+    --advertised-listener-url "tcp://127.0.0.1:$HOOKSTREAM_KAFKA_PORT" \
+    --storage-engine "$storage" >"$BROKER_LOG" 2>&1) &
+  echo $! >"$BROKER_PID"
+  wait_for_port "$HOOKSTREAM_KAFKA_PORT" "tansu broker (log: $BROKER_LOG)" 30
+}
+
+# Stops the broker started by start_broker (SIGTERM, then SIGKILL after 5 s).
+stop_broker() {
+  if broker_running; then
+    log "stopping tansu broker"
+    local pid
+    pid=$(cat "$BROKER_PID")
+    kill "$pid" 2>/dev/null || true
+    for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+    kill -9 "$pid" 2>/dev/null || true
+  fi
+  rm -f "$BROKER_PID"
+}
 
 hookstream_cli() {
   cargo build --quiet -p hookstream-cli --manifest-path "$HS_ROOT/Cargo.toml"

@@ -17,7 +17,10 @@ mod lag;
 mod loadgen;
 mod migrate;
 mod proc_stats;
+mod reconcile;
 mod replay;
+mod seed;
+mod sink;
 mod topics;
 
 use config_file::CliConfig;
@@ -58,6 +61,13 @@ enum Command {
     Replay(replay::ReplayArgs),
     /// Send events to ingest and report throughput and latency.
     Loadgen(loadgen::LoadgenArgs),
+    /// A webhook receiver for load and fault runs: verifies signatures, records deliveries,
+    /// injects failures.
+    Sink(sink::SinkArgs),
+    /// Create accounts with a key and one endpoint each, for load and fault runs.
+    Seed(seed::SeedArgs),
+    /// Account for every accepted event after a run: delivered, in the DLQ, or lost.
+    Reconcile(reconcile::ReconcileArgs),
     /// Baseline for the ingest benchmark: a bare producer with the same payloads.
     BenchProduce(bench_produce::BenchProduceArgs),
     /// Dispatcher benchmark: bare HTTP loop vs a dispatcher draining pre-produced events.
@@ -104,6 +114,9 @@ async fn main() -> ExitCode {
         Command::Lag(args) => lag::run(&config, args).await,
         Command::Replay(args) => replay::run(&config, args).await,
         Command::Loadgen(args) => loadgen::run(args).await,
+        Command::Sink(args) => sink::run(&config, args).await,
+        Command::Seed(args) => seed::run(&config, args).await,
+        Command::Reconcile(args) => reconcile::run(&config, args).await,
         Command::BenchProduce(args) => bench_produce::run(&config, args).await,
         Command::BenchDispatch(args) => bench_dispatch::run(&config, args).await,
         Command::BenchRetry(args) => bench_retry::run(&config, args).await,

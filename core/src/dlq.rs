@@ -461,6 +461,16 @@ pub async fn live_size(pool: &PgPool) -> Result<i64, DbError> {
     count(pool, &Filter::default()).await
 }
 
+/// Event, endpoint and account of every live (not redriven) entry in the whole index, for
+/// accounting after a load or fault run (`hookstream reconcile`).
+pub async fn live_keys(pool: &PgPool) -> Result<Vec<(String, EndpointId, AccountId)>, DbError> {
+    Ok(sqlx::query_as(
+        "SELECT event_id, endpoint_id, account_id FROM dead_letters WHERE redriven_at IS NULL",
+    )
+    .fetch_all(pool)
+    .await?)
+}
+
 #[cfg(test)]
 mod tests {
     use super::error_class;

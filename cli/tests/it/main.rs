@@ -4,4 +4,5 @@ mod accounts;
 mod dlq;
 mod lag;
 mod replay;
+mod sink;
 mod trace;

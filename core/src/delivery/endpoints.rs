@@ -61,6 +61,12 @@ impl EndpointCache {
         map.get(&account)?.iter().find(|e| e.target.id == endpoint).cloned()
     }
 
+    /// Every cached endpoint.
+    pub fn all(&self) -> Vec<Arc<CachedEndpoint>> {
+        let map = self.by_account.read().unwrap_or_else(|p| p.into_inner());
+        map.values().flatten().cloned().collect()
+    }
+
     /// Reloads everything; on error the previous contents stay.
     pub async fn reload(&self, pool: &PgPool) -> Result<usize, crate::db::DbError> {
         let rows = endpoints::load_enabled(pool, chrono::Utc::now()).await?;

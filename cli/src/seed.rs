@@ -1,0 +1,78 @@
+//! `hookstream seed`: accounts for a load or fault run, each with an API key and one endpoint
+//! subscribed to everything, pointing at a sink. Writes the keys to a file (one per line, in
+//! account order) for `hookstream loadgen --keys-file`.
+
+use std::path::PathBuf;
+
+use clap::Args;
+use hookstream_core::db::{accounts, api_keys, endpoints};
+use hookstream_core::tier::{RateLimit, Tier};
+use tokio::io::AsyncWriteExt;
+
+use crate::config_file::CliConfig;
+use crate::UsageError;
+
+#[derive(Args)]
+pub(crate) struct SeedArgs {
+    /// Accounts to create.
+    #[arg(long, default_value_t = 10)]
+    accounts: usize,
+    /// Endpoint URL of each account; `{n}` becomes the account's number (0-based).
+    #[arg(long, default_value = "http://127.0.0.1:9000/a/{n}")]
+    endpoint_url: String,
+    /// Intake and delivery limit of every account, events/s (default: unlimited in effect).
+    #[arg(long, default_value_t = 1_000_000)]
+    rate: u32,
+    /// Delivery limit of the first account only, deliveries/s (a rate-limited hot account).
+    #[arg(long)]
+    first_delivery_rate: Option<u32>,
+    /// Where to write the API keys, one per line.
+    #[arg(long)]
+    keys_out: PathBuf,
+    /// Account name prefix.
+    #[arg(long, default_value = "seed")]
+    name: String,
+}
+
+pub(crate) async fn run(config: &CliConfig, args: SeedArgs) -> anyhow::Result<()> {
+    if args.accounts == 0 {
+        return Err(UsageError("--accounts must be at least 1".into()).into());
+    }
+    if args.rate == 0 || args.first_delivery_rate == Some(0) {
+        return Err(UsageError("rates must be at least 1/s".into()).into());
+    }
+    let pool = hookstream_core::db::connect(&config.database).await?;
+    let actor = crate::operator();
+    let mut keys = String::new();
+    for n in 0..args.accounts {
+        let account =
+            accounts::create(&pool, &format!("{}-{n}", args.name), Tier::Xlarge, &actor).await?;
+        let limit = RateLimit { per_second: args.rate, burst: args.rate };
+        let delivery = match args.first_delivery_rate {
+            Some(rate) if n == 0 => RateLimit { per_second: rate, burst: rate },
+            _ => limit,
+        };
+        let patch = accounts::AccountPatch {
+            ingest_limit: Some(Some(limit)),
+            delivery_limit: Some(Some(delivery)),
+            ..Default::default()
+        };
+        accounts::update(&pool, account.id, &patch, &actor).await?;
+        let new = endpoints::NewEndpoint {
+            url: args.endpoint_url.replace("{n}", &n.to_string()),
+            description: format!("{} sink", args.name),
+            event_types: vec!["*".into()],
+            rate_limit: None,
+        };
+        let (endpoint, _) = endpoints::create(&pool, account.id, &new, &actor).await?;
+        let (_, key) = api_keys::issue(&pool, account.id, &args.name, &actor).await?;
+        keys.push_str(&key.key);
+        keys.push('\n');
+        println!("{}\t{}\t{}", account.id, endpoint.id, new.url);
+    }
+    let mut file = tokio::fs::File::create(&args.keys_out).await?;
+    file.write_all(keys.as_bytes()).await?;
+    file.flush().await?;
+    eprintln!("{} accounts; keys in {}", args.accounts, args.keys_out.display());
+    Ok(())
+}

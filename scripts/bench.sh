@@ -1,0 +1,181 @@
+#!/usr/bin/env bash
+# The end-to-end benchmark (issue 8), in one go on this machine, every process on loopback.
+# Prints one Markdown table and writes it, with the machine description, to bench/latest.md:
+#   - bare rdkafka producer vs ingest (scripts/bench-ingest.sh; target ratio >= 0.8);
+#   - bare reqwest loop vs dispatcher (scripts/bench-dispatcher.sh; >= 0.8, >= 10,000/s);
+#   - end-to-end latency (ingest -> broker -> dispatcher -> sink) at a fixed rate
+#     (BENCH_E2E_RATE, 2,000 events/s) for BENCH_E2E_SECONDS (60); target p99 < 50 ms;
+#   - fairness: 20 small accounts alone, then with a hot account sending 90% of the load at a
+#     delivery limit below its rate; the small accounts' p99 with / without (target <= 2x);
+#   - peak RSS and CPU of ingest, dispatcher and retrier during the end-to-end run.
+# Settings: BENCH_E2E_RATE, BENCH_E2E_SECONDS, BENCH_FAIR_RATE (1000 events/s in all),
+# BENCH_FAIR_SECONDS (30), BENCH_HOT_LIMIT (300 deliveries/s).
+source "$(dirname "$0")/lib.sh"
+
+e2e_rate=${BENCH_E2E_RATE:-2000}
+e2e_seconds=${BENCH_E2E_SECONDS:-60}
+fair_rate=${BENCH_FAIR_RATE:-1000}
+fair_seconds=${BENCH_FAIR_SECONDS:-30}
+hot_limit=${BENCH_HOT_LIMIT:-300}
+ingest_port=18280
+sink_port=18290
+
+"$HS_ROOT/scripts/bench-ingest.sh"
+"$HS_ROOT/scripts/bench-dispatcher.sh"
+
+log "building release binaries"
+cargo build --quiet --release --bins --manifest-path "$HS_ROOT/Cargo.toml"
+bin=$CARGO_TARGET_DIR/release
+work=$(mktemp -d)
+pids=()
+stop_all() {
+  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+  for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
+  pids=()
+}
+trap 'stop_all; rm -rf "$work"' EXIT
+
+export HOOKSTREAM_DELIVERY__ALLOW_PRIVATE_TARGETS=true
+export HOOKSTREAM_TELEMETRY__LOG_LEVEL=warn
+export HOOKSTREAM_HTTP__LISTEN=127.0.0.1:$ingest_port
+# Topics of this run's own, so events other runs left behind are not in the way.
+export HOOKSTREAM_TOPICS__PREFIX=hookstream.bench$$.
+"$bin/hookstream" topics create >/dev/null
+
+start_services() {
+  HOOKSTREAM_ADMIN__LISTEN=127.0.0.1:18291 "$bin/hookstream-dispatcher" &
+  pids+=($!)
+  echo $! >"$work/dispatcher.pid"
+  HOOKSTREAM_ADMIN__LISTEN=127.0.0.1:18292 "$bin/hookstream-retrier" &
+  pids+=($!)
+  echo $! >"$work/retrier.pid"
+  "$bin/hookstream-ingest" &
+  pids+=($!)
+  echo $! >"$work/ingest.pid"
+  wait_for_port "$ingest_port" ingest 30
+  # The dispatcher owns its partitions once it reports its lanes.
+  for _ in $(seq 300); do
+    curl -sf http://127.0.0.1:18291/metrics | grep -q webhook_queue_depth && break
+    sleep 0.1
+  done
+}
+start_sink() { # record file
+  "$bin/hookstream" sink --listen "127.0.0.1:$sink_port" --record "$1" --json >"$1.report" &
+  pids+=($!)
+  wait_for_port "$sink_port" sink 30
+}
+# Seconds of CPU (user + system) a process has used.
+cpu_s() { awk -v t="$(getconf CLK_TCK)" '{print ($14 + $15) / t}' "/proc/$1/stat"; }
+hwm_mb() { awk '/VmHWM/ {printf "%.1f", $2 / 1024}' "/proc/$1/status"; }
+
+log "end to end: $e2e_rate events/s for ${e2e_seconds}s over 20 accounts"
+"$bin/hookstream" seed --accounts 20 --endpoint-url "http://127.0.0.1:$sink_port/e2e$$/{n}" \
+  --keys-out "$work/e2e.keys" --name "bench-e2e" >/dev/null
+start_sink "$work/e2e.tsv"
+start_services
+"$bin/hookstream" loadgen --url "http://127.0.0.1:$ingest_port" --keys-file "$work/e2e.keys" \
+  --rate "$e2e_rate" --duration "${e2e_seconds}s" --connections 64 --payload-bytes 1024 \
+  --json >"$work/e2e.load.json"
+sleep 3
+{
+  for s in ingest dispatcher retrier; do
+    pid=$(cat "$work/$s.pid")
+    echo "$s $(hwm_mb "$pid") $(cpu_s "$pid")"
+  done
+} >"$work/e2e.procs"
+curl -sf "http://127.0.0.1:$sink_port/_sink/report" >"$work/e2e.sink.json"
+stop_all
+
+log "fairness: 20 small accounts at $((fair_rate / 10)) events/s for ${fair_seconds}s, alone"
+"$bin/hookstream" seed --accounts 21 --endpoint-url "http://127.0.0.1:$sink_port/fair$$/{n}" \
+  --first-delivery-rate "$hot_limit" --keys-out "$work/fair.keys" --name "bench-fair" \
+  | cut -f1 >"$work/fair.accounts"
+tail -n +2 "$work/fair.keys" >"$work/small.keys"
+start_sink "$work/alone.tsv"
+start_services
+"$bin/hookstream" loadgen --url "http://127.0.0.1:$ingest_port" --keys-file "$work/small.keys" \
+  --rate "$((fair_rate / 10))" --duration "${fair_seconds}s" --connections 32 --payload-bytes 1024 \
+  --json >"$work/alone.load.json"
+sleep 3
+stop_all
+
+log "fairness: the same, with a hot account sending 90% ($((fair_rate * 9 / 10))/s) at a $hot_limit/s delivery limit"
+start_sink "$work/hot.tsv"
+start_services
+"$bin/hookstream" loadgen --url "http://127.0.0.1:$ingest_port" --keys-file "$work/fair.keys" \
+  --rate "$fair_rate" --hot-share 0.9 --duration "${fair_seconds}s" --connections 64 \
+  --payload-bytes 1024 --json >"$work/hot.load.json"
+sleep 3
+stop_all
+
+mkdir -p "$HS_ROOT/bench"
+{
+  echo "# End-to-end benchmark"
+  echo
+  echo "$(date -u +%Y-%m-%dT%H:%MZ); $(nproc) cores ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)), $(free -g | awk '/Mem:/ {print $2}') GiB, $(uname -sr); broker: tansu $HOOKSTREAM_TANSU_BUILD (memory storage); Postgres $("$(pg_bin postgres)" --version | awk '{print $3}'); loadgen, ingest, broker, dispatcher, retrier, sink and Postgres on this one machine, loopback. Release builds."
+  python3 - "$HS_ROOT/bench" "$work" "$e2e_rate" "$e2e_seconds" "$fair_rate" "$hot_limit" <<'PY'
+import json, re, sys
+bench, work, e2e_rate, e2e_seconds, fair_rate, hot_limit = sys.argv[1:]
+
+def row(md, label):
+    """The value cell of the row starting with `label` in one of our bench tables."""
+    for line in open(f"{bench}/{md}"):
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if cells and cells[0].startswith(label):
+            return cells[1]
+    return "?"
+
+def num(text):
+    m = re.search(r"[\d,]+(\.\d+)?", text)
+    return float(m.group(0).replace(",", "")) if m else float("nan")
+
+def pct(values, q):
+    if not values:
+        return float("nan")
+    values = sorted(values)
+    return values[min(len(values) - 1, int(q * len(values)))]
+
+def latencies(tsv, exclude=None):
+    out = []
+    for line in open(tsv):
+        f = line.rstrip("\n").split("\t")
+        if len(f) == 8 and f[7] == "0" and f[2] != exclude:
+            out.append(int(f[5]) / 1000.0)
+    return out
+
+bare_p = num(row("ingest.md", "bare rdkafka producer"))
+ingest = num(row("ingest.md", "ingest, max rate"))
+bare_h = num(row("dispatcher.md", "bare reqwest loop"))
+disp = num(row("dispatcher.md", "dispatcher, "))
+load = json.load(open(f"{work}/e2e.load.json"))
+sink = json.load(open(f"{work}/e2e.sink.json"))
+lat = sink["latency_ms"]
+hot = open(f"{work}/fair.accounts").readline().strip()
+alone = latencies(f"{work}/alone.tsv")
+with_hot = latencies(f"{work}/hot.tsv", exclude=hot)
+hot_delivered = len(latencies(f"{work}/hot.tsv")) - len(with_hot)
+a99, h99 = pct(alone, 0.99), pct(with_hot, 0.99)
+procs = [l.split() for l in open(f"{work}/e2e.procs")]
+secs = float(e2e_seconds)
+
+def ok(good):
+    return "met" if good else "**missed**"
+
+print()
+print("| measure | value | target | |")
+print("| --- | --- | --- | --- |")
+print(f"| bare rdkafka producer | {bare_p:,.0f} msgs/s | baseline | |")
+print(f"| ingest, max rate | {ingest:,.0f} events/s | | |")
+print(f"| ingest / bare producer | {ingest / bare_p:.2f} | >= 0.8 | {ok(ingest / bare_p >= 0.8)} |")
+print(f"| bare reqwest loop | {bare_h:,.0f} requests/s | baseline | |")
+print(f"| dispatcher (one worker) | {disp:,.0f} deliveries/s | >= 10,000/s | {ok(disp >= 10000)} |")
+print(f"| dispatcher / bare loop | {disp / bare_h:.2f} | >= 0.8 | {ok(disp / bare_h >= 0.8)} |")
+print(f"| end to end at {e2e_rate}/s for {e2e_seconds} s: accepted, delivered | {load['accepted']:,}, {sink['delivered']:,} (duplicates {sink['duplicates']}, bad signatures {sink['bad_signatures']}) | all | {ok(sink['delivered'] >= load['accepted'])} |")
+print(f"| end to end p50 / p99 / max | {lat['p50']:.1f} / {lat['p99']:.1f} / {lat['max']:.1f} ms | p99 < 50 ms | {ok(lat['p99'] < 50)} |")
+print(f"| small accounts' p99, alone ({int(fair_rate) // 10}/s over 20) | {a99:.1f} ms ({len(alone):,} deliveries) | | |")
+print(f"| small accounts' p99, beside a hot account ({int(fair_rate) * 9 // 10}/s, limited to {hot_limit}/s) | {h99:.1f} ms ({len(with_hot):,} deliveries; hot: {hot_delivered:,}) | | |")
+print(f"| with / without the hot account | {h99 / a99:.2f}x | <= 2x | {ok(h99 / a99 <= 2)} |")
+for name, hwm, cpu in procs:
+    print(f"| {name}: peak RSS, CPU during the end-to-end run | {float(hwm):.1f} MB, {float(cpu) / secs * 100:.0f}% of a core | | |")
+PY
+} | tee "$HS_ROOT/bench/latest.md"

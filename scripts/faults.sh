@@ -1,0 +1,200 @@
+#!/usr/bin/env bash
+# Fault-injection run (issue 8): at a steady load, with a sink failing a share of requests,
+# in sequence: SIGKILL the dispatcher and restart it; SIGKILL the retrier and restart it; stop
+# the broker and start it again; stop Postgres and start it again; take the sink down. Then stop
+# the load, let the retry schedule drain and account for every accepted event: delivered to each
+# of its endpoints or in the DLQ. Prints one Markdown table; exits 1 if anything is lost or
+# duplicates exceed their bound.
+#
+# Runs in an environment of its own (ports, state under .dev/faults), beside the dev one; the
+# broker keeps its data on disk (sqlite storage), so its topics, records and committed offsets
+# survive its restart.
+#
+#   scripts/faults.sh            the full run: 200 events/s, 20 s outages, sink down 30 s (~6 min)
+#   scripts/faults.sh --short    the version scripts/test.sh runs: 100 events/s, 5 s outages
+#
+# Settings: FAULTS_RATE (events/s), FAULTS_FAIL_RATE (sink's share of 500s, 0.2),
+# FAULTS_ACCOUNTS (10), FAULTS_PROFILE (release or debug).
+set -euo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+short=false
+[ "${1:-}" = --short ] && short=true
+
+export HOOKSTREAM_DEV_DIR=${FAULTS_DEV_DIR:-$here/../.dev/faults}
+export HOOKSTREAM_KAFKA_PORT=${FAULTS_KAFKA_PORT:-19192}
+export HOOKSTREAM_PG_PORT=${FAULTS_PG_PORT:-15532}
+export HOOKSTREAM_BROKER_STORAGE=sqlite
+unset HOOKSTREAM_KAFKA__BROKERS HOOKSTREAM_DATABASE__URL HOOKSTREAM_TEST_BROKERS HOOKSTREAM_TEST_DATABASE_URL
+source "$here/lib.sh"
+
+if $short; then
+  rate=${FAULTS_RATE:-100} outage=5 sink_outage=5 phase=10 schedule=1s,2s,4s,8s
+  profile=${FAULTS_PROFILE:-debug}
+else
+  rate=${FAULTS_RATE:-200} outage=20 sink_outage=30 phase=40 schedule=1s,2s,4s,8s,16s,32s
+  profile=${FAULTS_PROFILE:-release}
+fi
+fail_rate=${FAULTS_FAIL_RATE:-0.2}
+accounts=${FAULTS_ACCOUNTS:-10}
+export HOOKSTREAM_TOPICS__RETRY_SCHEDULE=$schedule
+export HOOKSTREAM_DELIVERY__ALLOW_PRIVATE_TARGETS=true
+export HOOKSTREAM_TELEMETRY__LOG_LEVEL=${FAULTS_LOG_LEVEL:-info}
+# Short timeouts so an outage is seen, and recovered from, within the run.
+export HOOKSTREAM_KAFKA__SESSION_TIMEOUT=6s
+ingest_port=${FAULTS_INGEST_PORT:-18180}
+sink_port=${FAULTS_SINK_PORT:-18190}
+export HOOKSTREAM_HTTP__LISTEN=127.0.0.1:$ingest_port
+
+run_dir=$HOOKSTREAM_DEV_DIR/run
+pids_dir=$run_dir/pids
+bin=$CARGO_TARGET_DIR/$profile
+
+cleanup() {
+  local code=$?
+  for f in "$pids_dir"/*.pid; do
+    [ -f "$f" ] && kill -9 "$(cat "$f")" 2>/dev/null || true
+  done
+  "$HS_ROOT/scripts/dev-down.sh" >/dev/null 2>&1 || true
+  exit $code
+}
+trap cleanup EXIT INT TERM
+
+# A clean slate: the run owns this environment.
+"$HS_ROOT/scripts/dev-down.sh" --purge >/dev/null 2>&1 || true
+log "building ($profile)"
+flag=""
+[ "$profile" = release ] && flag=--release
+cargo build --quiet $flag --bins --manifest-path "$HS_ROOT/Cargo.toml"
+"$HS_ROOT/scripts/dev-up.sh"
+mkdir -p "$pids_dir"
+
+service() { # name [env=value ...]: starts a service in the background, logging to run/<name>.log
+  local name=$1
+  shift
+  env "$@" "$bin/hookstream-$name" >>"$run_dir/$name.log" 2>&1 &
+  echo $! >"$pids_dir/$name.pid"
+}
+kill9() { # name
+  kill -9 "$(cat "$pids_dir/$1.pid")" 2>/dev/null || true
+  wait "$(cat "$pids_dir/$1.pid")" 2>/dev/null || true
+}
+start_dispatcher() { service dispatcher HOOKSTREAM_ADMIN__LISTEN=127.0.0.1:18191; }
+start_retrier() { service retrier HOOKSTREAM_ADMIN__LISTEN=127.0.0.1:18192; }
+start_ingest() { service ingest; }
+faults() { # JSON body for the sink's fault control
+  curl -sSf -X POST -H 'content-type: application/json' -d "$1" \
+    "http://127.0.0.1:$sink_port/_sink/faults" >/dev/null
+}
+
+log "seeding $accounts accounts with one endpoint each on the sink"
+"$bin/hookstream" seed --accounts "$accounts" --keys-out "$run_dir/keys" \
+  --endpoint-url "http://127.0.0.1:$sink_port/a/{n}" --name faults >/dev/null
+"$bin/hookstream" sink --listen "127.0.0.1:$sink_port" --fail-rate "$fail_rate" \
+  --record "$run_dir/sink.tsv" --json >"$run_dir/sink-report.json" 2>>"$run_dir/sink.log" &
+echo $! >"$pids_dir/sink.pid"
+start_ingest
+start_dispatcher
+start_retrier
+wait_for_port "$ingest_port" "ingest" 30
+wait_for_port "$sink_port" "sink" 30
+
+# One loadgen per phase, so each phase's answers are counted apart; the fault runs beside it.
+phases=()
+load() { # name seconds
+  "$bin/hookstream" loadgen --url "http://127.0.0.1:$ingest_port" --keys-file "$run_dir/keys" \
+    --rate "$rate" --duration "$2s" --connections 64 --payload-bytes 512 \
+    --ids-out "$run_dir/ids.$1" --json >"$run_dir/load.$1.json"
+  phases+=("$1")
+}
+
+log "phase steady: $rate events/s, the sink failing $fail_rate of requests"
+load steady $((phase / 2))
+
+log "phase dispatcher: SIGKILL, restart after 1 s"
+(kill9 dispatcher; sleep 1; start_dispatcher) &
+fault=$!
+load dispatcher-kill "$phase"
+wait "$fault"
+
+log "phase retrier: SIGKILL, restart after 1 s"
+(kill9 retrier; sleep 1; start_retrier) &
+fault=$!
+load retrier-kill "$phase"
+wait "$fault"
+
+log "phase broker: stopped for $outage s"
+(stop_broker; sleep "$outage"; start_broker) &
+fault=$!
+load broker-down $((phase + outage))
+wait "$fault"
+
+log "phase postgres: stopped for $outage s"
+(pg_stop; sleep "$outage"; start_postgres) &
+fault=$!
+load postgres-down $((phase + outage))
+wait "$fault"
+
+log "phase sink: down for $sink_outage s"
+faults "{\"fail_rate\": $fail_rate, \"outage_secs\": $sink_outage}"
+load sink-down $((phase + sink_outage))
+
+log "phase tail: steady again"
+load tail $((phase / 2))
+
+log "load stopped; the sink stops failing; waiting for the retry schedule to drain"
+faults '{"fail_rate": 0}'
+cat "$run_dir"/ids.* >"$run_dir/ids"
+# Bound on duplicates: each crash or broker restart may redeliver what was in flight or
+# delivered but not yet committed: in-flight bound + rate x commit interval (1 s), for the
+# dispatcher kill, the retrier kill and the broker restart.
+bound=$((3 * (512 + rate)))
+drain_total=0
+for d in ${schedule//,/ }; do drain_total=$((drain_total + ${d%s})); done
+deadline=$((SECONDS + drain_total + 90))
+sleep "$((drain_total / 2))"
+until "$bin/hookstream" reconcile --ids "$run_dir/ids" --sink-record "$run_dir/sink.tsv" \
+  --max-duplicates "$bound" --json >"$run_dir/reconcile.json" 2>"$run_dir/reconcile.err"; do
+  if [ "$SECONDS" -ge "$deadline" ]; then
+    break
+  fi
+  sleep 5
+done
+ok=true
+"$bin/hookstream" reconcile --ids "$run_dir/ids" --sink-record "$run_dir/sink.tsv" \
+  --max-duplicates "$bound" --json >"$run_dir/reconcile.json" 2>"$run_dir/reconcile.err" || ok=false
+curl -sSf "http://127.0.0.1:$sink_port/_sink/report" >"$run_dir/sink-report.json"
+
+table_ok=0
+python3 - "$run_dir" "$bound" "$rate" "$outage" "$sink_outage" "$schedule" "${phases[@]}" <<'PY' || table_ok=1
+import json, sys
+run, bound, rate, outage, sink_outage, schedule, *phases = sys.argv[1:]
+r = json.load(open(f"{run}/reconcile.json"))
+s = json.load(open(f"{run}/sink-report.json"))
+print(f"\n## Fault run: {rate} events/s, sink failing {s['injected_5xx']} requests on purpose, "
+      f"outages {outage} s (sink {sink_outage} s), retry schedule {schedule}\n")
+print("| phase | sent | ingest answers |")
+print("| --- | --- | --- |")
+for p in phases:
+    l = json.load(open(f"{run}/load.{p}.json"))
+    answers = ", ".join(f"{k}: {v}" for k, v in sorted(l["statuses"].items()))
+    print(f"| {p} | {l['sent']} | {answers} |")
+print()
+print("| measure | value | must be |")
+print("| --- | --- | --- |")
+print(f"| accepted (202) | {r['accepted']} | |")
+print(f"| deliveries owed | {r['owed']} | |")
+print(f"| delivered | {r['delivered']} | |")
+print(f"| in DLQ | {r['in_dlq']} | |")
+print(f"| **lost** | **{r['lost']}** | 0 |")
+print(f"| duplicates | {r['duplicates']} | <= {bound} (3 x (in-flight 512 + {rate}/s x 1 s commit interval)) |")
+print(f"| delivered though ingest did not answer 202 | {r['unacknowledged_delivered']} | |")
+print(f"| sink: bad signatures | {s['bad_signatures']} | 0 |")
+print(f"| sink: latency p50 / p99 / max | {s['latency_ms']['p50']:.1f} / {s['latency_ms']['p99']:.1f} / {s['latency_ms']['max']:.1f} ms | |")
+broker = json.load(open(f"{run}/load.broker-down.json"))["statuses"]
+bad = {k: v for k, v in broker.items() if k.startswith("5") and k != "503"}
+print(f"| ingest 5xx other than 503 during the broker outage | {sum(bad.values())} | 0 |")
+ok = r["lost"] == 0 and r["duplicates"] <= int(bound) and s["bad_signatures"] == 0 and not bad
+sys.exit(0 if ok else 1)
+PY
+$ok && [ "$table_ok" = 0 ] || { cat "$run_dir/reconcile.err" >&2; die "the fault run failed (logs in $run_dir)"; }
+log "fault run passed"
