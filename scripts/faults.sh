@@ -99,10 +99,11 @@ wait_for_port "$ingest_port" "ingest" 30
 wait_for_port "$sink_port" "sink" 30
 
 # One loadgen per phase, so each phase's answers are counted apart; the fault runs beside it.
+# Connections: enough for the rate while every request waits out the produce timeout (5 s).
 phases=()
 load() { # name seconds
   "$bin/hookstream" loadgen --url "http://127.0.0.1:$ingest_port" --keys-file "$run_dir/keys" \
-    --rate "$rate" --duration "$2s" --connections 64 --payload-bytes 512 \
+    --rate "$rate" --duration "$2s" --connections $((rate * 6)) --payload-bytes 512 \
     --ids-out "$run_dir/ids.$1" --json >"$run_dir/load.$1.json"
   phases+=("$1")
 }

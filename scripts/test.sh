@@ -26,4 +26,6 @@ if cargo nextest --version >/dev/null 2>&1; then
 else
   cargo test --workspace --no-fail-fast
 fi
+log "fault run, short (scripts/faults.sh --short: kills, broker, Postgres and sink outages; nothing lost)"
+"$HS_ROOT/scripts/faults.sh" --short
 log "all tests passed"

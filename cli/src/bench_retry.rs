@@ -17,6 +17,7 @@ use hookstream_core::delivery::handoff::Handoff;
 use hookstream_core::dlq::{self, NewDeadLetter, RedriveOptions};
 use hookstream_core::envelope::{headers, DeliveryTask, EventEnvelope, Priority, SCHEMA_VERSION};
 use hookstream_core::kafka::{self, TopicSpec};
+use hookstream_core::producer::HealingProducer;
 use hookstream_core::tier::{RateLimit, Tier};
 use hookstream_core::{AccountId, EndpointId, EventId};
 use rdkafka::message::{Header, OwnedHeaders};
@@ -132,7 +133,7 @@ pub(crate) async fn run(config: &CliConfig, args: BenchRetryArgs) -> anyhow::Res
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 
-    let producer = kafka::producer(&config.kafka, "hookstream-bench")?;
+    let producer = HealingProducer::new(&config.kafka, "hookstream-bench")?;
     let delay = topics.retry_delays()[0];
     let topic = topics.retry(delay);
     let total = args.rate * args.duration.as_secs();
@@ -147,7 +148,7 @@ pub(crate) async fn run(config: &CliConfig, args: BenchRetryArgs) -> anyhow::Res
         let due_ms = Utc::now().timestamp_millis() + delay.as_millis() as i64;
         let task = task(account, endpoint, json!({"due_ms": due_ms, "n": i}));
         let payload = serde_json::to_vec(&task)?;
-        let (producer, topic) = (producer.clone(), topic.clone());
+        let (producer, topic) = (producer.current(), topic.clone());
         sends.spawn(async move {
             let key = task.envelope.key();
             let due = due_ms.to_string();

@@ -9,7 +9,8 @@ use clap::{Args, Subcommand};
 use comfy_table::{presets, Table};
 use hookstream_core::delivery::handoff::Handoff;
 use hookstream_core::dlq::{self, Filter, RedriveOptions};
-use hookstream_core::{kafka, AccountId, DeadLetterId, EndpointId};
+use hookstream_core::producer::HealingProducer;
+use hookstream_core::{AccountId, DeadLetterId, EndpointId};
 use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::config_file::CliConfig;
@@ -156,7 +157,7 @@ pub(crate) async fn run(config: &CliConfig, cmd: DlqCommand) -> anyhow::Result<(
         },
         DlqCommand::Redrive { filter, dry_run, rate } => {
             let filter = filter.filter(false)?;
-            let producer = kafka::producer(&config.kafka, "hookstream-cli")?;
+            let producer = HealingProducer::new(&config.kafka, "hookstream-cli")?;
             let handoff =
                 Handoff::new(producer, config.topics.topics(), config.kafka.produce_timeout);
             let bar = ProgressBar::new(0).with_style(

@@ -15,6 +15,7 @@ use hookstream_core::db::endpoints::{self, DeliveryEndpoint};
 use hookstream_core::delivery::endpoints::matches;
 use hookstream_core::delivery::handoff::Handoff;
 use hookstream_core::envelope::{headers, DeliveryTask, EventEnvelope, Origin};
+use hookstream_core::producer::HealingProducer;
 use hookstream_core::trace_context::TraceParent;
 use hookstream_core::{kafka, AccountId, EndpointId};
 use indicatif::{ProgressBar, ProgressStyle};
@@ -127,7 +128,7 @@ pub(crate) async fn run(config: &CliConfig, args: ReplayArgs) -> anyhow::Result<
     for e in endpoints::load_enabled(&pool, Utc::now()).await? {
         by_account.entry(e.account_id).or_default().push(e);
     }
-    let producer = kafka::producer(&config.kafka, "hookstream-replay")?;
+    let producer = HealingProducer::new(&config.kafka, "hookstream-replay")?;
     let handoff = Handoff::new(producer, config.topics.topics(), config.kafka.produce_timeout);
     handoff.warm_up().await;
     let limiter = RateLimiter::direct(Quota::per_second(args.rate));

@@ -16,6 +16,7 @@ pub mod ids;
 pub mod kafka;
 pub mod offsets;
 pub mod partitions;
+pub mod producer;
 pub mod rate_limit;
 pub mod schema;
 pub mod service;

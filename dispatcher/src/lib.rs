@@ -17,6 +17,7 @@ use hookstream_core::delivery::record::Recorder;
 use hookstream_core::envelope::{headers, EventEnvelope, Priority};
 use hookstream_core::kafka::{self, KafkaClientError};
 use hookstream_core::partitions::{self, PartitionContext, Partitions, TrackedConsumer};
+use hookstream_core::producer::HealingProducer;
 use hookstream_core::service::{self, ServiceError};
 use hookstream_core::trace_context::TraceParent;
 use rdkafka::consumer::{CommitMode, Consumer};
@@ -56,7 +57,7 @@ pub async fn run(
         config.delivery.record_flush_interval,
         background.clone(),
     );
-    let producer = kafka::producer(&config.kafka, "hookstream-dispatcher")?;
+    let producer = HealingProducer::new(&config.kafka, "hookstream-dispatcher")?;
     let handoff = Handoff::new(producer, topics.clone(), config.kafka.produce_timeout);
     handoff.warm_up().await;
     let engine = Arc::new(

@@ -56,6 +56,11 @@ pub struct IngestSettings {
     /// How long a key lookup is cached: a revoked key stops working within this time.
     #[serde(with = "humantime_serde")]
     pub key_cache_ttl: Duration,
+    /// How long the last answer for a key is kept to authenticate with while Postgres is
+    /// unreachable, so ingest keeps accepting events through a database outage (0: never; a
+    /// key revoked during the outage works until the database is back).
+    #[serde(with = "humantime_serde")]
+    pub key_stale_ttl: Duration,
     /// `Retry-After` seconds sent with a 503 when the broker is unavailable.
     pub unavailable_retry_after_secs: u32,
     /// Confluent-compatible schema registry; when set, events are written as Avro in the
@@ -84,6 +89,7 @@ impl Default for IngestSettings {
             idempotency_window: Duration::from_secs(60),
             idempotency_capacity: 1_000_000,
             key_cache_ttl: Duration::from_secs(30),
+            key_stale_ttl: Duration::from_secs(3600),
             unavailable_retry_after_secs: 5,
             schema_registry_url: None,
             redrive_rate: 500,

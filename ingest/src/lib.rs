@@ -50,7 +50,11 @@ pub async fn run(config: IngestConfig, shutdown: CancellationToken) -> Result<()
     let publisher = Publisher::new(&config.kafka, config.topics.topics(), encoder)?;
     let settings = &config.ingest;
     let state = AppState {
-        auth: KeyResolver::new(backends.database.clone(), settings.key_cache_ttl),
+        auth: KeyResolver::new(
+            backends.database.clone(),
+            settings.key_cache_ttl,
+            settings.key_stale_ttl,
+        ),
         limits: IntakeLimits::default(),
         idempotency: IdempotencyKeys::new(
             settings.idempotency_window,

@@ -1,22 +1,21 @@
 //! Producing accepted events to their lane, keyed by account, answering only once the broker
 //! acknowledged the write (`acks=all`, idempotent producer).
 
-use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use hookstream_core::config::KafkaConfig;
 use hookstream_core::delivery::handoff::Handoff;
-
 use hookstream_core::envelope::{headers, EventEnvelope};
-use hookstream_core::kafka::{self, KafkaClientError};
+use hookstream_core::kafka::KafkaClientError;
+use hookstream_core::producer::HealingProducer;
 use hookstream_core::topics::Topics;
-
-use crate::encode::{EncodeError, Encoder};
 use hookstream_core::trace_context::TraceParent;
 use rdkafka::message::{Header, OwnedHeaders};
-use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
+use rdkafka::producer::{FutureRecord, Producer};
 use rdkafka::util::Timeout;
+
+use crate::encode::{EncodeError, Encoder};
 
 const CLIENT_ID: &str = "hookstream-ingest";
 
@@ -40,9 +39,6 @@ pub struct Acked {
     pub offset: i64,
 }
 
-/// Consecutive failed produces after which the producer is replaced.
-const FAILURES_BEFORE_RESET: u32 = 3;
-
 /// The producer side of ingest.
 #[derive(Clone)]
 pub struct Publisher {
@@ -50,12 +46,10 @@ pub struct Publisher {
 }
 
 struct Inner {
-    producer: RwLock<FutureProducer>,
+    producer: HealingProducer,
     encoder: Encoder,
     kafka: KafkaConfig,
     topics: Topics,
-    consecutive_failures: AtomicU32,
-    last_reset: Mutex<Instant>,
 }
 
 impl Publisher {
@@ -66,21 +60,8 @@ impl Publisher {
         topics: Topics,
         encoder: Encoder,
     ) -> Result<Self, KafkaClientError> {
-        let producer = kafka::producer(kafka, CLIENT_ID)?;
-        Ok(Self {
-            inner: Arc::new(Inner {
-                producer: RwLock::new(producer),
-                encoder,
-                kafka: kafka.clone(),
-                topics,
-                consecutive_failures: AtomicU32::new(0),
-                last_reset: Mutex::new(Instant::now()),
-            }),
-        })
-    }
-
-    fn producer(&self) -> FutureProducer {
-        self.inner.producer.read().unwrap_or_else(|p| p.into_inner()).clone()
+        let producer = HealingProducer::new(kafka, CLIENT_ID)?;
+        Ok(Self { inner: Arc::new(Inner { producer, encoder, kafka: kafka.clone(), topics }) })
     }
 
     /// Produces `envelope` to `events.<priority>` with key = account id and the trace context
@@ -102,13 +83,13 @@ impl Publisher {
         let started = Instant::now();
         // The producer's own message timeout equals `kafka.produce_timeout`; the outer
         // timeout is a guard against a send that never resolves.
-        let producer = self.producer();
+        let producer = self.inner.producer.current();
         let send = producer.send(record, Timeout::After(timeout));
         let result = tokio::time::timeout(timeout + Duration::from_millis(500), send).await;
         metrics::histogram!("ingest_produce_duration_seconds").record(started.elapsed());
         match result {
             Ok(Ok(delivery)) => {
-                self.inner.consecutive_failures.store(0, Ordering::Relaxed);
+                self.inner.producer.succeeded();
                 Ok(Acked { partition: delivery.partition, offset: delivery.offset })
             }
             Ok(Err((e, _))) => Err(self.failed(e.to_string())),
@@ -116,45 +97,26 @@ impl Publisher {
         }
     }
 
-    /// Counts a failure; after several in a row, replaces the producer. An idempotent producer
-    /// can stay wedged after a broker lost its producer state (a restarted broker without
-    /// durable storage): a fresh producer gets a new producer id and recovers on its own.
+    /// Counts a failure towards replacing a wedged producer.
     fn failed(&self, reason: String) -> PublishError {
         metrics::counter!("ingest_produce_errors_total").increment(1);
         tracing::warn!(%reason, "produce failed");
-        let failures = self.inner.consecutive_failures.fetch_add(1, Ordering::Relaxed) + 1;
-        if failures >= FAILURES_BEFORE_RESET {
-            self.reset_producer();
-        }
+        self.inner.producer.failed();
         PublishError::Broker(reason)
-    }
-
-    fn reset_producer(&self) {
-        let mut last = self.inner.last_reset.lock().unwrap_or_else(|p| p.into_inner());
-        // At most one replacement per produce timeout, however many requests fail at once.
-        if last.elapsed() < self.inner.kafka.produce_timeout {
-            return;
-        }
-        match kafka::producer(&self.inner.kafka, CLIENT_ID) {
-            Ok(fresh) => {
-                *self.inner.producer.write().unwrap_or_else(|p| p.into_inner()) = fresh;
-                self.inner.consecutive_failures.store(0, Ordering::Relaxed);
-                *last = Instant::now();
-                metrics::counter!("ingest_producer_resets_total").increment(1);
-                tracing::warn!("replaced the producer after repeated failures");
-            }
-            Err(e) => tracing::error!(error = %e, "cannot build a new producer"),
-        }
     }
 
     /// A hand-off to the retry tiers over the current producer (for DLQ redrives).
     pub fn handoff(&self) -> Handoff {
-        Handoff::new(self.producer(), self.inner.topics.clone(), self.inner.kafka.produce_timeout)
+        Handoff::new(
+            self.inner.producer.clone(),
+            self.inner.topics.clone(),
+            self.inner.kafka.produce_timeout,
+        )
     }
 
     /// Waits for queued messages to be acknowledged (at shutdown).
     pub async fn flush(&self, timeout: Duration) {
-        let producer = self.producer();
+        let producer = self.inner.producer.current();
         let flushed = tokio::task::spawn_blocking(move || producer.flush(Timeout::After(timeout)));
         match flushed.await {
             Ok(Ok(())) => tracing::info!("producer flushed"),

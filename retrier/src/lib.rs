@@ -24,6 +24,7 @@ use hookstream_core::delivery::handoff::Handoff;
 use hookstream_core::delivery::record::Recorder;
 use hookstream_core::kafka::{self, KafkaClientError};
 use hookstream_core::partitions::{self, PartitionContext, Partitions, TrackedConsumer};
+use hookstream_core::producer::HealingProducer;
 use hookstream_core::service::{self, ServiceError};
 use rdkafka::consumer::{CommitMode, Consumer};
 use rdkafka::message::BorrowedMessage;
@@ -63,7 +64,7 @@ pub async fn run(config: RetrierConfig, shutdown: CancellationToken) -> Result<(
         config.delivery.record_flush_interval,
         background.clone(),
     );
-    let producer = kafka::producer(&config.kafka, "hookstream-retrier")?;
+    let producer = HealingProducer::new(&config.kafka, "hookstream-retrier")?;
     let handoff = Handoff::new(producer, topics.clone(), config.kafka.produce_timeout);
     handoff.warm_up().await;
     // One in-flight bound for every priority: retries are already late, and few.

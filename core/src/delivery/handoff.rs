@@ -5,10 +5,11 @@ use std::time::Duration;
 
 use chrono::Utc;
 use rdkafka::message::{Header, OwnedHeaders};
-use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
+use rdkafka::producer::{FutureRecord, Producer};
 use rdkafka::util::Timeout;
 
 use crate::envelope::{headers, DeliveryTask, Origin};
+use crate::producer::HealingProducer;
 use crate::topics::Topics;
 
 /// Why a hand-off failed (the task stays unfinished and its offset uncommitted).
@@ -30,14 +31,15 @@ pub enum HandoffError {
 /// Produces tasks to the retry tiers and the DLQ.
 #[derive(Clone)]
 pub struct Handoff {
-    producer: FutureProducer,
+    producer: HealingProducer,
     topics: Topics,
     timeout: Duration,
 }
 
 impl Handoff {
-    /// A hand-off over `producer`.
-    pub fn new(producer: FutureProducer, topics: Topics, timeout: Duration) -> Self {
+    /// A hand-off over `producer` (shared with other writers, so a wedged one is replaced
+    /// for all of them).
+    pub fn new(producer: HealingProducer, topics: Topics, timeout: Duration) -> Self {
         Self { producer, topics, timeout }
     }
 
@@ -57,7 +59,7 @@ impl Handoff {
     /// hand-off does not wait for a topic lookup (hundreds of ms) and arrive late for its due
     /// time. Failure is only logged: a hand-off looks the topic up itself.
     pub async fn warm_up(&self) {
-        let producer = self.producer.clone();
+        let producer = self.producer.current();
         let mut names = self.topics.all_retries();
         names.push(self.topics.dlq());
         let timeout = self.timeout;
@@ -146,10 +148,15 @@ impl Handoff {
                 .insert(Header { key: headers::ORIGIN, value: Some(origin.as_str()) })
                 .insert(Header { key: headers::TRACEPARENT, value: Some(traceparent) }),
         );
-        self.producer
-            .send(record, Timeout::After(self.timeout))
-            .await
-            .map(|_| ())
-            .map_err(|(e, _)| HandoffError::Broker { topic, reason: e.to_string() })
+        match self.producer.current().send(record, Timeout::After(self.timeout)).await {
+            Ok(_) => {
+                self.producer.succeeded();
+                Ok(())
+            }
+            Err((e, _)) => {
+                self.producer.failed();
+                Err(HandoffError::Broker { topic, reason: e.to_string() })
+            }
+        }
     }
 }

@@ -2,9 +2,12 @@
 
 use std::time::Duration;
 
+use axum::http::{header, HeaderMap};
 use hookstream_core::db::{accounts, api_keys};
 use hookstream_core::testkit::{self, eventually};
-use hookstream_core::tier::RateLimit;
+use hookstream_core::tier::{RateLimit, Tier};
+use hookstream_ingest::auth::KeyResolver;
+use hookstream_ingest::error::ApiError;
 use hookstream_ingest::IngestSettings;
 use serde_json::{json, Value};
 
@@ -146,4 +149,38 @@ async fn a_revoked_key_stops_working_within_the_cache_ttl() {
     assert!(started.elapsed() < Duration::from_secs(2), "took {:?}", started.elapsed());
     let r = ingest.post("/v1/events").json(&created("s3")).send().await.expect("post");
     expect_error(r, 401, "key_revoked").await;
+}
+
+#[tokio::test]
+async fn known_keys_keep_working_while_the_database_is_unreachable() {
+    let db = testkit::TestDatabase::new().await;
+    let account = accounts::create(&db.pool, "a", Tier::Small, "operator:test").await.expect("a");
+    let (_, known) = api_keys::issue(&db.pool, account.id, "k", "operator:test").await.expect("k");
+    let (_, unseen) = api_keys::issue(&db.pool, account.id, "u", "operator:test").await.expect("u");
+    // The resolver's own pool, closed below: every lookup after that fails as in an outage.
+    let pool = sqlx::PgPool::connect(&db.config.url).await.expect("pool");
+    let ttl = Duration::from_millis(100);
+    let resolver = KeyResolver::new(pool.clone(), ttl, Duration::from_secs(60));
+    let strict = KeyResolver::new(pool.clone(), ttl, Duration::ZERO);
+    let bearer = |key: &str| {
+        let mut h = HeaderMap::new();
+        h.insert(header::AUTHORIZATION, format!("Bearer {key}").parse().expect("header"));
+        h
+    };
+    for r in [&resolver, &strict] {
+        assert_eq!(
+            r.authenticate(&bearer(&known.key)).await.expect("known").account_id,
+            account.id
+        );
+    }
+
+    pool.close().await;
+    tokio::time::sleep(ttl * 3).await;
+    let owner = resolver.authenticate(&bearer(&known.key)).await.expect("served its last answer");
+    assert_eq!(owner.account_id, account.id);
+    // A key never seen, or a resolver with the fallback off, gets 503, never 401.
+    let unseen = resolver.authenticate(&bearer(&unseen.key)).await.expect_err("unseen");
+    assert!(matches!(unseen, ApiError::Unavailable { .. }), "{unseen:?}");
+    let off = strict.authenticate(&bearer(&known.key)).await.expect_err("fallback off");
+    assert!(matches!(off, ApiError::Unavailable { .. }), "{off:?}");
 }
