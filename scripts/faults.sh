@@ -73,6 +73,8 @@ service() { # name [env=value ...]: starts a service in the background, logging 
   shift
   env "$@" "$bin/hookstream-$name" >>"$run_dir/$name.log" 2>&1 &
   echo $! >"$pids_dir/$name.pid"
+  # Killed on purpose: no "Killed" job notices from this shell.
+  disown
 }
 kill9() { # name
   kill -9 "$(cat "$pids_dir/$1.pid")" 2>/dev/null || true
@@ -92,6 +94,7 @@ log "seeding $accounts accounts with one endpoint each on the sink"
 "$bin/hookstream" sink --listen "127.0.0.1:$sink_port" --fail-rate "$fail_rate" \
   --record "$run_dir/sink.tsv" --json >"$run_dir/sink-report.json" 2>>"$run_dir/sink.log" &
 echo $! >"$pids_dir/sink.pid"
+disown
 start_ingest
 start_dispatcher
 start_retrier
