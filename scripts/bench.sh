@@ -10,7 +10,11 @@
 #   - peak RSS and CPU of ingest, dispatcher and retrier during the end-to-end run.
 # Settings: BENCH_E2E_RATE, BENCH_E2E_SECONDS, BENCH_FAIR_RATE (1000 events/s in all),
 # BENCH_FAIR_SECONDS (30), BENCH_HOT_LIMIT (300 deliveries/s).
+#   scripts/bench.sh --reuse-baselines   keeps bench/ingest.md and bench/dispatcher.md from an
+#                                        earlier run instead of running those two again
 source "$(dirname "$0")/lib.sh"
+reuse=false
+[ "${1:-}" = --reuse-baselines ] && reuse=true
 
 e2e_rate=${BENCH_E2E_RATE:-2000}
 e2e_seconds=${BENCH_E2E_SECONDS:-60}
@@ -20,8 +24,12 @@ hot_limit=${BENCH_HOT_LIMIT:-300}
 ingest_port=18280
 sink_port=18290
 
-"$HS_ROOT/scripts/bench-ingest.sh"
-"$HS_ROOT/scripts/bench-dispatcher.sh"
+if $reuse && [ -f "$HS_ROOT/bench/ingest.md" ] && [ -f "$HS_ROOT/bench/dispatcher.md" ]; then
+  log "reusing bench/ingest.md and bench/dispatcher.md"
+else
+  "$HS_ROOT/scripts/bench-ingest.sh"
+  "$HS_ROOT/scripts/bench-dispatcher.sh"
+fi
 
 log "building release binaries"
 cargo build --quiet --release --bins --manifest-path "$HS_ROOT/Cargo.toml"
@@ -33,10 +41,14 @@ stop_all() {
   for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
   pids=()
 }
-trap 'stop_all; rm -rf "$work"' EXIT
+# The run's files stay for a look when the table cannot be made; removed at the end otherwise.
+trap stop_all EXIT
 
 export HOOKSTREAM_DELIVERY__ALLOW_PRIVATE_TARGETS=true
 export HOOKSTREAM_TELEMETRY__LOG_LEVEL=warn
+# tansu answers a fetch only after fetch.wait.max.ms even when records are waiting (Kafka
+# answers at once), so the default 50 ms wait adds ~50 ms to every delivery on this broker.
+export HOOKSTREAM_KAFKA__FETCH_WAIT=${HOOKSTREAM_KAFKA__FETCH_WAIT:-5ms}
 export HOOKSTREAM_HTTP__LISTEN=127.0.0.1:$ingest_port
 # Topics of this run's own, so events other runs left behind are not in the way.
 export HOOKSTREAM_TOPICS__PREFIX=hookstream.bench$$.
@@ -112,7 +124,7 @@ mkdir -p "$HS_ROOT/bench"
 {
   echo "# End-to-end benchmark"
   echo
-  echo "$(date -u +%Y-%m-%dT%H:%MZ); $(nproc) cores ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)), $(free -g | awk '/Mem:/ {print $2}') GiB, $(uname -sr); broker: tansu $HOOKSTREAM_TANSU_BUILD (memory storage); Postgres $("$(pg_bin postgres)" --version | awk '{print $3}'); loadgen, ingest, broker, dispatcher, retrier, sink and Postgres on this one machine, loopback. Release builds."
+  echo "$(date -u +%Y-%m-%dT%H:%MZ); $(nproc) cores ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)), $(free -g | awk '/Mem:/ {print $2}') GiB, $(uname -sr); broker: tansu $HOOKSTREAM_TANSU_BUILD ($HOOKSTREAM_BROKER_STORAGE storage), consumers' fetch wait $HOOKSTREAM_KAFKA__FETCH_WAIT; Postgres $("$(pg_bin postgres)" --version | awk '{print $3}'); loadgen, ingest, broker, dispatcher, retrier, sink and Postgres on this one machine, loopback. Release builds."
   python3 - "$HS_ROOT/bench" "$work" "$e2e_rate" "$e2e_seconds" "$fair_rate" "$hot_limit" <<'PY'
 import json, re, sys
 bench, work, e2e_rate, e2e_seconds, fair_rate, hot_limit = sys.argv[1:]
@@ -120,8 +132,10 @@ bench, work, e2e_rate, e2e_seconds, fair_rate, hot_limit = sys.argv[1:]
 def row(md, label):
     """The value cell of the row starting with `label` in one of our bench tables."""
     for line in open(f"{bench}/{md}"):
+        if not line.startswith("|"):
+            continue
         cells = [c.strip() for c in line.strip().strip("|").split("|")]
-        if cells and cells[0].startswith(label):
+        if len(cells) > 1 and cells[0].startswith(label):
             return cells[1]
     return "?"
 
@@ -179,3 +193,4 @@ for name, hwm, cpu in procs:
     print(f"| {name}: peak RSS, CPU during the end-to-end run | {float(hwm):.1f} MB, {float(cpu) / secs * 100:.0f}% of a core | | |")
 PY
 } | tee "$HS_ROOT/bench/latest.md"
+rm -rf "$work"

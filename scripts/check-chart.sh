@@ -72,7 +72,8 @@ if command -v helm >/dev/null; then
   log "helm template + kubernetes-validate"
   out=$(mktemp -d)
   helm template test "$HS_ROOT/helm/hookstream" --set keda.enabled=false >"$out/all.yaml"
-  python3 -m kubernetes_validate "$out/all.yaml"
+  [ -x "$KUBERNETES_VALIDATE_BIN" ] || "$HS_ROOT/scripts/install.sh"
+  "$KUBERNETES_VALIDATE_BIN" --strict "$out/all.yaml"
 else
   log "helm is not installed here: skipping helm template and kubernetes-validate (static checks passed)"
 fi

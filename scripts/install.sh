@@ -60,4 +60,10 @@ if ! command -v st >/dev/null && [ ! -x "$SCHEMATHESIS_BIN" ]; then
   python3 -m venv "$HOOKSTREAM_CACHE_DIR/schemathesis"
   "$HOOKSTREAM_CACHE_DIR/schemathesis/bin/pip" install --quiet "schemathesis==$HOOKSTREAM_SCHEMATHESIS_VERSION"
 fi
+if command -v helm >/dev/null && [ ! -x "$KUBERNETES_VALIDATE_BIN" ]; then
+  log "installing kubernetes-validate $HOOKSTREAM_KUBERNETES_VALIDATE_VERSION into $HOOKSTREAM_CACHE_DIR/kubernetes-validate"
+  python3 -m venv "$HOOKSTREAM_CACHE_DIR/kubernetes-validate"
+  "$HOOKSTREAM_CACHE_DIR/kubernetes-validate/bin/pip" install --quiet \
+    "kubernetes-validate==$HOOKSTREAM_KUBERNETES_VALIDATE_VERSION"
+fi
 log "dependencies present (tansu at $TANSU_BIN)"
