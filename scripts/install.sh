@@ -38,8 +38,9 @@ fi
 if [ ! -x "$TANSU_BIN" ]; then
   log "building the tansu broker $HOOKSTREAM_TANSU_BUILD into $HOOKSTREAM_CACHE_DIR (about 10-15 minutes, once)"
   # tansu-storage with hookstream's patches (scripts/tansu/): fetch returns the batch that
-  # contains the requested offset, so a consumer resuming inside a multi-record batch gets the
-  # rest of it instead of skipping it (see README, "Local broker").
+  # contains the requested offset and stops at a batch not yet written, so a consumer never
+  # moves past records it did not get; sqlite storage does not panic on a missing row (see
+  # README, "Local broker").
   storage="$HOOKSTREAM_CACHE_DIR/tansu-storage-$HOOKSTREAM_TANSU_BUILD"
   rm -rf "$storage" && mkdir -p "$storage"
   curl -sSfL "https://static.crates.io/crates/tansu-storage/tansu-storage-$HOOKSTREAM_TANSU_VERSION.crate" \
