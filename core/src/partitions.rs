@@ -245,10 +245,16 @@ impl ConsumerContext for PartitionContext {
         }
     }
 
-    fn post_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+    fn post_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         if let Rebalance::Assign(tpl) = rebalance {
             for e in tpl.elements() {
                 self.partitions.assign((e.topic().to_owned(), e.partition()));
+            }
+            // librdkafka keeps a partition paused across revoke and re-assign, while a new
+            // assignment starts unpaused here: a partition paused when the group rebalanced
+            // (a broker outage ends the session) would otherwise never be fetched again.
+            if let Err(e) = consumer.resume(tpl) {
+                tracing::error!(error = %e, "cannot resume newly assigned partitions");
             }
             tracing::info!(partitions = tpl.count(), "partitions assigned");
         }
