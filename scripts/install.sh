@@ -56,15 +56,16 @@ if [ ! -x "$TANSU_BIN" ]; then
     --root "$HOOKSTREAM_CACHE_DIR/tansu-$HOOKSTREAM_TANSU_BUILD" --quiet
   rm -rf "$HOOKSTREAM_CACHE_DIR/tansu-build"
 fi
+# A PyPI tool in a venv of its own in the cache.
+pip_tool() { # package version
+  log "installing $1 $2 into $HOOKSTREAM_CACHE_DIR/$1"
+  python3 -m venv "$HOOKSTREAM_CACHE_DIR/$1"
+  "$HOOKSTREAM_CACHE_DIR/$1/bin/pip" install --quiet "$1==$2"
+}
 if ! command -v st >/dev/null && [ ! -x "$SCHEMATHESIS_BIN" ]; then
-  log "installing schemathesis $HOOKSTREAM_SCHEMATHESIS_VERSION into $HOOKSTREAM_CACHE_DIR/schemathesis"
-  python3 -m venv "$HOOKSTREAM_CACHE_DIR/schemathesis"
-  "$HOOKSTREAM_CACHE_DIR/schemathesis/bin/pip" install --quiet "schemathesis==$HOOKSTREAM_SCHEMATHESIS_VERSION"
+  pip_tool schemathesis "$HOOKSTREAM_SCHEMATHESIS_VERSION"
 fi
 if command -v helm >/dev/null && [ ! -x "$KUBERNETES_VALIDATE_BIN" ]; then
-  log "installing kubernetes-validate $HOOKSTREAM_KUBERNETES_VALIDATE_VERSION into $HOOKSTREAM_CACHE_DIR/kubernetes-validate"
-  python3 -m venv "$HOOKSTREAM_CACHE_DIR/kubernetes-validate"
-  "$HOOKSTREAM_CACHE_DIR/kubernetes-validate/bin/pip" install --quiet \
-    "kubernetes-validate==$HOOKSTREAM_KUBERNETES_VALIDATE_VERSION"
+  pip_tool kubernetes-validate "$HOOKSTREAM_KUBERNETES_VALIDATE_VERSION"
 fi
 log "dependencies present (tansu at $TANSU_BIN)"
