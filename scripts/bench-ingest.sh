@@ -32,7 +32,7 @@ log "(a) bare producer, ${seconds}s, $conns in flight, $payload-byte messages"
 bare=$("$bin/hookstream" bench-produce --duration "${seconds}s" --in-flight "$conns" --payload-bytes "$payload" --keys "$accounts")
 echo "$bare"
 
-HOOKSTREAM_HTTP__LISTEN=127.0.0.1:$port HOOKSTREAM_TELEMETRY__LOG_LEVEL=warn "$bin/hookstream-ingest" &
+HOOKSTREAM_HTTP__LISTEN=127.0.0.1:$port HOOKSTREAM_ADMIN__LISTEN=127.0.0.1:$((port + 1)) HOOKSTREAM_TELEMETRY__LOG_LEVEL=warn "$bin/hookstream-ingest" &
 ingest_pid=$!
 wait_for_port "$port" "ingest" 30
 

@@ -68,7 +68,7 @@ start_services() {
   HOOKSTREAM_ADMIN__LISTEN=127.0.0.1:18292 "$bin/hookstream-retrier" &
   pids+=($!)
   echo $! >"$work/retrier.pid"
-  "$bin/hookstream-ingest" &
+  HOOKSTREAM_ADMIN__LISTEN=127.0.0.1:18293 "$bin/hookstream-ingest" &
   pids+=($!)
   echo $! >"$work/ingest.pid"
   wait_for_port "$ingest_port" ingest 30

@@ -82,7 +82,7 @@ kill9() { # name
 }
 start_dispatcher() { service dispatcher HOOKSTREAM_ADMIN__LISTEN=127.0.0.1:18191; }
 start_retrier() { service retrier HOOKSTREAM_ADMIN__LISTEN=127.0.0.1:18192; }
-start_ingest() { service ingest; }
+start_ingest() { service ingest HOOKSTREAM_ADMIN__LISTEN=127.0.0.1:18193; }
 faults() { # JSON body for the sink's fault control
   curl -sSf -X POST -H 'content-type: application/json' -d "$1" \
     "http://127.0.0.1:$sink_port/_sink/faults" >/dev/null

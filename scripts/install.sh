@@ -20,6 +20,9 @@ if ! command -v st >/dev/null && [ ! -x "$SCHEMATHESIS_BIN" ]; then
 fi
 dpkg -s libssl-dev >/dev/null 2>&1 || missing+=(libssl-dev)
 dpkg -s zlib1g-dev >/dev/null 2>&1 || missing+=(zlib1g-dev)
+# librdkafka 2.12's rdkafka_conf.c includes <curl/curl.h> whenever WITH_OAUTHBEARER_OIDC is
+# defined, and its generated config.h defines it (as 0) even without curl: the header must exist.
+dpkg -s libcurl4-openssl-dev >/dev/null 2>&1 || missing+=(libcurl4-openssl-dev)
 dpkg -s protobuf-compiler >/dev/null 2>&1 || missing+=(protobuf-compiler)
 ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || command -v initdb >/dev/null || missing+=(postgresql)
 

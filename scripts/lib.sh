@@ -59,6 +59,31 @@ pg_bin() {
 
 port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 
+# Who listens on a port, as "pid N (name)" where the system can tell (ss from iproute2, or
+# /proc), else "another process".
+port_holder() {
+  local port=$1 inode pid fd
+  # /proc/net/tcp lists listening sockets (state 0A) with the port in hex; find the owning pid.
+  inode=$(awk -v p="$(printf '%04X' "$port")" '$4 == "0A" && $2 ~ ":"p"$" {print $10; exit}' \
+    /proc/net/tcp /proc/net/tcp6 2>/dev/null || true)
+  if [ -n "$inode" ] && [ "$inode" != 0 ]; then
+    for fd in /proc/[0-9]*/fd/*; do
+      if [ "$(readlink "$fd" 2>/dev/null)" = "socket:[$inode]" ]; then
+        pid=${fd#/proc/}; pid=${pid%%/*}
+        echo "pid $pid ($(cat "/proc/$pid/comm" 2>/dev/null || echo '?'))"
+        return
+      fi
+    done
+  fi
+  echo "another process"
+}
+
+# Fails, naming the holder and the variable to change, when a port this checkout wants is taken.
+require_free_port() { # port, what, variable
+  port_open "$1" || return 0
+  die "port $1 ($2) is already in use by $(port_holder "$1"), perhaps another checkout's dev environment: stop it, or set $3 to another port"
+}
+
 wait_for_port() { # port, what, seconds
   local i
   for ((i = 0; i < $3 * 10; i++)); do
@@ -102,6 +127,7 @@ synchronous_commit = off
 full_page_writes = off
 CONF
   fi
+  require_free_port "$port" postgres HOOKSTREAM_PG_PORT
   log "starting postgres on 127.0.0.1:$port"
   pg_as_owner "$(pg_bin pg_ctl)" -D "$data" -l "$(dirname "$data")/postgres.log" -w -t 30 start \
     >/dev/null || die "postgres did not start; see $(dirname "$data")/postgres.log"
@@ -112,7 +138,7 @@ start_broker() {
     log "broker already running on 127.0.0.1:$HOOKSTREAM_KAFKA_PORT"
     return
   fi
-  port_open "$HOOKSTREAM_KAFKA_PORT" && die "port $HOOKSTREAM_KAFKA_PORT is taken by another process (set HOOKSTREAM_KAFKA_PORT)"
+  require_free_port "$HOOKSTREAM_KAFKA_PORT" broker HOOKSTREAM_KAFKA_PORT
   local storage=memory://tansu/
   case "$HOOKSTREAM_BROKER_STORAGE" in
     memory) ;;
@@ -144,7 +170,16 @@ stop_broker() {
   rm -f "$BROKER_PID"
 }
 
+# debug (tests) or release (scripts/run.sh): which build the scripts run.
+HOOKSTREAM_PROFILE=${HOOKSTREAM_PROFILE:-debug}
+case "$HOOKSTREAM_PROFILE" in
+  debug) HS_CARGO_PROFILE=() ;;
+  release) HS_CARGO_PROFILE=(--release) ;;
+  *) die "HOOKSTREAM_PROFILE must be debug or release, not $HOOKSTREAM_PROFILE" ;;
+esac
+HS_BIN=$CARGO_TARGET_DIR/$HOOKSTREAM_PROFILE
+
 hookstream_cli() {
-  cargo build --quiet -p hookstream-cli --manifest-path "$HS_ROOT/Cargo.toml"
-  "$CARGO_TARGET_DIR/debug/hookstream" "$@"
+  cargo build --quiet "${HS_CARGO_PROFILE[@]}" -p hookstream-cli --manifest-path "$HS_ROOT/Cargo.toml"
+  "$HS_BIN/hookstream" "$@"
 }

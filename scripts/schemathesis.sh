@@ -14,7 +14,7 @@ bin=$CARGO_TARGET_DIR/debug
 account=$("$bin/hookstream" accounts create --name schemathesis --tier xlarge)
 key=$("$bin/hookstream" keys issue --account "$account" --name schemathesis 2>/dev/null)
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
-HOOKSTREAM_HTTP__LISTEN=127.0.0.1:$port HOOKSTREAM_TELEMETRY__LOG_LEVEL=warn \
+HOOKSTREAM_HTTP__LISTEN=127.0.0.1:$port HOOKSTREAM_ADMIN__LISTEN=127.0.0.1:$((port + 1)) HOOKSTREAM_TELEMETRY__LOG_LEVEL=warn \
   HOOKSTREAM_INGEST__ALLOW_HTTP_ENDPOINTS=true "$bin/hookstream-ingest" &
 ingest=$!
 trap 'kill $ingest 2>/dev/null; wait $ingest 2>/dev/null' EXIT

@@ -6,8 +6,10 @@ source "$(dirname "$0")/lib.sh"
 
 already_up=false
 broker_running && pg_running && already_up=true
-"$HS_ROOT/scripts/dev-up.sh"
+# Set before dev-up, so a start that fails part way (a build error, a port in use) stops what
+# it had started. dev-down stops only this checkout's broker and Postgres.
 $already_up || trap '"$HS_ROOT/scripts/dev-down.sh"' EXIT
+"$HS_ROOT/scripts/dev-up.sh"
 
 cd "$HS_ROOT"
 log "cargo fmt --check"
@@ -28,4 +30,6 @@ else
 fi
 log "fault run, short (scripts/faults.sh --short: kills, broker, Postgres and sink outages; nothing lost)"
 "$HS_ROOT/scripts/faults.sh" --short
+log "quickstart (scripts/quickstart.sh: the README's five commands, in an environment of its own)"
+HOOKSTREAM_PROFILE=debug "$HS_ROOT/scripts/quickstart.sh"
 log "all tests passed"

@@ -64,6 +64,10 @@ pub(crate) struct SinkArgs {
     /// Print the exit report as JSON.
     #[arg(long)]
     json: bool,
+    /// Print every request as it arrives: the verdict (signature checked against the
+    /// endpoint's secrets), the webhook headers and the body.
+    #[arg(long)]
+    print: bool,
 }
 
 /// The failures the sink injects; `POST /_sink/faults` replaces the fields it names.
@@ -130,6 +134,7 @@ struct Sink {
     pool: PgPool,
     counters: Mutex<Counters>,
     record: Option<Mutex<std::fs::File>>,
+    print: bool,
 }
 
 pub(crate) async fn run(config: &CliConfig, args: SinkArgs) -> anyhow::Result<()> {
@@ -161,6 +166,7 @@ pub(crate) async fn run(config: &CliConfig, args: SinkArgs) -> anyhow::Result<()
             latency_us: Histogram::new_with_bounds(1, 3_600_000_000, 3)?,
         }),
         record,
+        print: args.print,
     });
     sink.reload().await;
     if let (Some(after), Some(length)) = (args.outage_after, args.outage_for) {
@@ -271,7 +277,30 @@ async fn receive(
             Some(endpoint) => Verdict::Accept(endpoint),
         }
     };
+    if sink.print {
+        print_request(&verdict, &path, &headers, &body);
+    }
     sink.count(verdict, &headers, &body)
+}
+
+/// One block per request for `--print`: what the sink answered and why, then the body.
+fn print_request(verdict: &Verdict, path: &str, headers: &HeaderMap, body: &[u8]) {
+    let text = |name: &str| headers.get(name).and_then(|v| v.to_str().ok()).unwrap_or("-");
+    let what = match verdict {
+        Verdict::Outage => "503 (outage injected)".to_owned(),
+        Verdict::Unknown => "404: no endpoint points at this path".to_owned(),
+        Verdict::BadSignature => "401: signature does NOT verify".to_owned(),
+        Verdict::Gone => "410 (gone injected)".to_owned(),
+        Verdict::Injected => "500 (failure injected)".to_owned(),
+        Verdict::Accept(e) => format!("200: signature verified (endpoint {})", e.target.id),
+    };
+    println!(
+        "POST {path} -> {what}\n  webhook-id: {}\n  webhook-timestamp: {}\n  webhook-signature: {}\n  {}",
+        text("webhook-id"),
+        text("webhook-timestamp"),
+        text("webhook-signature"),
+        String::from_utf8_lossy(body),
+    );
 }
 
 enum Verdict {

@@ -1,5 +1,6 @@
-//! The operational HTTP surface every service has: `/healthz`, `/readyz`, `/metrics`.
-//! Ingest mounts it beside its API; dispatcher and retrier serve it alone.
+//! The operational HTTP surface every service has: `/healthz`, `/readyz`, `/metrics`, on an
+//! admin port of its own, never on a public one. Ingest's public port answers `/healthz` only
+//! ([`liveness`]).
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -48,6 +49,11 @@ impl Health {
     }
 }
 
+/// Routes `/healthz` alone: what a public port may answer without a key.
+pub fn liveness() -> Router {
+    Router::new().route("/healthz", get(|| async { Json(json!({"status": "ok"})) }))
+}
+
 /// Routes `/healthz`, `/readyz` and `/metrics`.
 pub fn router(health: Health) -> Router {
     Router::new()
@@ -71,7 +77,8 @@ async fn metrics(State(health): State<Health>) -> String {
     health.metrics.render()
 }
 
-/// Serves `router` on `addr` until `shutdown` is cancelled.
+/// Serves `router` on `addr` until `shutdown` is cancelled, with the default walls of
+/// [`crate::http_server`].
 pub async fn serve(
     addr: SocketAddr,
     router: Router,
@@ -79,5 +86,8 @@ pub async fn serve(
 ) -> std::io::Result<()> {
     let listener = tokio::net::TcpListener::bind(addr).await?;
     tracing::info!(%addr, "admin http listening");
-    axum::serve(listener, router).with_graceful_shutdown(shutdown.cancelled_owned()).await
+    let limits = crate::config::HttpConfig::on(addr);
+    crate::http_server::serve(listener, router, &limits, "admin", shutdown, Duration::from_secs(2))
+        .await;
+    Ok(())
 }

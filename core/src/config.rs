@@ -55,6 +55,12 @@ pub trait ServiceConfig: Serialize + DeserializeOwned + Default {
     fn telemetry(&self) -> TelemetryConfig {
         TelemetryConfig::default()
     }
+
+    /// The longest a shutdown may take from SIGTERM to exit, whatever is down: the service
+    /// process exits (code 1, saying what it left) when it passes.
+    fn shutdown_deadline(&self) -> Duration {
+        Duration::from_secs(30)
+    }
 }
 
 /// Loads `T` from defaults, the optional TOML `file`, and `HOOKSTREAM_*` variables, then
@@ -358,6 +364,59 @@ pub struct AdminConfig {
 impl Default for AdminConfig {
     fn default() -> Self {
         Self { listen: SocketAddr::from(([127, 0, 0, 1], 9091)) }
+    }
+}
+
+/// `[http]`: a public HTTP listener and the walls around it, so that no client (a slow one, an
+/// idle one, a thousand of them) can hold the server or its shutdown.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HttpConfig {
+    /// Listen address.
+    pub listen: SocketAddr,
+    /// A request's headers must arrive within this time of the connection opening or of the
+    /// previous response; it is also how long an idle keep-alive connection is kept. Past it,
+    /// the connection is closed.
+    #[serde(with = "humantime_serde")]
+    pub header_timeout: Duration,
+    /// Whole-request limit, body included: past it the answer is 408 and the connection is
+    /// closed. Must exceed `kafka.produce_timeout`.
+    #[serde(with = "humantime_serde")]
+    pub request_timeout: Duration,
+    /// Open connections at most; one more is closed at once (and counted in
+    /// `http_connections_refused_total`).
+    pub max_connections: usize,
+}
+
+impl HttpConfig {
+    /// The defaults, listening on `listen`.
+    pub fn on(listen: SocketAddr) -> Self {
+        Self {
+            listen,
+            header_timeout: Duration::from_secs(10),
+            request_timeout: Duration::from_secs(30),
+            max_connections: 1024,
+        }
+    }
+
+    /// Checks the section; keys are reported under `http.`.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.header_timeout.is_zero() {
+            return Err(ConfigError::invalid("http.header_timeout", "must be greater than zero"));
+        }
+        if self.request_timeout.is_zero() {
+            return Err(ConfigError::invalid("http.request_timeout", "must be greater than zero"));
+        }
+        if self.max_connections == 0 {
+            return Err(ConfigError::invalid("http.max_connections", "must be at least 1"));
+        }
+        Ok(())
+    }
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        Self::on(SocketAddr::from(([127, 0, 0, 1], 8080)))
     }
 }
 

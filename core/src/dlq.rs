@@ -10,6 +10,7 @@ use governor::{Quota, RateLimiter};
 use serde::{Deserialize, Serialize};
 use sqlx::{PgPool, Postgres, QueryBuilder};
 
+use crate::db::text::pg_text;
 use crate::db::DbError;
 use crate::delivery::handoff::{Handoff, HandoffError};
 use crate::envelope::{DeliveryTask, Origin};
@@ -39,7 +40,9 @@ pub fn error_class(status: Option<u16>, error: Option<&str>) -> &'static str {
         (Some(s), _) if (500..600).contains(&s) || s == 408 || s == 429 => "http_5xx",
         (Some(s), _) if (400..500).contains(&s) => "http_4xx",
         (_, e) if e.starts_with("circuit open") => "circuit_open",
-        (_, e) if e.contains("internal address refused") || e.contains("not allowed") => "refused",
+        (_, e) if e.starts_with(crate::delivery::guard::REFUSED) || e.contains("not allowed") => {
+            "refused"
+        }
         (_, e) if e.starts_with("endpoint ") => "endpoint_unavailable",
         (_, e) if e.contains("timed out") || e.contains("timeout") => "timeout",
         (_, e) if e.contains("connect") || e.contains("error sending request") => "connection",
@@ -184,7 +187,13 @@ pub async fn index(pool: &PgPool, rows: &[NewDeadLetter]) -> Result<u64, DbError
     );
     let mut encoded = Vec::with_capacity(rows.len());
     for r in rows {
-        encoded.push(serde_json::to_value(&r.task).map_err(|e| sqlx::Error::Encode(e.into()))?);
+        let task = serde_json::to_value(&r.task).map_err(|e| sqlx::Error::Encode(e.into()))?;
+        // jsonb rejects \u0000: an event's data may carry it, and must not stop the index.
+        let clean = crate::db::text::pg_json(&task);
+        if matches!(clean, std::borrow::Cow::Owned(_)) {
+            metrics::counter!("dlq_index_sanitized_total").increment(1);
+        }
+        encoded.push(clean.into_owned());
     }
     q.push_values(rows.iter().zip(encoded), |mut b, (r, task)| {
         let t = &r.task;
@@ -193,16 +202,16 @@ pub async fn index(pool: &PgPool, rows: &[NewDeadLetter]) -> Result<u64, DbError
             .push_bind(r.topic.clone())
             .push_bind(r.partition)
             .push_bind(r.offset)
-            .push_bind(t.envelope.event_id.as_str().to_owned())
+            .push_bind(pg_text(t.envelope.event_id.as_str()).into_owned())
             .push_bind(t.endpoint_id)
-            .push_bind(t.envelope.event_type.clone())
+            .push_bind(pg_text(&t.envelope.event_type).into_owned())
             .push_bind(error_class(t.last_status, t.last_error.as_deref()))
             .push_bind(t.last_status.map(i32::from))
-            .push_bind(t.last_error.clone())
+            .push_bind(t.last_error.as_deref().map(|e| pg_text(e).into_owned()))
             .push_bind(t.attempt as i32)
             .push_bind(task)
-            .push_bind(r.origin.clone())
-            .push_bind(r.traceparent.clone())
+            .push_bind(r.origin.as_deref().map(|o| pg_text(o).into_owned()))
+            .push_bind(r.traceparent.as_deref().map(|o| pg_text(o).into_owned()))
             .push_bind(r.dead_at);
     });
     q.push(" ON CONFLICT (topic, partition, kafka_offset) DO NOTHING");

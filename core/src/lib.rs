@@ -12,6 +12,7 @@ pub mod db;
 pub mod delivery;
 pub mod dlq;
 pub mod envelope;
+pub mod http_server;
 pub mod ids;
 pub mod kafka;
 pub mod offsets;

@@ -4,6 +4,7 @@
 use std::future::Future;
 use std::path::Path;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
@@ -80,9 +81,30 @@ pub async fn serve_admin(
         .map_err(|source| ServiceError::Http { addr: admin.listen, source })
 }
 
+/// Of a service's shutdown deadline, what is kept for the steps after in-flight work is done
+/// (the final commit, the delivery-log flush, leaving the group).
+pub const FINAL_STEPS: Duration = Duration::from_secs(5);
+
+/// Of [`FINAL_STEPS`], how long the delivery-log writer may retry an unreachable database
+/// at shutdown before it gives up the rows it holds.
+pub const LOG_FLUSH_BUDGET: Duration = Duration::from_secs(3);
+
+/// How long in-flight work may take to finish at shutdown, of `deadline` in all: what
+/// [`FINAL_STEPS`] leaves, but at least half of it.
+pub fn drain_budget(deadline: Duration) -> Duration {
+    deadline.saturating_sub(FINAL_STEPS).max(deadline / 2)
+}
+
+/// Resolves `deadline` after `shutdown` is cancelled.
+async fn passed_deadline(shutdown: &CancellationToken, deadline: Duration) {
+    shutdown.cancelled().await;
+    tokio::time::sleep(deadline).await;
+}
+
 /// The body of every service binary's `main`: loads `C` from `config_file` and the
 /// environment, sets up telemetry, runs `run` until SIGTERM or Ctrl-C, and turns any error
-/// into one line on stderr and exit code 1 (2 for a configuration error).
+/// into one line on stderr and exit code 1 (2 for a configuration error). From the signal on,
+/// the process exits within the configuration's shutdown deadline, whatever is down.
 pub fn main<C, F, Fut>(service: &str, config_file: Option<&Path>, run: F) -> ExitCode
 where
     C: ServiceConfig,
@@ -103,11 +125,24 @@ where
             return ExitCode::FAILURE;
         }
     };
+    let deadline = config.shutdown_deadline();
     let result = runtime.block_on(async {
         let _telemetry = crate::telemetry::init(&config.telemetry(), service)?;
         let shutdown = crate::shutdown::on_signal();
         tracing::info!(service, version = env!("CARGO_PKG_VERSION"), "starting");
-        run(config, shutdown).await
+        let running = run(config, shutdown.clone());
+        tokio::pin!(running);
+        tokio::select! {
+            result = &mut running => result,
+            () = passed_deadline(&shutdown, deadline) => {
+                // Whatever is still waiting (a broker or database that is gone, a client that
+                // never finishes) is abandoned: the deadline is kept. Dropping the service's
+                // clients could block on the same dead peers, so the process ends here.
+                tracing::error!(service, ?deadline, "shutdown deadline passed; exiting with work unfinished");
+                eprintln!("{service}: shutdown deadline of {deadline:?} passed; exiting with work unfinished");
+                std::process::exit(1);
+            }
+        }
     });
     match result {
         Ok(()) => {

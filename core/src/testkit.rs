@@ -170,6 +170,8 @@ pub async fn assert_service_lifecycle(binary: &str, listen_key: &str) {
             .env("HOOKSTREAM_DATABASE__URL", &db.config.url)
             .env("HOOKSTREAM_KAFKA__CONNECT_TIMEOUT", "2s")
             .env("HOOKSTREAM_DATABASE__CONNECT_TIMEOUT", "2s")
+            // Ingest's public port (the other services ignore the key).
+            .env("HOOKSTREAM_HTTP__LISTEN", format!("127.0.0.1:{}", free_port()))
             .stdout(Stdio::null())
             .stderr(Stdio::piped());
         for (k, v) in envs {

@@ -65,7 +65,9 @@ pub struct DispatcherSettings {
     /// seen within this time).
     #[serde(with = "humantime_serde")]
     pub endpoint_refresh: Duration,
-    /// How long shutdown waits for in-flight deliveries before committing and leaving.
+    /// The longest a shutdown takes, from SIGTERM to exit, whatever is down: in-flight
+    /// deliveries get all of it but the last 5 s (kept for the final commit and the
+    /// delivery-log flush); past it the process exits with code 1.
     #[serde(with = "humantime_serde")]
     pub shutdown_deadline: Duration,
 }
@@ -128,5 +130,9 @@ impl ServiceConfig for DispatcherConfig {
 
     fn telemetry(&self) -> TelemetryConfig {
         self.telemetry.clone()
+    }
+
+    fn shutdown_deadline(&self) -> Duration {
+        self.dispatcher.shutdown_deadline
     }
 }

@@ -1,103 +1,163 @@
-//! Bearer API keys, resolved through an in-memory cache so the hot path makes no database
-//! round trip. Revocation takes effect within `ingest.key_cache_ttl`. While Postgres is
-//! unreachable, a key's last answer (up to `ingest.key_stale_ttl` old) still authenticates, so
-//! a database outage does not stop ingestion.
+//! Bearer API keys, resolved from an in-memory directory of every live key so the hot path
+//! makes no database round trip.
+//!
+//! The directory is reloaded whole every `ingest.key_cache_ttl`: a revoked key leaves it at the
+//! next reload, also if nobody used it since, so revocation takes effect within that time. While
+//! Postgres is unreachable the last directory keeps authenticating (up to `ingest.key_stale_ttl`
+//! after its last successful load), and a key revoked before the outage is already gone from it.
+//! A key not in the directory (issued since the last load, or not a key at all) costs one
+//! lookup, but such lookups are bounded (`ingest.unknown_key_lookups_per_second`): a flood of
+//! random keys cannot load the database or slow real clients, and never displaces a real key.
 
-use std::time::Duration;
+use std::collections::HashMap;
+use std::num::NonZeroU32;
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
 
 use axum::http::{header, HeaderMap};
+use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use hookstream_core::api_key;
 use hookstream_core::db::api_keys::{self, KeyOwner};
-use hookstream_core::db::DbError;
-use moka::future::Cache;
 use sqlx::PgPool;
+use tokio_util::sync::CancellationToken;
 
 use crate::error::ApiError;
 
-/// Longest wait for a key lookup: beyond it the database counts as down, and a known key is
-/// served from its last answer instead of holding the request for the pool's acquire timeout.
+/// Longest wait for a key lookup: beyond it the database counts as down.
 const LOOKUP_TIMEOUT: Duration = Duration::from_secs(1);
 
-#[derive(Debug, thiserror::Error)]
-enum LookupError {
-    #[error(transparent)]
-    Db(#[from] DbError),
-    #[error("key lookup timed out after {LOOKUP_TIMEOUT:?}")]
-    TimedOut,
+#[derive(Default)]
+struct Directory {
+    keys: HashMap<[u8; 32], KeyOwner>,
+    /// When the last whole load succeeded.
+    loaded_at: Option<Instant>,
 }
 
-/// Resolves keys to accounts, caching hits and misses alike for the TTL.
+/// Resolves keys to accounts.
 #[derive(Clone)]
 pub struct KeyResolver {
     pool: PgPool,
-    cache: Cache<[u8; 32], Option<KeyOwner>>,
-    /// Last answer per key, used only when the database cannot be asked (None: disabled).
-    last_known: Option<Cache<[u8; 32], Option<KeyOwner>>>,
+    directory: Arc<RwLock<Directory>>,
+    reload_every: Duration,
+    stale_ttl: Duration,
+    unknown_lookups: Arc<DefaultDirectRateLimiter>,
 }
 
 impl KeyResolver {
-    /// A resolver whose answers live `ttl`, and serve for `stale_ttl` while the database is
-    /// down (zero: not at all).
-    pub fn new(pool: PgPool, ttl: Duration, stale_ttl: Duration) -> Self {
-        let cache = |ttl| Cache::builder().max_capacity(100_000).time_to_live(ttl).build();
-        let last_known = (!stale_ttl.is_zero()).then(|| cache(stale_ttl));
-        Self { pool, cache: cache(ttl), last_known }
+    /// A resolver reloading its directory every `reload_every`, serving from it for `stale_ttl`
+    /// after its last successful load while the database is down (zero: not at all), and making
+    /// at most `unknown_per_second` lookups of keys it does not know.
+    pub fn new(
+        pool: PgPool,
+        reload_every: Duration,
+        stale_ttl: Duration,
+        unknown_per_second: NonZeroU32,
+    ) -> Self {
+        Self {
+            pool,
+            directory: Arc::default(),
+            reload_every,
+            stale_ttl,
+            unknown_lookups: Arc::new(RateLimiter::direct(Quota::per_second(unknown_per_second))),
+        }
     }
 
-    /// The owner of the request's `Authorization: Bearer` key.
+    /// Loads the directory now, then every `reload_every` until `shutdown`.
+    pub async fn spawn_reload(&self, shutdown: CancellationToken) {
+        self.reload().await;
+        let this = self.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(this.reload_every);
+            tick.tick().await;
+            loop {
+                tokio::select! {
+                    _ = shutdown.cancelled() => break,
+                    _ = tick.tick() => this.reload().await,
+                }
+            }
+        });
+    }
+
+    async fn reload(&self) {
+        match api_keys::load_live(&self.pool).await {
+            Ok(rows) => {
+                metrics::gauge!("ingest_live_api_keys").set(rows.len() as f64);
+                let mut d = self.directory.write().unwrap_or_else(|p| p.into_inner());
+                d.keys = rows.into_iter().collect();
+                d.loaded_at = Some(Instant::now());
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "reloading the API key directory failed; serving the last one")
+            }
+        }
+    }
+
+    /// The owner of the request's `Authorization: Bearer` key (the scheme in any case, RFC 7235).
     pub async fn authenticate(&self, headers: &HeaderMap) -> Result<KeyOwner, ApiError> {
         let token = headers
             .get(header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .map(str::trim)
+            .and_then(bearer_token)
             .ok_or(ApiError::Unauthorized)?;
         if !api_key::looks_valid(token) {
             return Err(ApiError::Unauthorized);
         }
         let hash = api_key::hash(token);
-        let pool = self.pool.clone();
-        let last_known = self.last_known.clone();
-        // Concurrent requests with the same key share one lookup; errors are not cached.
-        let fresh = self
-            .cache
-            .try_get_with(hash, async move {
-                let owner =
-                    tokio::time::timeout(LOOKUP_TIMEOUT, api_keys::find_by_hash(&pool, &hash))
-                        .await
-                        .map_err(|_| LookupError::TimedOut)??;
-                if let Some(last_known) = last_known {
-                    last_known.insert(hash, owner.clone()).await;
-                }
-                Ok::<_, LookupError>(owner)
-            })
-            .await;
-        let owner = match fresh {
-            Ok(owner) => owner,
-            Err(e) => {
-                let stale = match &self.last_known {
-                    Some(last_known) => last_known.get(&hash).await,
-                    None => None,
-                };
-                match stale {
-                    Some(owner) => {
-                        tracing::debug!(error = %e, "API key lookup failed; using its last answer");
-                        owner
-                    }
-                    None => {
-                        tracing::warn!(error = %e, "API key lookup failed");
-                        return Err(ApiError::Unavailable {
-                            what: "key store",
-                            retry_after_secs: 1,
-                        });
-                    }
-                }
-            }
+        let known = {
+            let d = self.directory.read().unwrap_or_else(|p| p.into_inner());
+            let fresh =
+                d.loaded_at.is_some_and(|at| at.elapsed() <= self.reload_every + self.stale_ttl);
+            fresh.then(|| d.keys.get(&hash).cloned())
         };
-        match owner {
-            None => Err(ApiError::Unauthorized),
-            Some(o) if o.revoked_at.is_some() => Err(ApiError::KeyRevoked),
-            Some(o) => Ok(o),
+        match known {
+            Some(Some(owner)) => return Ok(owner),
+            // Not known: a key issued since the last load, a revoked one, or none at all.
+            Some(None) => {}
+            None => {
+                tracing::warn!("the API key directory is older than ingest.key_stale_ttl; refusing until it loads");
+                return Err(ApiError::Unavailable { what: "key store", retry_after_secs: 1 });
+            }
         }
+        if self.unknown_lookups.check().is_err() {
+            metrics::counter!("ingest_unknown_key_lookups_refused_total").increment(1);
+            return Err(ApiError::Unavailable { what: "key store", retry_after_secs: 1 });
+        }
+        let found = tokio::time::timeout(LOOKUP_TIMEOUT, api_keys::find_by_hash(&self.pool, &hash))
+            .await
+            .map_err(|_| "key lookup timed out".to_owned())
+            .and_then(|r| r.map_err(|e| e.to_string()));
+        match found {
+            Ok(None) => Err(ApiError::Unauthorized),
+            Ok(Some(o)) if o.revoked_at.is_some() => Err(ApiError::KeyRevoked),
+            Ok(Some(o)) => {
+                let mut d = self.directory.write().unwrap_or_else(|p| p.into_inner());
+                d.keys.insert(hash, o.clone());
+                Ok(o)
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "API key lookup failed");
+                Err(ApiError::Unavailable { what: "key store", retry_after_secs: 1 })
+            }
+        }
+    }
+}
+
+/// The credentials of an `Authorization` value whose scheme is `Bearer`, in any case.
+fn bearer_token(value: &str) -> Option<&str> {
+    let (scheme, token) = value.trim().split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::bearer_token;
+
+    #[test]
+    fn the_bearer_scheme_is_case_insensitive() {
+        for v in ["Bearer abc", "bearer abc", "BEARER  abc ", "bEaReR abc"] {
+            assert_eq!(bearer_token(v), Some("abc"), "{v}");
+        }
+        assert_eq!(bearer_token("Basic abc"), None);
+        assert_eq!(bearer_token("Bearerabc"), None);
     }
 }

@@ -4,8 +4,8 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use hookstream_core::config::{
-    AdminConfig, ConfigError, DatabaseConfig, KafkaConfig, ServiceConfig, TelemetryConfig,
-    TopicsConfig,
+    AdminConfig, ConfigError, DatabaseConfig, HttpConfig, KafkaConfig, ServiceConfig,
+    TelemetryConfig, TopicsConfig,
 };
 use serde::{Deserialize, Serialize};
 
@@ -21,8 +21,10 @@ pub struct IngestConfig {
     pub database: DatabaseConfig,
     /// `[telemetry]`: logs, traces.
     pub telemetry: TelemetryConfig,
-    /// `[http]`: where the API (and `/healthz`, `/readyz`, `/metrics`) listens.
-    pub http: AdminConfig,
+    /// `[http]`: where the API (and `/healthz`) listens, and its limits on clients.
+    pub http: HttpConfig,
+    /// `[admin]`: where `/healthz`, `/readyz` and `/metrics` are served (not on the public port).
+    pub admin: AdminConfig,
     /// `[ingest]`: this service's own settings.
     pub ingest: IngestSettings,
 }
@@ -34,7 +36,8 @@ impl Default for IngestConfig {
             topics: TopicsConfig::default(),
             database: DatabaseConfig::default(),
             telemetry: TelemetryConfig::default(),
-            http: AdminConfig { listen: SocketAddr::from(([127, 0, 0, 1], 8080)) },
+            http: HttpConfig::on(SocketAddr::from(([127, 0, 0, 1], 8080))),
+            admin: AdminConfig { listen: SocketAddr::from(([127, 0, 0, 1], 9090)) },
             ingest: IngestSettings::default(),
         }
     }
@@ -53,14 +56,20 @@ pub struct IngestSettings {
     pub idempotency_window: Duration,
     /// Most idempotency keys remembered at once (oldest evicted first).
     pub idempotency_capacity: u64,
-    /// How long a key lookup is cached: a revoked key stops working within this time.
+    /// How often the directory of live API keys is reloaded: a revoked key stops working
+    /// within this time.
     #[serde(with = "humantime_serde")]
     pub key_cache_ttl: Duration,
-    /// How long the last answer for a key is kept to authenticate with while Postgres is
-    /// unreachable, so ingest keeps accepting events through a database outage (0: never; a
-    /// key revoked during the outage works until the database is back).
+    /// How long past a missed reload the last directory still authenticates while Postgres is
+    /// unreachable, so ingest keeps accepting events through a database outage (0: not at all;
+    /// a key revoked during the outage works until the database is back, one revoked before
+    /// it does not).
     #[serde(with = "humantime_serde")]
     pub key_stale_ttl: Duration,
+    /// Lookups per second, at most, of keys not in the directory (issued since its last load,
+    /// or not keys at all); more are answered 503 with `Retry-After`, so a flood of random keys
+    /// cannot load the database.
+    pub unknown_key_lookups_per_second: u32,
     /// `Retry-After` seconds sent with a 503 when the broker is unavailable.
     pub unavailable_retry_after_secs: u32,
     /// Confluent-compatible schema registry; when set, events are written as Avro in the
@@ -79,6 +88,10 @@ pub struct IngestSettings {
     /// sent meanwhile).
     #[serde(with = "humantime_serde")]
     pub secret_rotation_overlap: Duration,
+    /// The longest a shutdown takes, from SIGTERM to exit: open requests get all of it but the
+    /// last 5 s (kept for the producer's flush); past it the process exits with code 1.
+    #[serde(with = "humantime_serde")]
+    pub shutdown_deadline: Duration,
 }
 
 impl Default for IngestSettings {
@@ -90,6 +103,7 @@ impl Default for IngestSettings {
             idempotency_capacity: 1_000_000,
             key_cache_ttl: Duration::from_secs(30),
             key_stale_ttl: Duration::from_secs(3600),
+            unknown_key_lookups_per_second: 50,
             unavailable_retry_after_secs: 5,
             schema_registry_url: None,
             redrive_rate: 500,
@@ -97,6 +111,7 @@ impl Default for IngestSettings {
             allow_http_endpoints: false,
             allow_private_endpoints: false,
             secret_rotation_overlap: Duration::from_secs(24 * 3600),
+            shutdown_deadline: Duration::from_secs(15),
         }
     }
 }
@@ -107,7 +122,17 @@ impl ServiceConfig for IngestConfig {
         self.topics.validate()?;
         self.database.validate()?;
         self.telemetry.validate()?;
+        self.http.validate()?;
+        if self.http.request_timeout <= self.kafka.produce_timeout {
+            return Err(ConfigError::invalid(
+                "http.request_timeout",
+                "must exceed kafka.produce_timeout, or a request would be cut off while its event is being produced",
+            ));
+        }
         let ingest = &self.ingest;
+        if ingest.shutdown_deadline < Duration::from_secs(6) {
+            return Err(ConfigError::invalid("ingest.shutdown_deadline", "must be at least 6s"));
+        }
         if ingest.max_body_bytes == 0 {
             return Err(ConfigError::invalid("ingest.max_body_bytes", "must be greater than zero"));
         }
@@ -123,6 +148,12 @@ impl ServiceConfig for IngestConfig {
         if ingest.key_cache_ttl.is_zero() {
             return Err(ConfigError::invalid("ingest.key_cache_ttl", "must be greater than zero"));
         }
+        if ingest.unknown_key_lookups_per_second == 0 {
+            return Err(ConfigError::invalid(
+                "ingest.unknown_key_lookups_per_second",
+                "must be at least 1",
+            ));
+        }
         if ingest.redrive_rate == 0 {
             return Err(ConfigError::invalid("ingest.redrive_rate", "must be at least 1"));
         }
@@ -134,5 +165,9 @@ impl ServiceConfig for IngestConfig {
 
     fn telemetry(&self) -> TelemetryConfig {
         self.telemetry.clone()
+    }
+
+    fn shutdown_deadline(&self) -> Duration {
+        self.ingest.shutdown_deadline
     }
 }

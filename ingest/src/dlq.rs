@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
 use crate::error::{ApiError, ErrorBody};
-use crate::request::{parse_json, parse_query, read_limited, require_json};
+use crate::request::{parse_query, parse_stored_json, read_limited, require_json};
 use crate::state::AppState;
 
 /// Entries per page unless `limit` says otherwise.
@@ -217,7 +217,7 @@ pub async fn redrive(
     let owner = state.auth.authenticate(&headers).await?;
     require_json(&headers)?;
     let bytes = read_limited(&headers, body, state.settings.max_body_bytes).await?;
-    let r: RedriveRequest = parse_json(&bytes)?;
+    let r: RedriveRequest = parse_stored_json(&bytes)?;
     check(r.from, r.to, r.error_class.as_deref(), "/")?;
     let filter = Filter {
         account: Some(owner.account_id),

@@ -21,7 +21,7 @@ use serde::{Deserialize, Deserializer, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
 use crate::error::{ApiError, ErrorBody};
-use crate::request::{parse_json, parse_query, read_limited, require_json};
+use crate::request::{parse_query, parse_stored_json, read_limited, require_json};
 use crate::state::AppState;
 
 /// Longest URL accepted.
@@ -158,9 +158,16 @@ pub struct StatsQuery {
     pub window: Option<String>,
 }
 
+/// A failed query as the client sees it: 503 while the database cannot be reached, 500 for a
+/// failure that retrying cannot mend (logged: it is a bug, input is checked before it gets here).
 pub(crate) fn unavailable(e: DbError) -> ApiError {
-    tracing::error!(error = %e, "database query failed");
-    ApiError::Unavailable { what: "database", retry_after_secs: 5 }
+    if e.is_transient() {
+        tracing::error!(error = %e, "database query failed");
+        ApiError::Unavailable { what: "database", retry_after_secs: 5 }
+    } else {
+        tracing::error!(error = %e, "database refused a query");
+        ApiError::Internal
+    }
 }
 
 fn actor(owner: &KeyOwner) -> String {
@@ -280,7 +287,7 @@ async fn body<T: serde::de::DeserializeOwned>(
 ) -> Result<T, ApiError> {
     require_json(headers)?;
     let bytes = read_limited(headers, body, state.settings.max_body_bytes).await?;
-    parse_json(&bytes)
+    parse_stored_json(&bytes)
 }
 
 /// Create an endpoint.

@@ -48,6 +48,9 @@ pub enum ApiError {
         /// Seconds until a retry can pass.
         retry_after_secs: u64,
     },
+    /// A failure on our side that retrying will not mend (logged with its cause).
+    #[error("internal error")]
+    Internal,
     /// The broker (or the key store) did not answer in time; nothing was accepted.
     #[error("{what} unavailable; nothing was accepted, retry after {retry_after_secs} s")]
     Unavailable {
@@ -76,6 +79,7 @@ impl ApiError {
             ApiError::Conflict(_) => StatusCode::CONFLICT,
             ApiError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             ApiError::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
 
@@ -92,6 +96,7 @@ impl ApiError {
             ApiError::Conflict(_) => "conflict",
             ApiError::RateLimited { .. } => "rate_limited",
             ApiError::Unavailable { .. } => "unavailable",
+            ApiError::Internal => "internal",
         }
     }
 
@@ -118,7 +123,7 @@ impl ApiError {
 pub struct ErrorDetail {
     /// Machine-readable code: `malformed_json`, `unauthorized`, `key_revoked`, `not_found`,
     /// `payload_too_large`, `unsupported_media_type`, `invalid_request`, `conflict`, `rate_limited`,
-    /// `unavailable`.
+    /// `unavailable`, `internal`.
     pub code: String,
     /// Human-readable explanation.
     pub message: String,

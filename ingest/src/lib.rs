@@ -17,6 +17,7 @@ pub mod rate_limit;
 pub mod request;
 pub mod state;
 
+use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -27,9 +28,9 @@ use axum::routing::{get, post};
 use axum::Router;
 pub use config::{IngestConfig, IngestSettings};
 pub use error::ApiError;
-use hookstream_core::admin;
 use hookstream_core::schema::Schemas;
 use hookstream_core::service::{self, ServiceError};
+use hookstream_core::{admin, http_server};
 pub use openapi::document as openapi_document;
 use tokio_util::sync::CancellationToken;
 
@@ -49,11 +50,20 @@ pub async fn run(config: IngestConfig, shutdown: CancellationToken) -> Result<()
         .map_err(|e| ServiceError::Startup(e.to_string()))?;
     let publisher = Publisher::new(&config.kafka, config.topics.topics(), encoder)?;
     let settings = &config.ingest;
+    let drain = service::drain_budget(settings.shutdown_deadline);
+    if settings.allow_private_endpoints {
+        tracing::warn!(
+            "ingest.allow_private_endpoints is on: endpoints on loopback and internal addresses \
+             are accepted; the dispatcher and retrier deliver to them only with \
+             delivery.allow_private_targets on (they say so at start when it is off)"
+        );
+    }
     let state = AppState {
         auth: KeyResolver::new(
             backends.database.clone(),
             settings.key_cache_ttl,
             settings.key_stale_ttl,
+            NonZeroU32::new(settings.unknown_key_lookups_per_second).unwrap_or(NonZeroU32::MIN),
         ),
         limits: IntakeLimits::default(),
         idempotency: IdempotencyKeys::new(
@@ -65,16 +75,23 @@ pub async fn run(config: IngestConfig, shutdown: CancellationToken) -> Result<()
         schemas: Arc::new(schemas),
         settings: Arc::new(config.ingest),
     };
-    let app = router(state).merge(admin::router(service::health(&backends)?));
+    state.auth.spawn_reload(shutdown.clone()).await;
+    let app = router(state).merge(admin::liveness());
     let listener = tokio::net::TcpListener::bind(config.http.listen)
         .await
         .map_err(|source| ServiceError::Http { addr: config.http.listen, source })?;
-    tracing::info!(listen = %config.http.listen, "ingest listening");
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown.cancelled_owned())
-        .await
-        .map_err(|source| ServiceError::Http { addr: config.http.listen, source })?;
-    publisher.flush(Duration::from_secs(10)).await;
+    let admin_server = tokio::spawn({
+        let (admin, backends, stop) = (config.admin.clone(), backends.clone(), shutdown.clone());
+        async move { service::serve_admin(&admin, &backends, stop).await }
+    });
+    tracing::info!(listen = %config.http.listen, admin = %config.admin.listen, "ingest listening");
+    http_server::serve(listener, app, &config.http, "ingest", shutdown, drain).await;
+    publisher.flush(service::FINAL_STEPS - Duration::from_secs(1)).await;
+    match admin_server.await {
+        Ok(Err(e)) => tracing::warn!(error = %e, "admin server stopped with an error"),
+        Err(e) => tracing::warn!(error = %e, "admin server panicked"),
+        Ok(Ok(())) => {}
+    }
     Ok(())
 }
 

@@ -52,6 +52,37 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
     from_value(value, "")
 }
 
+/// [`parse_json`] for bodies whose text is stored in Postgres (endpoints, DLQ filters): a
+/// string holding NUL, which Postgres text cannot store, is a 422 naming its field.
+pub fn parse_stored_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    let value: serde_json::Value =
+        serde_json::from_slice(bytes).map_err(|e| ApiError::MalformedJson(e.to_string()))?;
+    if let Some(field) = nul_at(&value, String::new()) {
+        return Err(ApiError::invalid(field, "must not contain NUL (\\u0000)"));
+    }
+    from_value(value, "")
+}
+
+/// The JSON pointer of the first string or key holding NUL.
+fn nul_at(value: &serde_json::Value, at: String) -> Option<String> {
+    use serde_json::Value;
+    match value {
+        Value::String(s) if s.contains('\0') => Some(if at.is_empty() { "/".into() } else { at }),
+        Value::Array(items) => {
+            items.iter().enumerate().find_map(|(i, v)| nul_at(v, format!("{at}/{i}")))
+        }
+        Value::Object(map) => map.iter().find_map(|(k, v)| {
+            let here = format!("{at}/{}", k.replace('~', "~0").replace('/', "~1"));
+            if k.contains('\0') {
+                Some(here)
+            } else {
+                nul_at(v, here)
+            }
+        }),
+        _ => None,
+    }
+}
+
 /// Deserializes a JSON value, naming the failing field (JSON pointer under `prefix`).
 pub fn from_value<T: DeserializeOwned>(
     value: serde_json::Value,
@@ -83,12 +114,23 @@ pub fn from_value<T: DeserializeOwned>(
 
 /// Parses a query string, naming the offending parameter on error.
 pub fn parse_query<T: serde::de::DeserializeOwned>(query: &str) -> Result<T, ApiError> {
+    // Query values are compared with stored text: NUL (or a name holding one) is refused here.
+    if let Some((name, _)) = url::form_urlencoded::parse(query.as_bytes())
+        .find(|(k, v)| k.contains('\0') || v.contains('\0'))
+    {
+        return Err(ApiError::invalid(pg_safe(&name), "must not contain NUL (%00)"));
+    }
     let de = serde_urlencoded::Deserializer::new(url::form_urlencoded::parse(query.as_bytes()));
     serde_path_to_error::deserialize(de).map_err(|e| {
         let field = e.path().to_string();
         let field = if field == "." { "query".to_owned() } else { field };
         ApiError::invalid(field, e.into_inner().to_string())
     })
+}
+
+/// A name as it can be echoed back in an error.
+fn pg_safe(name: &str) -> String {
+    hookstream_core::db::text::pg_text(name).into_owned()
 }
 
 #[cfg(test)]
@@ -123,6 +165,30 @@ mod tests {
                 assert_eq!(field, "/name", "a missing field is named");
                 assert!(message.contains("name"), "{message}");
             }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn nul_in_stored_text_is_422_naming_the_field() {
+        #[derive(Debug, Deserialize)]
+        #[allow(dead_code)]
+        struct Body {
+            url: String,
+            types: Vec<String>,
+        }
+        match parse_stored_json::<Body>(br#"{"url": "https://a.example/\u0000", "types": []}"#) {
+            Err(ApiError::Invalid { field, .. }) => assert_eq!(field, "/url"),
+            other => panic!("{other:?}"),
+        }
+        match parse_stored_json::<Body>(
+            br#"{"url": "https://a.example/", "types": ["a", "b\u0000"]}"#,
+        ) {
+            Err(ApiError::Invalid { field, .. }) => assert_eq!(field, "/types/1"),
+            other => panic!("{other:?}"),
+        }
+        match parse_query::<std::collections::HashMap<String, String>>("limit=1&event_type=a%00b") {
+            Err(ApiError::Invalid { field, .. }) => assert_eq!(field, "event_type"),
             other => panic!("{other:?}"),
         }
     }

@@ -70,7 +70,9 @@ pub struct RetrierSettings {
     /// How often the DLQ size gauge is read from the index.
     #[serde(with = "humantime_serde")]
     pub dlq_size_interval: Duration,
-    /// How long shutdown waits for in-flight retries before committing and leaving.
+    /// The longest a shutdown takes, from SIGTERM to exit, whatever is down: in-flight
+    /// retries get all of it but the last 5 s (kept for the final commit and the delivery-log
+    /// flush); past it the process exits with code 1.
     #[serde(with = "humantime_serde")]
     pub shutdown_deadline: Duration,
 }
@@ -122,5 +124,9 @@ impl ServiceConfig for RetrierConfig {
 
     fn telemetry(&self) -> TelemetryConfig {
         self.telemetry.clone()
+    }
+
+    fn shutdown_deadline(&self) -> Duration {
+        self.retrier.shutdown_deadline
     }
 }

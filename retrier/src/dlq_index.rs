@@ -100,6 +100,9 @@ async fn flush(
 }
 
 /// Writes the batch, retrying while the database is down (loudly), so nothing is skipped.
+/// A batch the database rejects is written row by row, and a row it rejects alone is
+/// quarantined: counted (`dlq_index_quarantined_total`), logged with its position so it can be
+/// read from the topic, and passed over, so one record cannot stop the index for every account.
 /// False when shutdown came first.
 async fn write(
     pool: &PgPool,
@@ -109,22 +112,61 @@ async fn write(
     if batch.is_empty() {
         return true;
     }
+    match write_retrying(pool, batch, shutdown).await {
+        Written::Yes => {}
+        Written::Stopped => return false,
+        Written::Rejected(e) => {
+            tracing::warn!(error = %e, rows = batch.len(), "the database rejected a DLQ index batch; writing its rows one by one");
+            for row in batch.iter() {
+                match write_retrying(pool, std::slice::from_ref(row), shutdown).await {
+                    Written::Yes => {}
+                    Written::Stopped => return false,
+                    Written::Rejected(e) => {
+                        metrics::counter!("dlq_index_quarantined_total").increment(1);
+                        tracing::error!(
+                            account = %row.task.envelope.account_id, topic = %row.topic,
+                            partition = row.partition, offset = row.offset, error = %e,
+                            "DLQ record quarantined: the database rejects it; not indexed (still in the topic)"
+                        );
+                    }
+                }
+            }
+        }
+    }
+    batch.clear();
+    true
+}
+
+enum Written {
+    Yes,
+    Stopped,
+    Rejected(hookstream_core::db::DbError),
+}
+
+async fn write_retrying(
+    pool: &PgPool,
+    rows: &[NewDeadLetter],
+    shutdown: &CancellationToken,
+) -> Written {
     let mut backoff = Duration::from_millis(100);
     loop {
-        match dlq::index(pool, batch).await {
+        match dlq::index(pool, rows).await {
             Ok(new) => {
                 metrics::counter!("webhook_dlq_entries_total").increment(new);
-                batch.clear();
-                return true;
+                return Written::Yes;
             }
+            Err(e) if !e.is_transient() => return Written::Rejected(e),
             Err(e) if !shutdown.is_cancelled() => {
-                tracing::error!(error = %e, rows = batch.len(), "indexing the DLQ failed; retrying");
-                tokio::time::sleep(backoff).await;
+                tracing::error!(error = %e, rows = rows.len(), "indexing the DLQ failed; retrying");
+                tokio::select! {
+                    _ = tokio::time::sleep(backoff) => {}
+                    _ = shutdown.cancelled() => {}
+                }
                 backoff = (backoff * 2).min(Duration::from_secs(5));
             }
             Err(e) => {
                 tracing::error!(error = %e, "DLQ index not written at shutdown; it is read again at start");
-                return false;
+                return Written::Stopped;
             }
         }
     }

@@ -56,6 +56,7 @@ pub async fn run(config: RetrierConfig, shutdown: CancellationToken) -> Result<(
 
     let cache = EndpointCache::default();
     cache.reload(&backends.database).await?;
+    cache.warn_if_guard_disagrees(config.delivery.allow_private_targets);
     let background = CancellationToken::new();
     cache.spawn_refresh(backends.database.clone(), settings.endpoint_refresh, background.clone());
     let (recorder, recorder_task) = Recorder::spawn(
@@ -63,6 +64,7 @@ pub async fn run(config: RetrierConfig, shutdown: CancellationToken) -> Result<(
         config.delivery.record_batch_size,
         config.delivery.record_flush_interval,
         background.clone(),
+        service::LOG_FLUSH_BUDGET,
     );
     let producer = HealingProducer::new(&config.kafka, "hookstream-retrier")?;
     let handoff = Handoff::new(producer, topics.clone(), config.kafka.produce_timeout);
@@ -122,7 +124,7 @@ pub async fn run(config: RetrierConfig, shutdown: CancellationToken) -> Result<(
     }
 
     tracing::info!("stopping: finishing in-flight retries");
-    let deadline = tokio::time::Instant::now() + settings.shutdown_deadline;
+    let deadline = tokio::time::Instant::now() + service::drain_budget(settings.shutdown_deadline);
     while engine.in_flight() > 0 && tokio::time::Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }

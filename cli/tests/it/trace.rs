@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use hookstream_core::config::AdminConfig;
+use hookstream_core::config::{AdminConfig, HttpConfig};
 use hookstream_core::db::{accounts, api_keys, endpoints};
 use hookstream_core::delivery::DeliveryConfig;
 use hookstream_core::testkit::{self, eventually, Receiver, TestDatabase};
@@ -42,7 +42,7 @@ async fn the_receiver_gets_the_trace_ingest_started_on_every_attempt() {
     };
     let admin = || AdminConfig { listen: ([127, 0, 0, 1], testkit::free_port()).into() };
     let stop = CancellationToken::new();
-    let http = admin();
+    let http = HttpConfig::on(admin().listen);
     let services = [
         tokio::spawn(hookstream_ingest::run(
             IngestConfig {
@@ -50,6 +50,7 @@ async fn the_receiver_gets_the_trace_ingest_started_on_every_attempt() {
                 topics: topics.clone(),
                 database: db.config.clone(),
                 http: http.clone(),
+                admin: admin(),
                 ingest: IngestSettings::default(),
                 ..IngestConfig::default()
             },

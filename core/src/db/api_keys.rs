@@ -117,21 +117,57 @@ pub async fn list(pool: &PgPool, account_id: AccountId) -> Result<Vec<ApiKeyInfo
 /// key id, account id, revoked at, tier, ingest rate, ingest burst.
 type OwnerRow = (ApiKeyId, AccountId, Option<DateTime<Utc>>, String, Option<i32>, Option<i32>);
 
+const OWNER_COLUMNS: &str =
+    "k.id, k.account_id, k.revoked_at, a.tier, a.ingest_rate_per_sec, a.ingest_burst";
+
 /// Resolves a key's hash to its owner. This lookup is what establishes the account, so it is
 /// the one query not filtered by an account id.
 pub async fn find_by_hash(pool: &PgPool, hash: &[u8; 32]) -> Result<Option<KeyOwner>, DbError> {
-    let row: Option<OwnerRow> = sqlx::query_as(
-        "SELECT k.id, k.account_id, k.revoked_at, a.tier, a.ingest_rate_per_sec, a.ingest_burst \
-             FROM api_keys k JOIN accounts a ON a.id = k.account_id WHERE k.key_hash = $1",
-    )
+    let row: Option<OwnerRow> = sqlx::query_as(&format!(
+        "SELECT {OWNER_COLUMNS} FROM api_keys k JOIN accounts a ON a.id = k.account_id \
+         WHERE k.key_hash = $1"
+    ))
     .bind(&hash[..])
     .fetch_optional(pool)
     .await?;
-    Ok(row.map(|(key_id, account_id, revoked_at, tier, rate, burst)| {
-        let default = Tier::parse(&tier).unwrap_or_default().default_ingest_limit();
-        let per_second = rate.and_then(|r| u32::try_from(r).ok()).unwrap_or(default.per_second);
-        let burst =
-            burst.and_then(|b| u32::try_from(b).ok()).unwrap_or(default.burst.max(per_second));
-        KeyOwner { key_id, account_id, revoked_at, ingest_limit: RateLimit { per_second, burst } }
-    }))
+    Ok(row.map(owner))
+}
+
+/// Every key that is not revoked, by hash, with its owner: what ingest authenticates from
+/// without a query per request. Like [`find_by_hash`], not filtered by account: it is what
+/// establishes the account.
+pub async fn load_live(pool: &PgPool) -> Result<Vec<([u8; 32], KeyOwner)>, DbError> {
+    let rows: Vec<LiveKey> = sqlx::query_as(&format!(
+        "SELECT k.key_hash, {OWNER_COLUMNS} FROM api_keys k \
+         JOIN accounts a ON a.id = k.account_id WHERE k.revoked_at IS NULL"
+    ))
+    .fetch_all(pool)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .filter_map(|r| {
+            let hash: [u8; 32] = r.key_hash.try_into().ok()?;
+            let row =
+                (r.id, r.account_id, r.revoked_at, r.tier, r.ingest_rate_per_sec, r.ingest_burst);
+            Some((hash, owner(row)))
+        })
+        .collect())
+}
+
+#[derive(sqlx::FromRow)]
+struct LiveKey {
+    key_hash: Vec<u8>,
+    id: ApiKeyId,
+    account_id: AccountId,
+    revoked_at: Option<DateTime<Utc>>,
+    tier: String,
+    ingest_rate_per_sec: Option<i32>,
+    ingest_burst: Option<i32>,
+}
+
+fn owner((key_id, account_id, revoked_at, tier, rate, burst): OwnerRow) -> KeyOwner {
+    let default = Tier::parse(&tier).unwrap_or_default().default_ingest_limit();
+    let per_second = rate.and_then(|r| u32::try_from(r).ok()).unwrap_or(default.per_second);
+    let burst = burst.and_then(|b| u32::try_from(b).ok()).unwrap_or(default.burst.max(per_second));
+    KeyOwner { key_id, account_id, revoked_at, ingest_limit: RateLimit { per_second, burst } }
 }

@@ -5,6 +5,7 @@ pub mod api_keys;
 pub mod audit;
 pub mod deliveries;
 pub mod endpoints;
+pub mod text;
 
 use sqlx::migrate::Migrator;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
@@ -42,6 +43,17 @@ pub enum DbError {
     /// A query failed.
     #[error("database query failed: {0}")]
     Query(#[from] sqlx::Error),
+}
+
+impl DbError {
+    /// Whether trying again unchanged may succeed (see [`text::is_transient`]).
+    pub fn is_transient(&self) -> bool {
+        match self {
+            DbError::Unreachable { .. } => true,
+            DbError::Query(e) => text::is_transient(e),
+            DbError::Url { .. } | DbError::Migrate(_) => false,
+        }
+    }
 }
 
 /// Opens a pool and checks that one connection works, failing within

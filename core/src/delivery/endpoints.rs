@@ -10,8 +10,12 @@ use super::sign::SigningSecret;
 use crate::db::endpoints::{self, DeliveryEndpoint};
 use crate::tier::RateLimit;
 use crate::{AccountId, EndpointId};
+use sqlx::postgres::PgListener;
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
+
+/// The Postgres channel on which every change to `endpoints` is announced.
+const CHANGE_CHANNEL: &str = "hookstream_endpoints";
 
 /// An endpoint ready for delivery.
 #[derive(Debug, Clone)]
@@ -67,6 +71,31 @@ impl EndpointCache {
         map.values().flatten().cloned().collect()
     }
 
+    /// Says so, loudly, when `delivery.allow_private_targets` is off and some enabled endpoints
+    /// point at a loopback or internal address literal (or `localhost`): ingest accepted them
+    /// (its `ingest.allow_private_endpoints` is on) but the guard refuses every delivery to
+    /// them. Run once at start, after the first load.
+    pub fn warn_if_guard_disagrees(&self, allow_private_targets: bool) {
+        if allow_private_targets {
+            return;
+        }
+        let refused: Vec<String> = self
+            .all()
+            .iter()
+            .filter(|e| refused_by_guard(&e.target.url))
+            .map(|e| e.target.url.to_string())
+            .collect();
+        if let Some(example) = refused.first() {
+            tracing::warn!(
+                endpoints = refused.len(),
+                example = %example,
+                "settings disagree: enabled endpoints point at loopback or internal addresses, \
+                 but delivery.allow_private_targets is off, so every delivery to them is refused; \
+                 set it to match ingest.allow_private_endpoints (scripts/run.sh --local sets both)"
+            );
+        }
+    }
+
     /// Reloads everything; on error the previous contents stay.
     pub async fn reload(&self, pool: &PgPool) -> Result<usize, crate::db::DbError> {
         let rows = endpoints::load_enabled(pool, chrono::Utc::now()).await?;
@@ -81,23 +110,72 @@ impl EndpointCache {
         Ok(count)
     }
 
-    /// Reloads every `every` until `shutdown`.
+    /// Reloads at once whenever Postgres announces a change to `endpoints` (the
+    /// `hookstream_endpoints` channel, see the migration that adds its trigger), and every
+    /// `every` in any case: notifications sent while the listening connection was down are
+    /// lost, the periodic reload bounds how long that can matter. Until `shutdown`.
     pub fn spawn_refresh(&self, pool: PgPool, every: Duration, shutdown: CancellationToken) {
         let cache = self.clone();
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(every);
+            let mut listener: Option<PgListener> = None;
             loop {
+                if listener.is_none() {
+                    listener = listen(&pool).await;
+                }
+                let notified = async {
+                    match listener.as_mut() {
+                        Some(l) => l.recv().await.map(|_| ()),
+                        None => std::future::pending().await,
+                    }
+                };
                 tokio::select! {
                     _ = shutdown.cancelled() => break,
-                    _ = tick.tick() => {
-                        if let Err(e) = cache.reload(&pool).await {
-                            tracing::warn!(error = %e, "endpoint cache refresh failed; keeping the last one");
+                    _ = tick.tick() => {}
+                    received = notified => {
+                        if let Err(e) = received {
+                            tracing::warn!(error = %e, "endpoint change notifications lost; reloading every {every:?} until they are back");
+                            listener = None;
+                        } else if let Some(l) = listener.as_mut() {
+                            // A burst of changes (a seed, a bulk update) is one reload.
+                            while let Ok(Ok(_)) = tokio::time::timeout(Duration::ZERO, l.recv()).await {}
                         }
                     }
+                }
+                if let Err(e) = cache.reload(&pool).await {
+                    tracing::warn!(error = %e, "endpoint cache refresh failed; keeping the last one");
                 }
             }
         });
     }
+}
+
+/// A listener on the endpoint change channel, or None (said once per failure) while Postgres
+/// cannot be reached.
+async fn listen(pool: &PgPool) -> Option<PgListener> {
+    let result = async {
+        let mut listener = PgListener::connect_with(pool).await?;
+        listener.listen(CHANGE_CHANNEL).await?;
+        Ok::<_, sqlx::Error>(listener)
+    }
+    .await;
+    match result {
+        Ok(l) => Some(l),
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot listen for endpoint changes; reloading periodically");
+            None
+        }
+    }
+}
+
+/// Whether the guard refuses this URL whatever DNS answers: an internal IP literal or a
+/// `localhost` name.
+fn refused_by_guard(url: &url::Url) -> bool {
+    let localhost = url.host_str().is_some_and(|h| {
+        let h = h.trim_end_matches('.').to_ascii_lowercase();
+        h == "localhost" || h.ends_with(".localhost")
+    });
+    localhost || super::guard::check_literal(url).is_err()
 }
 
 fn cached(row: DeliveryEndpoint) -> Option<CachedEndpoint> {
@@ -119,7 +197,22 @@ fn cached(row: DeliveryEndpoint) -> Option<CachedEndpoint> {
 
 #[cfg(test)]
 mod tests {
-    use super::matches;
+    use super::{matches, refused_by_guard};
+
+    #[test]
+    fn loopback_and_internal_literals_are_refused_whatever_dns_says() {
+        for url in [
+            "http://127.0.0.1:9000/x",
+            "http://localhost:9000/",
+            "http://[::1]/",
+            "http://api.localhost/",
+        ] {
+            assert!(refused_by_guard(&url.parse().expect(url)), "{url}");
+        }
+        for url in ["https://example.com/x", "https://8.8.8.8/"] {
+            assert!(!refused_by_guard(&url.parse().expect(url)), "{url}");
+        }
+    }
 
     #[test]
     fn wildcards_match_by_prefix() {

@@ -28,12 +28,16 @@ pub struct DeliveryConfig {
     pub connect_timeout: Duration,
     /// Deliver to private, loopback and link-local addresses (tests and on-premises only).
     pub allow_private_targets: bool,
+    /// An HTTP(S) proxy for every delivery (`http://host:port`). Unset: no proxy, whatever
+    /// `HTTP_PROXY`/`HTTPS_PROXY` say, because a proxy resolves the target past the SSRF guard.
+    pub proxy: Option<url::Url>,
     /// Consecutive failures that open an endpoint's circuit.
     pub circuit_threshold: u32,
     /// How long an open circuit waits before one probe.
     #[serde(with = "humantime_serde")]
     pub circuit_cooldown: Duration,
-    /// Bytes of a response body kept in the delivery log.
+    /// Bytes of a response body read and kept in the delivery log; the rest is never read (the
+    /// connection is closed).
     pub max_response_body: usize,
     /// Attempt records written per database round trip, at most.
     pub record_batch_size: usize,
@@ -48,6 +52,7 @@ impl Default for DeliveryConfig {
             timeout: Duration::from_secs(10),
             connect_timeout: Duration::from_secs(5),
             allow_private_targets: false,
+            proxy: None,
             circuit_threshold: 5,
             circuit_cooldown: Duration::from_secs(30),
             max_response_body: 1024,

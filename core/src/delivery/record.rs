@@ -2,14 +2,17 @@
 //! `delivery.record_flush_interval`), never one round trip per delivery.
 
 use std::collections::HashMap;
+use std::sync::OnceLock;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use sqlx::PgPool;
 use tokio::sync::mpsc;
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::outcome::Outcome;
+use crate::db::text::{self, pg_text};
 use crate::ids::{AccountId, EndpointId, EventId};
 
 /// One attempt, as the log keeps it.
@@ -77,17 +80,20 @@ pub struct Recorder {
 }
 
 impl Recorder {
-    /// Starts the writer task; it drains what is queued when `shutdown` is cancelled and ends.
+    /// Starts the writer task; it drains what is queued when `shutdown` is cancelled and ends,
+    /// within `drain_deadline` of the cancel even if the database is down then.
     pub fn spawn(
         pool: PgPool,
         batch_size: usize,
         flush_interval: Duration,
         shutdown: CancellationToken,
+        drain_deadline: Duration,
     ) -> (Self, tokio::task::JoinHandle<()>) {
         // Bounded: when Postgres is down the queue fills and deliveries slow down instead of
         // memory growing without limit.
         let (tx, rx) = mpsc::channel(batch_size * 100);
-        let task = tokio::spawn(write_loop(pool, rx, batch_size, flush_interval, shutdown));
+        let stop = Stop { token: shutdown, drain_deadline, give_up_at: OnceLock::new() };
+        let task = tokio::spawn(write_loop(pool, rx, batch_size, flush_interval, stop));
         (Self { tx }, task)
     }
 
@@ -99,12 +105,40 @@ impl Recorder {
     }
 }
 
+/// The writer's shutdown: once the token is cancelled, retries end at `drain_deadline`.
+struct Stop {
+    token: CancellationToken,
+    drain_deadline: Duration,
+    give_up_at: OnceLock<Instant>,
+}
+
+impl Stop {
+    /// When retrying must end, once shutdown has begun.
+    fn give_up_at(&self) -> Option<Instant> {
+        self.token
+            .is_cancelled()
+            .then(|| *self.give_up_at.get_or_init(|| Instant::now() + self.drain_deadline))
+    }
+
+    /// Sleeps `backoff`, or less when shutdown begins or its deadline comes first.
+    async fn pause(&self, backoff: Duration) {
+        let until = match self.give_up_at() {
+            Some(at) => at.min(Instant::now() + backoff),
+            None => Instant::now() + backoff,
+        };
+        tokio::select! {
+            _ = tokio::time::sleep_until(until) => {}
+            _ = self.token.cancelled(), if self.give_up_at.get().is_none() => {}
+        }
+    }
+}
+
 async fn write_loop(
     pool: PgPool,
     mut rx: mpsc::Receiver<AttemptRecord>,
     batch_size: usize,
     flush_interval: Duration,
-    shutdown: CancellationToken,
+    stop: Stop,
 ) {
     let mut batch = Vec::with_capacity(batch_size);
     let mut tick = tokio::time::interval(flush_interval);
@@ -114,43 +148,93 @@ async fn write_loop(
                 Some(r) => {
                     batch.push(r);
                     if batch.len() >= batch_size {
-                        flush(&pool, &mut batch).await;
+                        flush(&pool, &mut batch, &stop).await;
                     }
                 }
                 None => break,
             },
-            _ = tick.tick() => flush(&pool, &mut batch).await,
-            _ = shutdown.cancelled() => {
+            _ = tick.tick() => flush(&pool, &mut batch, &stop).await,
+            _ = stop.token.cancelled() => {
                 rx.close();
                 while let Some(r) = rx.recv().await {
                     batch.push(r);
+                    if batch.len() >= batch_size {
+                        flush(&pool, &mut batch, &stop).await;
+                    }
                 }
                 break;
             }
         }
     }
-    flush(&pool, &mut batch).await;
+    flush(&pool, &mut batch, &stop).await;
 }
 
-/// Writes the batch, retrying while the database is unavailable (loudly), so nothing queued
-/// is dropped.
-async fn flush(pool: &PgPool, batch: &mut Vec<AttemptRecord>) {
+/// Writes the batch. A transient failure (database unreachable) is retried, loudly, so
+/// nothing queued is dropped, until the shutdown deadline. A batch the database rejects is
+/// split into single rows so that one poison row cannot hold back the rest (see [`quarantine`]).
+async fn flush(pool: &PgPool, batch: &mut Vec<AttemptRecord>, stop: &Stop) {
     if batch.is_empty() {
         return;
     }
+    match write_retrying(pool, batch, stop).await {
+        Ok(()) => metrics::histogram!("webhook_batch_size").record(batch.len() as f64),
+        Err(poison) => {
+            tracing::warn!(error = %poison, rows = batch.len(), "the database rejected a delivery-log batch; writing its rows one by one");
+            for record in batch.iter() {
+                quarantine(pool, record, stop).await;
+            }
+        }
+    }
+    batch.clear();
+}
+
+/// Writes one row alone; if the database rejects it, writes it again without the text that
+/// came from outside (response body, error), with the reason in `error`; if even that is
+/// rejected, drops it. Each case is counted in `delivery_log_quarantined_total` and logged.
+async fn quarantine(pool: &PgPool, record: &AttemptRecord, stop: &Stop) {
+    let Err(reason) = write_retrying(pool, std::slice::from_ref(record), stop).await else {
+        return;
+    };
+    let stripped = AttemptRecord {
+        response_body: None,
+        error: Some(format!("attempt details not stored: {reason}")),
+        ..record.clone()
+    };
+    let how = match write_retrying(pool, std::slice::from_ref(&stripped), stop).await {
+        Ok(()) => "stored_without_details",
+        Err(_) => "dropped",
+    };
+    metrics::counter!("delivery_log_quarantined_total", "how" => how).increment(1);
+    tracing::error!(
+        account = %record.account_id, event = %record.event_id, endpoint = %record.endpoint_id,
+        attempt = record.attempt, error = %reason, how,
+        "delivery-log row quarantined: the database rejects it"
+    );
+}
+
+/// `write`, retrying transient failures with backoff until they heal or the shutdown deadline
+/// passes (then the rows are given up, counted and logged: the deliveries themselves are done,
+/// only their log entry is lost). Returns the error the database rejected the rows with.
+async fn write_retrying(
+    pool: &PgPool,
+    rows: &[AttemptRecord],
+    stop: &Stop,
+) -> Result<(), sqlx::Error> {
     let mut backoff = Duration::from_millis(100);
     loop {
-        match write(pool, batch).await {
-            Ok(()) => {
-                metrics::histogram!("webhook_batch_size").record(batch.len() as f64);
-                batch.clear();
-                return;
-            }
-            Err(e) => {
-                tracing::error!(error = %e, rows = batch.len(), "writing the delivery log failed; retrying");
-                tokio::time::sleep(backoff).await;
+        match write(pool, rows).await {
+            Ok(()) => return Ok(()),
+            Err(e) if text::is_transient(&e) => {
+                if stop.give_up_at().is_some_and(|at| Instant::now() >= at) {
+                    metrics::counter!("delivery_log_unwritten_total").increment(rows.len() as u64);
+                    tracing::error!(error = %e, rows = rows.len(), "shutdown deadline reached with the database unreachable: attempt records not written");
+                    return Ok(());
+                }
+                tracing::error!(error = %e, rows = rows.len(), "writing the delivery log failed; retrying");
+                stop.pause(backoff).await;
                 backoff = (backoff * 2).min(Duration::from_secs(5));
             }
+            Err(e) => return Err(e),
         }
     }
 }
@@ -176,8 +260,18 @@ pub async fn write(pool: &PgPool, batch: &[AttemptRecord]) -> Result<(), sqlx::E
             .map(|r| r.latency.as_millis().min(i32::MAX as u128) as i32)
             .collect::<Vec<_>>(),
     )
-    .bind(batch.iter().map(|r| r.response_body.clone()).collect::<Vec<_>>())
-    .bind(batch.iter().map(|r| r.error.clone()).collect::<Vec<_>>())
+    .bind(
+        batch
+            .iter()
+            .map(|r| r.response_body.as_deref().map(|t| pg_text(t).into_owned()))
+            .collect::<Vec<_>>(),
+    )
+    .bind(
+        batch
+            .iter()
+            .map(|r| r.error.as_deref().map(|t| pg_text(t).into_owned()))
+            .collect::<Vec<_>>(),
+    )
     .bind(batch.iter().map(|r| r.attempted_at).collect::<Vec<_>>())
     .execute(&mut *tx)
     .await?;
@@ -212,11 +306,11 @@ pub async fn write(pool: &PgPool, batch: &[AttemptRecord]) -> Result<(), sqlx::E
     .bind(rows.iter().map(|r| r.account_id.0).collect::<Vec<_>>())
     .bind(rows.iter().map(|r| r.event_id.0.clone()).collect::<Vec<_>>())
     .bind(rows.iter().map(|r| r.endpoint_id.0).collect::<Vec<_>>())
-    .bind(rows.iter().map(|r| r.event_type.clone()).collect::<Vec<_>>())
+    .bind(rows.iter().map(|r| pg_text(&r.event_type).into_owned()).collect::<Vec<_>>())
     .bind(rows.iter().map(|r| r.state.as_str()).collect::<Vec<_>>())
     .bind(rows.iter().map(|r| r.attempt as i32).collect::<Vec<_>>())
     .bind(rows.iter().map(|r| r.http_status.map(i32::from)).collect::<Vec<_>>())
-    .bind(rows.iter().map(|r| r.error.clone()).collect::<Vec<_>>())
+    .bind(rows.iter().map(|r| r.error.as_deref().map(|t| pg_text(t).into_owned())).collect::<Vec<_>>())
     .bind(rows.iter().map(|r| r.received_at).collect::<Vec<_>>())
     .bind(rows.iter().map(|r| r.attempted_at).collect::<Vec<_>>())
     .bind(rows.iter().map(|r| r.replay).collect::<Vec<_>>())

@@ -59,6 +59,12 @@ impl Sender {
         if !config.allow_private_targets {
             builder = builder.dns_resolver(guard::resolver());
         }
+        // A proxy from HTTP(S)_PROXY would resolve the target itself, past the guard: only the
+        // one configured for deliveries is used.
+        builder = match &config.proxy {
+            Some(proxy) => builder.proxy(reqwest::Proxy::all(proxy.as_str())?),
+            None => builder.no_proxy(),
+        };
         Ok(Self { client: builder.build()?, config: config.clone() })
     }
 
@@ -112,8 +118,7 @@ impl Sender {
                     .and_then(|v| v.to_str().ok())
                     .map(str::to_owned);
                 let outcome = classify_status(status, retry_after.as_deref());
-                let text = response.text().await.unwrap_or_default();
-                let body = truncate(&text, self.config.max_response_body);
+                let body = read_prefix(response, self.config.max_response_body).await;
                 Attempt {
                     outcome,
                     status: Some(status),
@@ -123,12 +128,8 @@ impl Sender {
                 }
             }
             Err(e) => {
-                let refused_by_guard = std::error::Error::source(&e)
-                    .map(|s| format!("{s:?}").contains("InternalTarget"))
-                    .unwrap_or(false)
-                    || format!("{e:?}").contains("InternalTarget");
-                if refused_by_guard {
-                    return refused(format!("{e}: internal address refused"), started);
+                if let Some(internal) = refused_by_guard(&e) {
+                    return refused(internal.to_string(), started);
                 }
                 Attempt {
                     outcome: classify_transport_error(),
@@ -150,6 +151,38 @@ fn refused(reason: String, started: Instant) -> Attempt {
         response_body: None,
         error: Some(reason),
     }
+}
+
+/// The guard's refusal, if that is why the request failed: the resolver's error travels in
+/// the error's source chain.
+fn refused_by_guard(e: &reqwest::Error) -> Option<&guard::InternalTarget> {
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        if let Some(internal) = s.downcast_ref::<guard::InternalTarget>() {
+            return Some(internal);
+        }
+        source = s.source();
+    }
+    None
+}
+
+/// The first `max` bytes of the body as storable text (invalid UTF-8 replaced, NUL replaced).
+/// Reading stops there: the rest is never read into memory, and dropping the response closes
+/// the connection, so an endless or huge body costs at most `max` bytes and the request timeout.
+async fn read_prefix(mut response: reqwest::Response, max: usize) -> String {
+    let mut kept: Vec<u8> = Vec::with_capacity(max.min(64 * 1024));
+    while kept.len() < max {
+        match response.chunk().await {
+            Ok(Some(chunk)) => {
+                let room = max - kept.len();
+                kept.extend_from_slice(&chunk[..chunk.len().min(room)]);
+            }
+            // The end, or a body cut short or too slow (the request timeout): keep what came.
+            Ok(None) | Err(_) => break,
+        }
+    }
+    let text = crate::db::text::pg_text_lossy(&kept);
+    truncate(&text, max)
 }
 
 fn error_chain(e: &reqwest::Error) -> String {

@@ -3,6 +3,7 @@
 mod crash;
 mod delivery;
 mod fairness;
+mod poison;
 mod support;
 
 use hookstream_core::testkit;

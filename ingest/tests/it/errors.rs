@@ -1,6 +1,8 @@
 //! Every refusal, with its status and JSON body.
 
+use std::num::NonZeroU32;
 use std::time::Duration;
+use tokio_util::sync::CancellationToken;
 
 use axum::http::{header, HeaderMap};
 use hookstream_core::db::{accounts, api_keys};
@@ -103,7 +105,12 @@ async fn each_bad_request_gets_its_status_and_a_json_error() {
 
 #[tokio::test]
 async fn an_account_over_its_intake_limit_gets_429_with_retry_after() {
-    let ingest = Ingest::start().await;
+    let reload = Duration::from_millis(200);
+    let ingest = Ingest::start_with(
+        testkit::kafka_config(),
+        IngestSettings { key_cache_ttl: reload, ..Default::default() },
+    )
+    .await;
     let patch = accounts::AccountPatch {
         ingest_limit: Some(Some(RateLimit { per_second: 1, burst: 2 })),
         ..Default::default()
@@ -111,6 +118,8 @@ async fn an_account_over_its_intake_limit_gets_429_with_retry_after() {
     accounts::update(&ingest.db.pool, ingest.account, &patch, "operator:test")
         .await
         .expect("limit");
+    // A limit change reaches ingest with the next reload of its key directory.
+    tokio::time::sleep(reload * 3).await;
     let mut statuses = Vec::new();
     let mut retry_after = None;
     for i in 0..4 {
@@ -151,36 +160,89 @@ async fn a_revoked_key_stops_working_within_the_cache_ttl() {
     expect_error(r, 401, "key_revoked").await;
 }
 
+fn bearer(key: &str) -> HeaderMap {
+    let mut h = HeaderMap::new();
+    h.insert(header::AUTHORIZATION, format!("Bearer {key}").parse().expect("header"));
+    h
+}
+
 #[tokio::test]
-async fn known_keys_keep_working_while_the_database_is_unreachable() {
+async fn live_keys_keep_working_and_revoked_ones_stay_refused_while_the_database_is_unreachable() {
     let db = testkit::TestDatabase::new().await;
     let account = accounts::create(&db.pool, "a", Tier::Small, "operator:test").await.expect("a");
     let (_, known) = api_keys::issue(&db.pool, account.id, "k", "operator:test").await.expect("k");
-    let (_, unseen) = api_keys::issue(&db.pool, account.id, "u", "operator:test").await.expect("u");
+    let (_, unused) = api_keys::issue(&db.pool, account.id, "u", "operator:test").await.expect("u");
+    let (revoked_id, revoked) =
+        api_keys::issue(&db.pool, account.id, "r", "operator:test").await.expect("r");
     // The resolver's own pool, closed below: every lookup after that fails as in an outage.
     let pool = sqlx::PgPool::connect(&db.config.url).await.expect("pool");
     let ttl = Duration::from_millis(100);
-    let resolver = KeyResolver::new(pool.clone(), ttl, Duration::from_secs(60));
-    let strict = KeyResolver::new(pool.clone(), ttl, Duration::ZERO);
-    let bearer = |key: &str| {
-        let mut h = HeaderMap::new();
-        h.insert(header::AUTHORIZATION, format!("Bearer {key}").parse().expect("header"));
-        h
-    };
+    let per_second = NonZeroU32::new(50).expect("nonzero");
+    let stop = CancellationToken::new();
+    let resolver = KeyResolver::new(pool.clone(), ttl, Duration::from_secs(60), per_second);
+    let strict = KeyResolver::new(pool.clone(), ttl, Duration::ZERO, per_second);
+    resolver.spawn_reload(stop.clone()).await;
+    strict.spawn_reload(stop.clone()).await;
     for r in [&resolver, &strict] {
         assert_eq!(
             r.authenticate(&bearer(&known.key)).await.expect("known").account_id,
             account.id
         );
+        assert!(r.authenticate(&bearer(&revoked.key)).await.is_ok(), "live until revoked");
     }
+    // Revoked before the outage and not used since: the next reload drops it.
+    assert!(api_keys::revoke(&db.pool, account.id, revoked_id, "operator:test")
+        .await
+        .expect("revoke"));
+    tokio::time::sleep(ttl * 4).await;
 
     pool.close().await;
     tokio::time::sleep(ttl * 3).await;
-    let owner = resolver.authenticate(&bearer(&known.key)).await.expect("served its last answer");
+    let owner =
+        resolver.authenticate(&bearer(&known.key)).await.expect("served from the directory");
     assert_eq!(owner.account_id, account.id);
-    // A key never seen, or a resolver with the fallback off, gets 503, never 401.
-    let unseen = resolver.authenticate(&bearer(&unseen.key)).await.expect_err("unseen");
-    assert!(matches!(unseen, ApiError::Unavailable { .. }), "{unseen:?}");
+    // A live key never used before works too: the directory holds every live key.
+    assert!(resolver.authenticate(&bearer(&unused.key)).await.is_ok(), "unused live key");
+    // The key revoked before the outage is refused (503: it cannot be asked about), never accepted.
+    let refused = resolver.authenticate(&bearer(&revoked.key)).await.expect_err("revoked");
+    assert!(matches!(refused, ApiError::Unavailable { .. }), "{refused:?}");
+    // With the fallback off, a directory older than one reload is not used.
     let off = strict.authenticate(&bearer(&known.key)).await.expect_err("fallback off");
     assert!(matches!(off, ApiError::Unavailable { .. }), "{off:?}");
+    stop.cancel();
+}
+
+#[tokio::test]
+async fn a_flood_of_unknown_keys_is_bounded_and_does_not_displace_real_keys() {
+    let db = testkit::TestDatabase::new().await;
+    let account = accounts::create(&db.pool, "a", Tier::Small, "operator:test").await.expect("a");
+    let (_, known) = api_keys::issue(&db.pool, account.id, "k", "operator:test").await.expect("k");
+    let pool = sqlx::PgPool::connect(&db.config.url).await.expect("pool");
+    let stop = CancellationToken::new();
+    let resolver = KeyResolver::new(
+        pool.clone(),
+        Duration::from_secs(60),
+        Duration::from_secs(60),
+        NonZeroU32::new(5).expect("nonzero"),
+    );
+    resolver.spawn_reload(stop.clone()).await;
+    let (mut looked_up, mut refused_unasked) = (0, 0);
+    for _ in 0..2_000 {
+        let random = hookstream_core::api_key::generate().key;
+        match resolver.authenticate(&bearer(&random)).await {
+            Err(ApiError::Unauthorized) => looked_up += 1,
+            Err(ApiError::Unavailable { .. }) => refused_unasked += 1,
+            other => panic!("a random key must be refused: {other:?}"),
+        }
+    }
+    // Governor's burst is the per-second quota: a few lookups, the rest refused unasked.
+    assert!(looked_up <= 20, "{looked_up} lookups for 2,000 random keys");
+    assert!(refused_unasked >= 1_980, "{refused_unasked}");
+    // The real key is still served, from the directory, also with the database gone.
+    pool.close().await;
+    assert_eq!(
+        resolver.authenticate(&bearer(&known.key)).await.expect("known").account_id,
+        account.id
+    );
+    stop.cancel();
 }

@@ -60,7 +60,7 @@ async fn an_accepted_event_is_on_its_lane_keyed_by_account_with_the_callers_trac
     assert_ne!(hex_span(&tp), "00f067aa0ba902b7", "a child span, not the caller's");
 
     let metrics =
-        ingest.http.get(format!("{}/metrics", ingest.base)).send().await.expect("metrics");
+        ingest.http.get(format!("{}/metrics", ingest.admin_base)).send().await.expect("metrics");
     let text = metrics.text().await.expect("text");
     for name in [
         "webhook_received_total{event_type=\"subscriber.created\",outcome=\"accepted\"}",
@@ -69,8 +69,15 @@ async fn an_accepted_event_is_on_its_lane_keyed_by_account_with_the_callers_trac
     ] {
         assert!(text.contains(name), "/metrics lacks {name}");
     }
-    let ready = ingest.http.get(format!("{}/readyz", ingest.base)).send().await.expect("readyz");
+    let ready =
+        ingest.http.get(format!("{}/readyz", ingest.admin_base)).send().await.expect("readyz");
     assert_eq!(ready.status(), 200);
+    // Not on the public port: no key guards it there.
+    for path in ["/readyz", "/metrics"] {
+        let public =
+            ingest.http.get(format!("{}{path}", ingest.base)).send().await.expect("public");
+        assert_eq!(public.status(), 404, "{path} must not be served on the public port");
+    }
     ingest.stop().await;
 }
 

@@ -13,6 +13,6 @@ use hookstream_core::testkit;
 
 #[tokio::test]
 async fn starts_fails_clearly_and_stops_on_sigterm() {
-    testkit::assert_service_lifecycle(env!("CARGO_BIN_EXE_hookstream-ingest"), "HTTP__LISTEN")
+    testkit::assert_service_lifecycle(env!("CARGO_BIN_EXE_hookstream-ingest"), "ADMIN__LISTEN")
         .await;
 }

@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use hookstream_core::config::{AdminConfig, KafkaConfig, TopicsConfig};
+use hookstream_core::config::{AdminConfig, HttpConfig, KafkaConfig, TopicsConfig};
 use hookstream_core::db::{accounts, api_keys};
 use hookstream_core::testkit::{self, eventually, TestDatabase};
 use hookstream_core::tier::Tier;
@@ -13,6 +13,8 @@ use tokio_util::sync::CancellationToken;
 /// A running ingest with one account and its key.
 pub(crate) struct Ingest {
     pub(crate) base: String,
+    /// `/readyz` and `/metrics` (not on the public port).
+    pub(crate) admin_base: String,
     pub(crate) account: AccountId,
     pub(crate) key_id: ApiKeyId,
     pub(crate) token: String,
@@ -41,11 +43,13 @@ impl Ingest {
         let (key_id, key) =
             api_keys::issue(&db.pool, account.id, "test", "operator:test").await.expect("key");
         let port = testkit::free_port();
+        let admin_port = testkit::free_port();
         let config = IngestConfig {
             kafka: kafka.clone(),
             topics: topics.clone(),
             database: db.config.clone(),
-            http: AdminConfig { listen: ([127, 0, 0, 1], port).into() },
+            http: HttpConfig::on(([127, 0, 0, 1], port).into()),
+            admin: AdminConfig { listen: ([127, 0, 0, 1], admin_port).into() },
             ingest: settings,
             ..IngestConfig::default()
         };
@@ -66,6 +70,7 @@ impl Ingest {
         .await;
         Self {
             base,
+            admin_base: format!("http://127.0.0.1:{admin_port}"),
             account: account.id,
             key_id,
             token: key.key,
