@@ -11,6 +11,7 @@ use std::future::Future;
 use std::time::Duration;
 
 use sqlx::{Connection, PgConnection, PgPool};
+use tokio_util::sync::CancellationToken;
 
 use crate::config::{DatabaseConfig, KafkaConfig, TopicsConfig};
 use crate::kafka::{self, TopicSpec};
@@ -417,4 +418,144 @@ impl Receiver {
     pub fn hits_on(&self, path: &str) -> Vec<Hit> {
         self.hits().into_iter().filter(|h| h.path == path).collect()
     }
+}
+
+/// A TCP proxy on a free loopback port to `target`, which a test can cut: every open
+/// connection is dropped and new ones are refused, as when the peer's host goes away.
+pub struct TcpProxy {
+    /// `127.0.0.1:<port>`.
+    pub address: String,
+    cut: CancellationToken,
+}
+
+impl TcpProxy {
+    /// Starts forwarding to `target` (`host:port`).
+    pub async fn start(target: &str) -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind proxy");
+        let address = listener.local_addr().expect("addr").to_string();
+        let cut = CancellationToken::new();
+        let (target, stop) = (target.to_owned(), cut.clone());
+        tokio::spawn(async move {
+            loop {
+                let inbound = tokio::select! {
+                    _ = stop.cancelled() => break,
+                    accepted = listener.accept() => match accepted {
+                        Ok((s, _)) => s,
+                        Err(_) => continue,
+                    },
+                };
+                let (target, stop) = (target.clone(), stop.clone());
+                tokio::spawn(async move {
+                    let Ok(mut outbound) = tokio::net::TcpStream::connect(&target).await else {
+                        return;
+                    };
+                    let mut inbound = inbound;
+                    tokio::select! {
+                        _ = stop.cancelled() => {}
+                        _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound) => {}
+                    }
+                });
+            }
+            // Keep the port, refusing: nothing else may take it while the test runs.
+            drop(listener);
+        });
+        Self { address, cut }
+    }
+
+    /// Drops every connection and stops accepting.
+    pub fn cut(&self) {
+        self.cut.cancel();
+    }
+
+    /// `url` with its host and port replaced by the proxy's.
+    pub fn url_through(&self, url: &str) -> String {
+        let mut u = url::Url::parse(url).expect("url");
+        let (host, port) = self.address.split_once(':').expect("address");
+        u.set_host(Some(host)).expect("host");
+        u.set_port(port.parse().ok()).expect("port");
+        u.to_string()
+    }
+}
+
+impl Drop for TcpProxy {
+    fn drop(&mut self) {
+        self.cut.cancel();
+    }
+}
+
+/// Proves that a service binary keeps its shutdown deadline with the broker and Postgres both
+/// gone: started against `broker` and a proxy to the test database, given `work` to do
+/// (delivery-log rows pending and the like), then both dependencies are cut and it gets
+/// SIGTERM; it must exit within `deadline` (set as `deadline_key`) plus one second.
+pub async fn assert_shutdown_deadline_with_dependencies_gone<W, Fut>(
+    binary: &str,
+    envs: &[(&str, String)],
+    broker: &mut OwnBroker,
+    db: &TestDatabase,
+    deadline_key: &str,
+    deadline: Duration,
+    work: W,
+) where
+    W: FnOnce() -> Fut,
+    Fut: Future<Output = ()>,
+{
+    use std::process::{Command, Stdio};
+
+    let pg = url::Url::parse(&db.config.url).expect("db url");
+    let proxy = TcpProxy::start(&format!(
+        "{}:{}",
+        pg.host_str().unwrap_or("127.0.0.1"),
+        pg.port().unwrap_or(5432)
+    ))
+    .await;
+    let admin = free_port();
+    let mut cmd = Command::new(binary);
+    cmd.env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("HOOKSTREAM_KAFKA__BROKERS", &broker.address)
+        .env("HOOKSTREAM_DATABASE__URL", proxy.url_through(&db.config.url))
+        .env("HOOKSTREAM_ADMIN__LISTEN", format!("127.0.0.1:{admin}"))
+        .env("HOOKSTREAM_HTTP__LISTEN", format!("127.0.0.1:{}", free_port()))
+        .env(format!("HOOKSTREAM_{deadline_key}"), humantime::format_duration(deadline).to_string())
+        .stdout(Stdio::null())
+        .stderr(if std::env::var_os("HOOKSTREAM_TEST_SHOW_LOGS").is_some() {
+            Stdio::inherit()
+        } else {
+            Stdio::null()
+        });
+    for (k, v) in envs {
+        cmd.env(k, v);
+    }
+    let mut child = cmd.spawn().expect("spawn");
+    let ready = format!("http://127.0.0.1:{admin}/readyz");
+    eventually(Duration::from_secs(30), "service ready", || {
+        let url = ready.clone();
+        async move { reqwest::get(&url).await.ok()?.status().is_success().then_some(()) }
+    })
+    .await;
+    work().await;
+    proxy.cut();
+    broker.stop();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let started = std::time::Instant::now();
+    let killed =
+        Command::new("kill").args(["-TERM", &child.id().to_string()]).status().expect("kill");
+    assert!(killed.success());
+    let bound = deadline + Duration::from_secs(1);
+    let mut status = None;
+    while started.elapsed() < bound + Duration::from_secs(30) {
+        status = child.try_wait().expect("wait");
+        if status.is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let took = started.elapsed();
+    // Reaped in every case (a no-op kill when it has exited).
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(
+        status.is_some() && took <= bound,
+        "with the broker and Postgres gone, shutdown took {took:?} ({status:?}) for a {deadline:?} deadline"
+    );
 }

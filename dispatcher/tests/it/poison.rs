@@ -292,3 +292,71 @@ async fn a_receiver_that_never_answers_times_out_without_holding_anyone_else() {
     );
     assert!(rows.iter().any(|(_, _, e)| e.as_deref().is_some_and(timed_out)), "{rows:?}");
 }
+
+#[tokio::test]
+async fn shutdown_keeps_its_deadline_with_the_broker_and_postgres_gone() {
+    let mut broker = hookstream_core::testkit::OwnBroker::start().await;
+    let kafka = broker.kafka_config();
+    let topics = hookstream_core::testkit::topics_config(2);
+    hookstream_core::testkit::create_topics_on(&kafka, &topics.topics().all(), 2).await;
+    let db = hookstream_core::testkit::TestDatabase::new().await;
+    let receiver = Receiver::start().await;
+    let account = hookstream_core::db::accounts::create(
+        &db.pool,
+        "a",
+        hookstream_core::tier::Tier::Xlarge,
+        "operator:test",
+    )
+    .await
+    .expect("account");
+    let new = hookstream_core::db::endpoints::NewEndpoint {
+        url: receiver.url("/a"),
+        description: String::new(),
+        event_types: vec!["*".into()],
+        rate_limit: None,
+    };
+    hookstream_core::db::endpoints::create(&db.pool, account.id, &new, "operator:test")
+        .await
+        .expect("endpoint");
+    let producer = hookstream_core::kafka::producer(&kafka, "shutdown-test").expect("producer");
+    let envs = [
+        ("HOOKSTREAM_TOPICS__PREFIX", topics.prefix.clone()),
+        ("HOOKSTREAM_DELIVERY__ALLOW_PRIVATE_TARGETS", "true".to_owned()),
+        ("HOOKSTREAM_DISPATCHER__GROUP_ID", hookstream_core::testkit::unique("dispatcher-")),
+    ];
+    let topic = topics.topics().events(Priority::Normal);
+    hookstream_core::testkit::assert_shutdown_deadline_with_dependencies_gone(
+        env!("CARGO_BIN_EXE_hookstream-dispatcher"),
+        &envs,
+        &mut broker,
+        &db,
+        "DISPATCHER__SHUTDOWN_DEADLINE",
+        Duration::from_secs(8),
+        || async {
+            // Deliveries under way and their log rows pending when both go away.
+            for i in 0..500 {
+                let envelope = serde_json::json!({
+                    "event_id": EventId::new(), "account_id": account.id,
+                    "event_type": "subscriber.created", "occurred_at": chrono::Utc::now(),
+                    "received_at": chrono::Utc::now(), "priority": "normal",
+                    "data": {"subscriber": {"id": format!("s{i}"), "email": "a@example.com"}},
+                    "schema_version": 1,
+                })
+                .to_string();
+                let key = account.id.to_string();
+                let record =
+                    rdkafka::producer::FutureRecord::to(&topic).key(&key).payload(&envelope);
+                producer
+                    .send(record, Duration::from_secs(5))
+                    .await
+                    .map_err(|(e, _)| e)
+                    .expect("acked");
+            }
+            eventually(WAIT, "deliveries under way", || async {
+                (!receiver.hits().is_empty()).then_some(())
+            })
+            .await;
+        },
+    )
+    .await;
+}

@@ -8,6 +8,7 @@ mod openapi;
 mod outage;
 mod registry;
 mod support;
+mod walls;
 
 use hookstream_core::testkit;
 

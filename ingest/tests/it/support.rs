@@ -34,6 +34,15 @@ impl Ingest {
 
     /// Ingest on `kafka` with `settings`; its topics are created first.
     pub(crate) async fn start_with(kafka: KafkaConfig, settings: IngestSettings) -> Self {
+        Self::start_tuned(kafka, settings, |_| {}).await
+    }
+
+    /// [`Self::start_with`], with the whole configuration tuned by `tune` last.
+    pub(crate) async fn start_tuned(
+        kafka: KafkaConfig,
+        settings: IngestSettings,
+        tune: impl FnOnce(&mut IngestConfig),
+    ) -> Self {
         let topics = testkit::topics_config(4);
         testkit::create_topics_on(&kafka, &topics.topics().all_events(), 4).await;
         let db = TestDatabase::new().await;
@@ -44,7 +53,7 @@ impl Ingest {
             api_keys::issue(&db.pool, account.id, "test", "operator:test").await.expect("key");
         let port = testkit::free_port();
         let admin_port = testkit::free_port();
-        let config = IngestConfig {
+        let mut config = IngestConfig {
             kafka: kafka.clone(),
             topics: topics.clone(),
             database: db.config.clone(),
@@ -53,6 +62,7 @@ impl Ingest {
             ingest: settings,
             ..IngestConfig::default()
         };
+        tune(&mut config);
         let shutdown = CancellationToken::new();
         let token = shutdown.clone();
         let task = tokio::spawn(async move {

@@ -3,6 +3,7 @@
 mod crash;
 mod schedule;
 mod support;
+mod walls;
 
 use hookstream_core::testkit;
 

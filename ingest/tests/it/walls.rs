@@ -1,0 +1,259 @@
+//! The poison suite, intake side: clients that would hold the server (slow headers, a slow
+//! body, thousands of idle connections) and hostile text in management input. Each test
+//! asserts the hostile client's own outcome and that a well-behaved client's events keep being
+//! accepted within their normal latency while it happens.
+
+use std::time::{Duration, Instant};
+
+use hookstream_core::testkit;
+use hookstream_ingest::{IngestConfig, IngestSettings};
+use reqwest::StatusCode;
+use serde_json::{json, Value};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::task::JoinHandle;
+
+use crate::support::{created, Ingest};
+
+/// Well above an accepted event on loopback (milliseconds), far below any stall.
+const NORMAL_LATENCY: Duration = Duration::from_secs(2);
+
+async fn tuned(tune: impl FnOnce(&mut IngestConfig)) -> Ingest {
+    Ingest::start_tuned(testkit::kafka_config(), IngestSettings::default(), |c| {
+        c.kafka.produce_timeout = Duration::from_secs(1);
+        tune(c);
+    })
+    .await
+}
+
+/// A well-behaved producer posting an event every 100 ms on one kept-alive connection until
+/// stopped; returns the worst latency and every status it got.
+fn steady_producer(
+    ingest: &Ingest,
+) -> (tokio_util::sync::CancellationToken, JoinHandle<(Duration, Vec<u16>)>) {
+    let stop = tokio_util::sync::CancellationToken::new();
+    let until = stop.clone();
+    let post = ingest.post("/v1/events");
+    let task = tokio::spawn(async move {
+        let (mut worst, mut statuses) = (Duration::ZERO, Vec::new());
+        let mut i = 0;
+        while !until.is_cancelled() {
+            let Some(req) = post.try_clone() else { break };
+            let started = Instant::now();
+            let status = match req.json(&created(&format!("steady{i}"))).send().await {
+                Ok(r) => r.status().as_u16(),
+                Err(_) => 0,
+            };
+            worst = worst.max(started.elapsed());
+            statuses.push(status);
+            i += 1;
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        (worst, statuses)
+    });
+    (stop, task)
+}
+
+async fn assert_steady_kept_its_latency(
+    stop: tokio_util::sync::CancellationToken,
+    task: JoinHandle<(Duration, Vec<u16>)>,
+) {
+    stop.cancel();
+    let (worst, statuses) = task.await.expect("producer");
+    assert!(!statuses.is_empty());
+    assert!(statuses.iter().all(|&s| s == 202), "every steady event accepted: {statuses:?}");
+    assert!(worst < NORMAL_LATENCY, "a steady event waited {worst:?}");
+}
+
+/// Waits until the server closes `stream` (a read returns 0 or fails); how long that took.
+async fn closed_within(stream: &mut TcpStream, bound: Duration) -> Option<Duration> {
+    let started = Instant::now();
+    let mut buf = [0u8; 4096];
+    loop {
+        match tokio::time::timeout_at(
+            tokio::time::Instant::from_std(started + bound),
+            stream.read(&mut buf),
+        )
+        .await
+        {
+            Err(_) => return None,
+            Ok(Ok(0)) | Ok(Err(_)) => return Some(started.elapsed()),
+            Ok(Ok(_)) => {}
+        }
+    }
+}
+
+fn addr(ingest: &Ingest) -> String {
+    ingest.base.trim_start_matches("http://").to_owned()
+}
+
+#[tokio::test]
+async fn a_client_sending_headers_slowly_is_closed_within_the_header_timeout() {
+    let ingest = tuned(|c| c.http.header_timeout = Duration::from_secs(1)).await;
+    let (stop, steady) = steady_producer(&ingest);
+    let mut slow = Vec::new();
+    for _ in 0..50 {
+        let mut s = TcpStream::connect(addr(&ingest)).await.expect("connect");
+        s.write_all(b"POST /v1/events HTTP/1.1\r\nHost: x\r\n").await.expect("write");
+        slow.push(s);
+    }
+    // One more header byte a second each: never a whole head.
+    let dribble = tokio::spawn(async move {
+        for _ in 0..3 {
+            for s in &mut slow {
+                let _ = s.write_all(b"X").await;
+            }
+            tokio::time::sleep(Duration::from_millis(400)).await;
+        }
+        slow
+    });
+    let mut slow = dribble.await.expect("dribble");
+    for s in &mut slow {
+        let took = closed_within(s, Duration::from_secs(3)).await;
+        assert!(
+            took.is_some(),
+            "a slowloris connection was still open 3 s after a 1 s header timeout"
+        );
+    }
+    assert_steady_kept_its_latency(stop, steady).await;
+    ingest.stop().await;
+}
+
+#[tokio::test]
+async fn a_client_sending_its_body_slowly_gets_408_within_the_request_timeout() {
+    let ingest = tuned(|c| c.http.request_timeout = Duration::from_secs(2)).await;
+    let (stop, steady) = steady_producer(&ingest);
+    let mut s = TcpStream::connect(addr(&ingest)).await.expect("connect");
+    let head = format!(
+        "POST /v1/events HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {}\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n\r\n{{",
+        ingest.token
+    );
+    s.write_all(head.as_bytes()).await.expect("head");
+    let started = Instant::now();
+    let writer = tokio::spawn(async move {
+        let mut answer = Vec::new();
+        let mut buf = [0u8; 4096];
+        loop {
+            tokio::select! {
+                read = s.read(&mut buf) => match read {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => answer.extend_from_slice(&buf[..n]),
+                },
+                _ = tokio::time::sleep(Duration::from_millis(300)) => {
+                    if s.write_all(b" ").await.is_err() { break; }
+                }
+            }
+            if started.elapsed() > Duration::from_secs(10) {
+                break;
+            }
+        }
+        answer
+    });
+    let answer = writer.await.expect("writer");
+    let took = started.elapsed();
+    let text = String::from_utf8_lossy(&answer);
+    assert!(text.starts_with("HTTP/1.1 408"), "{text}");
+    assert!(took < Duration::from_secs(4), "answered after {took:?} for a 2 s request timeout");
+    assert_steady_kept_its_latency(stop, steady).await;
+    ingest.stop().await;
+}
+
+#[tokio::test]
+async fn two_thousand_idle_connections_are_capped_then_closed_and_a_busy_client_keeps_going() {
+    let ingest = tuned(|c| {
+        c.http.header_timeout = Duration::from_secs(1);
+        c.http.max_connections = 1024;
+    })
+    .await;
+    let (stop, steady) = steady_producer(&ingest);
+    tokio::time::sleep(Duration::from_millis(300)).await; // its connection is open
+    let mut idle = Vec::new();
+    for _ in 0..2_000 {
+        idle.push(TcpStream::connect(addr(&ingest)).await.expect("connect"));
+    }
+    let mut closed = 0;
+    for s in &mut idle {
+        if closed_within(s, Duration::from_secs(3)).await.is_some() {
+            closed += 1;
+        }
+    }
+    assert_eq!(
+        closed, 2_000,
+        "every idle connection closed: past the cap at once, the rest after the header timeout"
+    );
+    assert_steady_kept_its_latency(stop, steady).await;
+    // The slots are free again: a new client is served.
+    let r = ingest.post("/v1/events").json(&created("after")).send().await.expect("post");
+    assert_eq!(r.status(), StatusCode::ACCEPTED);
+    ingest.stop().await;
+}
+
+#[tokio::test]
+async fn shutdown_keeps_its_deadline_with_a_client_holding_a_request_open() {
+    let ingest = tuned(|c| {
+        c.http.request_timeout = Duration::from_secs(60);
+        c.http.header_timeout = Duration::from_secs(60);
+        c.ingest.shutdown_deadline = Duration::from_secs(6);
+    })
+    .await;
+    let mut s = TcpStream::connect(addr(&ingest)).await.expect("connect");
+    let head = format!(
+        "POST /v1/events HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {}\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n\r\n{{",
+        ingest.token
+    );
+    s.write_all(head.as_bytes()).await.expect("head");
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let started = Instant::now();
+    ingest.stop().await;
+    let took = started.elapsed();
+    // The drain gets the deadline less the 5 s kept for the final steps: here 3 s.
+    assert!(took < Duration::from_secs(6), "shutdown took {took:?} for a 6 s deadline");
+}
+
+async fn management(
+    ingest: &Ingest,
+    method: reqwest::Method,
+    path: &str,
+    body: Option<Value>,
+) -> (StatusCode, Value) {
+    let mut r =
+        ingest.http.request(method, format!("{}{path}", ingest.base)).bearer_auth(&ingest.token);
+    if let Some(b) = body {
+        r = r.json(&b);
+    }
+    let r = r.send().await.expect("send");
+    let status = r.status();
+    (status, r.json().await.unwrap_or(Value::Null))
+}
+
+#[tokio::test]
+async fn nul_in_management_input_is_422_naming_the_field_never_503() {
+    let ingest = tuned(|c| {
+        c.ingest.allow_http_endpoints = true;
+        c.ingest.allow_private_endpoints = true;
+    })
+    .await;
+    use reqwest::Method;
+    for (body, field) in [
+        (json!({"url": "http://127.0.0.1:9/a\u{0}b"}), "/url"),
+        (json!({"url": "http://127.0.0.1:9/a", "description": "x\u{0}y"}), "/description"),
+        (
+            json!({"url": "http://127.0.0.1:9/a", "event_types": ["subscriber.\u{0}"]}),
+            "/event_types/0",
+        ),
+    ] {
+        let (status, answer) = management(&ingest, Method::POST, "/v1/endpoints", Some(body)).await;
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{answer}");
+        assert_eq!(answer["error"]["field"], field, "{answer}");
+    }
+    for path in ["/v1/dlq?event_type=a%00b", "/v1/dlq?error_class=%00", "/v1/endpoints?cursor=%00"]
+    {
+        let (status, answer) = management(&ingest, Method::GET, path, None).await;
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{path}: {answer}");
+    }
+    let (status, answer) =
+        management(&ingest, Method::POST, "/v1/dlq/redrive", Some(json!({"event_type": "a\u{0}"})))
+            .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{answer}");
+    ingest.stop().await;
+}
