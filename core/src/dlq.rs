@@ -337,10 +337,9 @@ pub async fn redrive(
     let mut after = None;
     while report.redriven < total {
         let page_size = PAGE.min((total - report.redriven) as i64);
-        let page = list(pool, &filter, after, page_size).await?;
-        let Some(last) = page.last() else { break };
-        after = Some(last.id);
-        let ids: Vec<DeadLetterId> = page.iter().map(|e| e.id).collect();
+        let ids = claim(pool, &filter, after, page_size).await?;
+        let Some(&last) = ids.last() else { break };
+        after = Some(last);
         let details = details(pool, &ids).await?;
         let results: Vec<(DeadLetterId, Result<(), HandoffError>)> = stream::iter(details)
             .map(|d| {
@@ -373,6 +372,9 @@ pub async fn redrive(
             }
         }
         mark_redriven(pool, &done, options.actor).await?;
+        let failed: Vec<DeadLetterId> =
+            ids.iter().filter(|id| !done.contains(id)).copied().collect();
+        release(pool, &failed).await?;
         report.redriven += done.len() as u64;
         metrics::counter!("webhook_dlq_redriven_total").increment(done.len() as u64);
         progress(report.redriven, total);
@@ -410,6 +412,45 @@ async fn details(pool: &PgPool, ids: &[DeadLetterId]) -> Result<Vec<RedriveRow>,
 
 /// Marks entries redriven, and their deliveries `retrying` with one more redrive and an
 /// attempt-log row saying who redrove them.
+/// How long a redrive's claim on an entry lasts: longer than producing a page takes.
+const CLAIM_FOR_SECS: i32 = 120;
+
+/// Claims up to `limit` live, unclaimed entries matching `filter` after `after`, oldest first:
+/// a concurrent redrive skips them (`SKIP LOCKED`, then the claim), so no entry is sent twice.
+async fn claim(
+    pool: &PgPool,
+    filter: &Filter,
+    after: Option<DeadLetterId>,
+    limit: i64,
+) -> Result<Vec<DeadLetterId>, DbError> {
+    let mut q = QueryBuilder::<Postgres>::new(
+        "UPDATE dead_letters SET redrive_claimed_until = now() + make_interval(secs => ",
+    );
+    q.push_bind(CLAIM_FOR_SECS).push(") WHERE id IN (SELECT id FROM dead_letters");
+    filter.push_where(&mut q);
+    q.push(" AND (redrive_claimed_until IS NULL OR redrive_claimed_until < now())");
+    if let Some(after) = after {
+        q.push(" AND id > ").push_bind(after);
+    }
+    q.push(" ORDER BY id LIMIT ").push_bind(limit).push(" FOR UPDATE SKIP LOCKED) RETURNING id");
+    let mut ids: Vec<DeadLetterId> = q.build_query_scalar().fetch_all(pool).await?;
+    ids.sort();
+    Ok(ids)
+}
+
+/// Gives back claims on entries that were not put back (the broker refused them).
+async fn release(pool: &PgPool, ids: &[DeadLetterId]) -> Result<(), DbError> {
+    if ids.is_empty() {
+        return Ok(());
+    }
+    let ids: Vec<uuid::Uuid> = ids.iter().map(|i| i.0).collect();
+    sqlx::query("UPDATE dead_letters SET redrive_claimed_until = NULL WHERE id = ANY($1)")
+        .bind(ids)
+        .execute(pool)
+        .await?;
+    Ok(())
+}
+
 async fn mark_redriven(pool: &PgPool, ids: &[DeadLetterId], actor: &str) -> Result<(), DbError> {
     if ids.is_empty() {
         return Ok(());
@@ -483,6 +524,15 @@ pub async fn live_keys(pool: &PgPool) -> Result<Vec<(String, EndpointId, Account
 #[cfg(test)]
 mod tests {
     use super::error_class;
+
+    #[test]
+    fn every_ssrf_refusal_is_classed_refused() {
+        // Both paths: an IP literal checked before sending, and a name the resolver refused.
+        let refusal = crate::delivery::guard::InternalTarget("127.0.0.1".into()).to_string();
+        assert_eq!(error_class(None, Some(&refusal)), "refused");
+        let resolved = crate::delivery::guard::InternalTarget("localhost".into()).to_string();
+        assert_eq!(error_class(None, Some(&resolved)), "refused");
+    }
 
     #[test]
     fn final_failures_are_classed() {

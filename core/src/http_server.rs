@@ -8,7 +8,10 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::http::StatusCode;
+use axum::extract::Request;
+use axum::http::{header, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
 use axum::Router;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
@@ -31,9 +34,16 @@ pub async fn serve(
     drain: Duration,
 ) {
     let router = router
-        .layer(TimeoutLayer::with_status_code(StatusCode::REQUEST_TIMEOUT, limits.request_timeout));
+        .layer(TimeoutLayer::with_status_code(StatusCode::REQUEST_TIMEOUT, limits.request_timeout))
+        .layer(axum::middleware::from_fn(json_errors))
+        .layer(axum::middleware::from_fn(header_limits));
     let mut http = hyper::server::conn::http1::Builder::new();
-    http.timer(TokioTimer::new()).header_read_timeout(limits.header_timeout).keep_alive(true);
+    // hyper's own limits answer 431 with no body; ours (below them) answer in the JSON error
+    // format, so they are the ones a client meets.
+    http.timer(TokioTimer::new())
+        .header_read_timeout(limits.header_timeout)
+        .keep_alive(true)
+        .max_headers(MAX_HEADERS * 2);
     let slots = Arc::new(Semaphore::new(limits.max_connections));
     let graceful = GracefulShutdown::new();
     let mut connections = tokio::task::JoinSet::new();
@@ -100,5 +110,87 @@ impl Open {
 impl Drop for Open {
     fn drop(&mut self) {
         metrics::gauge!("http_connections_open", "server" => self.server).decrement(1.0);
+    }
+}
+
+/// Headers in one request, at most (431 above).
+const MAX_HEADERS: usize = 100;
+/// Bytes of header names and values in one request, at most (431 above).
+const MAX_HEADER_BYTES: usize = 32 * 1024;
+
+async fn header_limits(request: Request, next: Next) -> Response {
+    let headers = request.headers();
+    let bytes: usize = headers.iter().map(|(k, v)| k.as_str().len() + v.len()).sum();
+    if headers.len() > MAX_HEADERS || bytes > MAX_HEADER_BYTES {
+        return error_response(
+            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            format!("at most {MAX_HEADERS} headers and {MAX_HEADER_BYTES} bytes of them"),
+        );
+    }
+    next.run(request).await
+}
+
+/// Every error answer in the one JSON format, `{"error": {"code", "message"}}`: the answers the
+/// services write themselves already are; this rewrites those of the framework (404 and 405 of
+/// the router, a path that is not UTF-8, 408 of the request timeout) that would be plain text
+/// or empty.
+async fn json_errors(request: Request, next: Next) -> Response {
+    let response = next.run(request).await;
+    let status = response.status();
+    let is_json = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"));
+    if !(status.is_client_error() || status.is_server_error()) || is_json {
+        return response;
+    }
+    let (parts, body) = response.into_parts();
+    let text = match axum::body::to_bytes(body, 4096).await {
+        Ok(b) if !b.is_empty() => crate::db::text::pg_text_lossy(&b),
+        _ => status.canonical_reason().unwrap_or("error").to_owned(),
+    };
+    let mut rewritten = error_response(status, text);
+    for (name, value) in &parts.headers {
+        if name != header::CONTENT_TYPE && name != header::CONTENT_LENGTH {
+            rewritten.headers_mut().insert(name.clone(), value.clone());
+        }
+    }
+    rewritten
+}
+
+fn error_response(status: StatusCode, message: String) -> Response {
+    let code = match status {
+        StatusCode::BAD_REQUEST => "bad_request".to_owned(),
+        StatusCode::UNAUTHORIZED => "unauthorized".to_owned(),
+        StatusCode::NOT_FOUND => "not_found".to_owned(),
+        StatusCode::INTERNAL_SERVER_ERROR => "internal".to_owned(),
+        other => other
+            .canonical_reason()
+            .unwrap_or("error")
+            .to_ascii_lowercase()
+            .replace(|c: char| !c.is_ascii_alphanumeric(), "_"),
+    };
+    let body = serde_json::json!({"error": {"code": code, "message": message}});
+    (status, axum::Json(body)).into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn framework_errors_become_json_with_a_code() {
+        for (status, code) in [
+            (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),
+            (StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE, "request_header_fields_too_large"),
+            (StatusCode::REQUEST_TIMEOUT, "request_timeout"),
+        ] {
+            let r = error_response(status, "x".into());
+            assert_eq!(r.status(), status);
+            let body = axum::body::to_bytes(r.into_body(), 1024).await.expect("body");
+            let v: serde_json::Value = serde_json::from_slice(&body).expect("json");
+            assert_eq!(v["error"]["code"], code);
+        }
     }
 }

@@ -179,8 +179,11 @@ fn endpoint_id(id: &str) -> Result<EndpointId, ApiError> {
     id.parse().map_err(|_| ApiError::NotFound)
 }
 
-/// Checks a URL: parseable, https unless allowed, no private target unless allowed.
-async fn check_url(state: &AppState, url: &str) -> Result<(), ApiError> {
+/// Checks a URL: parseable, https unless allowed, no private target unless allowed. Returns
+/// it normalized (scheme and host in lower case, no default port, `.` segments resolved), the
+/// form stored and compared, so `https://EXAMPLE.com:443/a` and `https://example.com/a` are one
+/// endpoint URL.
+async fn checked_url(state: &AppState, url: &str) -> Result<String, ApiError> {
     let bad = |m: &str| ApiError::invalid("/url", m);
     if url.len() > MAX_URL {
         return Err(bad(&format!("longer than {MAX_URL} characters")));
@@ -196,8 +199,9 @@ async fn check_url(state: &AppState, url: &str) -> Result<(), ApiError> {
     if !parsed.username().is_empty() || parsed.password().is_some() {
         return Err(bad("must not carry credentials"));
     }
+    let normalized = parsed.to_string();
     if state.settings.allow_private_endpoints {
-        return Ok(());
+        return Ok(normalized);
     }
     guard::check_literal(&parsed).map_err(|e| bad(&e.to_string()))?;
     if host.trim_start_matches('[').trim_end_matches(']').parse::<IpAddr>().is_err() {
@@ -215,7 +219,7 @@ async fn check_url(state: &AppState, url: &str) -> Result<(), ApiError> {
             }
         }
     }
-    Ok(())
+    Ok(normalized)
 }
 
 /// Checks event types against the known ones: exact, `prefix.*` covering at least one, or `*`.
@@ -314,16 +318,12 @@ pub async fn create(
 ) -> Result<(StatusCode, Json<CreatedEndpoint>), ApiError> {
     let owner = state.auth.authenticate(&headers).await?;
     let req: CreateEndpoint = body(&state, &headers, raw).await?;
-    check_url(&state, &req.url).await?;
+    let url = checked_url(&state, &req.url).await?;
     check_description(&req.description)?;
     check_types(&state, &req.event_types)?;
     let rate_limit = req.rate_limit.map(check_limit).transpose()?;
-    let new = NewEndpoint {
-        url: req.url,
-        description: req.description,
-        event_types: req.event_types,
-        rate_limit,
-    };
+    let new =
+        NewEndpoint { url, description: req.description, event_types: req.event_types, rate_limit };
     let actor = actor(&owner);
     let (mut endpoint, secret) = endpoints::create(&state.pool, owner.account_id, &new, &actor)
         .await
@@ -432,9 +432,10 @@ pub async fn update(
     let owner = state.auth.authenticate(&headers).await?;
     let id = endpoint_id(&id)?;
     let req: UpdateEndpoint = body(&state, &headers, raw).await?;
-    if let Some(url) = &req.url {
-        check_url(&state, url).await?;
-    }
+    let url = match &req.url {
+        Some(url) => Some(checked_url(&state, url).await?),
+        None => None,
+    };
     if let Some(d) = &req.description {
         check_description(d)?;
     }
@@ -447,7 +448,7 @@ pub async fn update(
         None => None,
     };
     let patch = EndpointPatch {
-        url: req.url,
+        url,
         description: req.description,
         event_types: req.event_types,
         rate_limit,

@@ -104,7 +104,7 @@ pub struct BatchResponse {
     path = "/v1/events",
     request_body = EventRequest,
     params(
-        ("Idempotency-Key" = Option<String>, Header, description = "Same key, same account, within 60 s: the original event id is returned and nothing new is produced."),
+        ("Idempotency-Key" = Option<String>, Header, description = "Same key, same account, within 60 s: the original event id is returned and nothing new is produced; the same key with a different event is 409."),
         ("traceparent" = Option<String>, Header, description = "W3C trace context to continue."),
     ),
     responses(
@@ -112,6 +112,7 @@ pub struct BatchResponse {
             headers(("traceparent" = String, description = "The W3C trace the event travels in: its deliveries (and retries) are spans of it"))),
         (status = 400, description = "Malformed JSON", body = ErrorBody),
         (status = 401, description = "Missing, invalid or revoked key", body = ErrorBody),
+        (status = 409, description = "The Idempotency-Key was used for a different event within the window", body = ErrorBody),
         (status = 413, description = "Body too large", body = ErrorBody),
         (status = 415, description = "Not application/json", body = ErrorBody),
         (status = 422, description = "Schema violation, naming the field", body = ErrorBody),
@@ -218,6 +219,23 @@ pub struct NewEvent {
     priority: Option<Priority>,
 }
 
+impl NewEvent {
+    /// What the client sent, hashed: type, data, occurred at, priority.
+    fn fingerprint(&self) -> idempotency::Fingerprint {
+        use sha2::{Digest, Sha256};
+        let mut h = Sha256::new();
+        h.update(self.event_type.as_bytes());
+        h.update([0]);
+        // serde_json's maps are ordered by key, so equal data hashes equal.
+        h.update(self.data.to_string().as_bytes());
+        h.update([0]);
+        h.update(self.occurred_at.map(|t| t.to_rfc3339()).unwrap_or_default().as_bytes());
+        h.update([0]);
+        h.update(self.priority.map(|p| p.as_str()).unwrap_or_default().as_bytes());
+        h.finalize().into()
+    }
+}
+
 impl From<EventRequest> for NewEvent {
     fn from(r: EventRequest) -> Self {
         Self {
@@ -252,6 +270,7 @@ async fn accept(
     if let Some(key) = &idempotency_key {
         idempotency::validate_key(key).map_err(|e| prefixed(e, field_prefix))?;
     }
+    let fingerprint = event.fingerprint();
     let envelope = envelope(state, owner.account_id, event, idempotency_key.as_deref())
         .map_err(|e| prefixed(e, field_prefix))?;
     let produce = async {
@@ -268,7 +287,8 @@ async fn accept(
     match idempotency_key {
         None => produce.await,
         Some(key) => {
-            let (id, how) = state.idempotency.accept_once(owner.account_id, &key, produce).await?;
+            let (id, how) =
+                state.idempotency.accept_once(owner.account_id, &key, fingerprint, produce).await?;
             if how == Acceptance::Replayed {
                 metrics::counter!("ingest_idempotent_replays_total").increment(1);
             }

@@ -211,6 +211,75 @@ fn truncate(text: &str, max: usize) -> String {
 mod tests {
     use super::*;
 
+    fn envelope() -> EventEnvelope {
+        let now = Utc::now();
+        EventEnvelope {
+            event_id: crate::EventId::new(),
+            account_id: AccountId::new(),
+            event_type: "subscriber.created".into(),
+            occurred_at: now,
+            received_at: now,
+            priority: crate::envelope::Priority::Normal,
+            data: json!({}),
+            schema_version: crate::envelope::SCHEMA_VERSION,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_refusal_by_name_or_by_literal_is_typed_and_filed_as_refused() {
+        let sender = Sender::new(&DeliveryConfig::default()).expect("sender");
+        for url in ["http://localhost:9/x", "http://127.0.0.1:9/x", "http://[::127.0.0.1]:9/x"] {
+            let target = Target {
+                id: EndpointId::new(),
+                account_id: AccountId::new(),
+                url: url.parse().expect("url"),
+                secrets: vec![],
+            };
+            let attempt = sender.send(&target, &envelope(), "").await;
+            let error = attempt.error.expect("an error");
+            assert!(error.starts_with(guard::REFUSED), "{url}: {error}");
+            assert_eq!(crate::dlq::error_class(None, Some(&error)), "refused", "{url}");
+            assert!(matches!(attempt.outcome, Outcome::Permanent { .. }), "{url}");
+        }
+    }
+
+    #[tokio::test]
+    async fn deliveries_ignore_http_proxy_variables() {
+        // A "proxy" that counts who connects, and a receiver; HTTP_PROXY points at the former.
+        let proxy = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let proxy_addr = proxy.local_addr().expect("addr");
+        let proxied = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let seen = std::sync::Arc::clone(&proxied);
+        tokio::spawn(async move {
+            while proxy.accept().await.is_ok() {
+                seen.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            }
+        });
+        let receiver = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let receiver_addr = receiver.local_addr().expect("addr");
+        let app = axum::Router::new().fallback(|| async { "ok" });
+        tokio::spawn(async move { axum::serve(receiver, app).await });
+        // nextest runs each test in a process of its own: the variables reach no other test.
+        for var in ["HTTP_PROXY", "http_proxy", "HTTPS_PROXY", "ALL_PROXY"] {
+            std::env::set_var(var, format!("http://{proxy_addr}"));
+        }
+        let config = DeliveryConfig { allow_private_targets: true, ..DeliveryConfig::default() };
+        let sender = Sender::new(&config).expect("sender");
+        let target = Target {
+            id: EndpointId::new(),
+            account_id: AccountId::new(),
+            url: format!("http://{receiver_addr}/hook").parse().expect("url"),
+            secrets: vec![],
+        };
+        let attempt = sender.send(&target, &envelope(), "").await;
+        assert_eq!(attempt.status, Some(200), "{attempt:?}");
+        assert_eq!(
+            proxied.load(std::sync::atomic::Ordering::SeqCst),
+            0,
+            "nothing went through the proxy"
+        );
+    }
+
     #[test]
     fn truncation_respects_char_boundaries() {
         assert_eq!(truncate("héllo", 2), "h");

@@ -360,3 +360,22 @@ async fn shutdown_keeps_its_deadline_with_the_broker_and_postgres_gone() {
     )
     .await;
 }
+
+#[tokio::test]
+async fn an_endpoint_created_just_before_an_event_gets_it() {
+    let world = World::new(1).await;
+    let receiver = Receiver::start().await;
+    let account = world.account().await;
+    // The periodic reload is far away: only the change notification can bring the endpoint in.
+    let mut config = world.config(DispatcherSettings::default());
+    config.dispatcher.endpoint_refresh = Duration::from_secs(600);
+    let running = Running::start(config);
+    tokio::time::sleep(Duration::from_secs(2)).await; // running, its cache loaded (empty)
+    world.endpoint(account, receiver.url("/new"), &["*"], None).await;
+    let id = world.produce(account, "subscriber.created", Priority::Normal).await;
+    eventually(Duration::from_secs(10), "the new endpoint's first event", || async {
+        receiver.hits_on("/new").iter().any(|h| h.webhook_id == id.to_string()).then_some(())
+    })
+    .await;
+    running.stop().await;
+}

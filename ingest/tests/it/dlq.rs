@@ -201,3 +201,46 @@ async fn an_account_lists_shows_and_redrives_only_its_own_dead_letters() {
     assert_eq!(audited, 1, "the real redrive is audited; the dry run and the empty one are not");
     ingest.stop().await;
 }
+
+#[tokio::test]
+async fn concurrent_redrives_of_one_filter_put_each_entry_back_once() {
+    let ingest = Ingest::start().await;
+    testkit::create_topics(&ingest.topics.topics().all_retries(), 4).await;
+    let a = ingest.account;
+    let ep = endpoint(&ingest, a).await;
+    dead(&ingest, a, ep, "subscriber.created", 300).await;
+    let token = ingest.token.clone();
+    let body = json!({"event_type": "subscriber.*"});
+    let (first, second, third) = tokio::join!(
+        redrive(&ingest, &token, body.clone()),
+        redrive(&ingest, &token, body.clone()),
+        redrive(&ingest, &token, body.clone()),
+    );
+    let mut total = 0;
+    for (status, report) in [first, second, third] {
+        assert_eq!(status, StatusCode::OK, "{report}");
+        total += report["redriven"].as_u64().expect("redriven");
+    }
+    assert_eq!(total, 300, "together they put each entry back once");
+    assert_eq!(live(&ingest, a).await, 0);
+    let topics = ingest.topics.topics();
+    let first_tier = topics.retry(topics.retry_delays()[0]);
+    let produced = testkit::consume_exactly(
+        &ingest.kafka,
+        &[first_tier],
+        300,
+        Duration::from_secs(30),
+        Duration::from_secs(2),
+    )
+    .await;
+    let ids: std::collections::HashSet<String> = produced
+        .iter()
+        .map(|m| {
+            let task: DeliveryTask =
+                serde_json::from_slice(m.payload().expect("payload")).expect("task");
+            task.envelope.event_id.to_string()
+        })
+        .collect();
+    assert_eq!(ids.len(), 300, "no entry produced twice");
+    ingest.stop().await;
+}

@@ -116,6 +116,18 @@ async fn a_repeated_idempotency_key_returns_the_first_id_and_produces_once() {
         ids.push(v["event_id"].as_str().expect("id").to_owned());
     }
     assert_eq!(ids, ["signup-42", "signup-42", "signup-42"]);
+    // The same key with another event is a client bug, not a retry: 409 naming the key.
+    let r = ingest
+        .post("/v1/events")
+        .header("Idempotency-Key", "signup-42")
+        .json(&created("someone-else"))
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(r.status(), 409);
+    let v: Value = r.json().await.expect("json");
+    assert_eq!(v["error"]["code"], "conflict");
+    assert!(v["error"]["message"].as_str().is_some_and(|m| m.contains("signup-42")), "{v}");
     let all = ingest.topics.topics().all_events();
     testkit::consume_exactly(&ingest.kafka, &all, 1, WAIT, SETTLE).await;
 }

@@ -87,6 +87,12 @@ async fn an_endpoint_goes_through_create_read_update_rotate_and_delete_each_audi
     )
     .await;
     assert_eq!((status, dup["error"]["code"].as_str()), (StatusCode::CONFLICT, Some("conflict")));
+    // The same URL spelled otherwise (case, default port) is the same URL.
+    for spelling in ["HTTP://127.0.0.1:9/hook", "http://127.0.0.1:9/./hook"] {
+        let (status, dup) =
+            call(&ingest, &t, Method::POST, "/v1/endpoints", Some(json!({"url": spelling}))).await;
+        assert_eq!(status, StatusCode::CONFLICT, "{spelling}: {dup}");
+    }
 
     let (status, patched) = call(
         &ingest,

@@ -19,11 +19,15 @@ use crate::support::{created, Ingest};
 const NORMAL_LATENCY: Duration = Duration::from_secs(2);
 
 async fn tuned(tune: impl FnOnce(&mut IngestConfig)) -> Ingest {
-    Ingest::start_tuned(testkit::kafka_config(), IngestSettings::default(), |c| {
-        c.kafka.produce_timeout = Duration::from_secs(1);
-        tune(c);
+    let ingest =
+        Ingest::start_tuned(testkit::kafka_config(), IngestSettings::default(), tune).await;
+    // The first produce to fresh topics waits for metadata: not what the tests measure.
+    testkit::eventually(Duration::from_secs(20), "a first event accepted", || async {
+        let r = ingest.post("/v1/events").json(&created("warm-up")).send().await.ok()?;
+        (r.status() == StatusCode::ACCEPTED).then_some(())
     })
-    .await
+    .await;
+    ingest
 }
 
 /// A well-behaved producer posting an event every 100 ms on one kept-alive connection until
@@ -255,5 +259,61 @@ async fn nul_in_management_input_is_422_naming_the_field_never_503() {
         management(&ingest, Method::POST, "/v1/dlq/redrive", Some(json!({"event_type": "a\u{0}"})))
             .await;
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{answer}");
+    // Invalid UTF-8 in a body is malformed JSON: 400, in the JSON error format.
+    for path in ["/v1/endpoints", "/v1/events", "/v1/dlq/redrive"] {
+        let r = ingest
+            .post(path)
+            .body(&b"{\"url\": \"https://a.example/\xff\xfe\"}"[..])
+            .send()
+            .await
+            .expect("send");
+        assert_eq!(r.status(), StatusCode::BAD_REQUEST, "{path}");
+        let v: Value = r.json().await.expect("json");
+        assert_eq!(v["error"]["code"], "malformed_json", "{path}: {v}");
+    }
+    ingest.stop().await;
+}
+
+#[tokio::test]
+async fn every_error_is_json_also_those_of_the_framework() {
+    let ingest = Ingest::start().await;
+    let base = &ingest.base;
+    let mut many = reqwest::header::HeaderMap::new();
+    for i in 0..150 {
+        many.insert(
+            reqwest::header::HeaderName::from_bytes(format!("x-h{i}").as_bytes()).expect("name"),
+            "v".parse().expect("value"),
+        );
+    }
+    let cases = [
+        (ingest.http.put(format!("{base}/v1/events")), 405, "method_not_allowed"),
+        (ingest.http.get(format!("{base}/v1/nothing-here")), 404, "not_found"),
+        (
+            ingest.http.get(format!("{base}/v1/endpoints/%FF%FE")).bearer_auth(&ingest.token),
+            400,
+            "bad_request",
+        ),
+        (
+            ingest.http.get(format!("{base}/v1/events/%FF/deliveries")).bearer_auth(&ingest.token),
+            400,
+            "bad_request",
+        ),
+        (
+            ingest.http.post(format!("{base}/v1/events")).headers(many),
+            431,
+            "request_header_fields_too_large",
+        ),
+    ];
+    for (request, status, code) in cases {
+        let r = request.send().await.expect("send");
+        assert_eq!(r.status().as_u16(), status);
+        assert!(
+            r.headers()["content-type"].to_str().is_ok_and(|c| c.starts_with("application/json")),
+            "{status} must be JSON"
+        );
+        let v: Value = r.json().await.expect("json body");
+        assert_eq!(v["error"]["code"], code, "{v}");
+        assert!(v["error"]["message"].is_string(), "{v}");
+    }
     ingest.stop().await;
 }
