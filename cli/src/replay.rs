@@ -1,8 +1,12 @@
 //! `hookstream replay`: re-delivers the events of a time range. Start offsets come from the
-//! broker's timestamp index (`offsets_for_times`); each partition is read up to the end time
-//! (or the high watermark at start); matching events become delivery tasks for their
-//! endpoints, due at once on the first retry tier, marked as replays (delivered even if the log
-//! shows them delivered, flagged `replay` there). Receivers see the same `webhook-id`.
+//! broker's timestamp index (`offsets_for_times`), but the range itself is decided by each
+//! record's own timestamp: records before `--from` are skipped, and a partition ends at its
+//! first record at or after `--to` (or at the high watermark taken at start). A broker whose
+//! index answers wrongly (offset 0 for a time after its last record, as the local tansu does)
+//! can then only cost extra reading, never a wrong window. Matching events become delivery
+//! tasks for their endpoints, due at once on the first retry tier, marked as replays (delivered
+//! even if the log shows them delivered, flagged `replay` there). Receivers see the same
+//! `webhook-id`. A window with no record in it is an error that says so.
 
 use std::collections::HashMap;
 use std::num::NonZeroU32;
@@ -111,14 +115,14 @@ pub(crate) async fn run(config: &CliConfig, args: ReplayArgs) -> anyhow::Result<
             .collect())
     };
     let starts = at(args.from)?;
-    let ends = args.to.map(at).transpose()?;
+    let from_ms = args.from.timestamp_millis();
+    let to_ms = args.to.map(|t| t.timestamp_millis());
     let mut ranges: HashMap<i32, (i64, i64)> = HashMap::new();
     for p in &partitions {
-        let (_, high) = consumer.fetch_watermarks(&topic, *p, TIMEOUT)?;
-        let start = starts.get(p).copied().flatten().unwrap_or(high);
-        let end = ends.as_ref().and_then(|e| e.get(p).copied().flatten()).unwrap_or(high).min(high);
-        if start < end {
-            ranges.insert(*p, (start, end));
+        let (low, high) = consumer.fetch_watermarks(&topic, *p, TIMEOUT)?;
+        let start = starts.get(p).copied().flatten().unwrap_or(high).clamp(low, high);
+        if start < high {
+            ranges.insert(*p, (start, high));
         }
     }
     let total: u64 = ranges.values().map(|(s, e)| (e - s) as u64).sum();
@@ -154,16 +158,33 @@ pub(crate) async fn run(config: &CliConfig, args: ReplayArgs) -> anyhow::Result<
         };
         let (p, offset) = (m.partition(), m.offset());
         let Some(&(_, end)) = ranges.get(&p) else { continue };
-        if offset >= end {
+        if offset >= end || position.get(&p).is_some_and(|&at| at >= end) {
             position.insert(p, end);
             continue;
         }
+        let envelope = m.payload().and_then(|b| serde_json::from_slice::<EventEnvelope>(b).ok());
+        // The record's own time: its timestamp, else the event's received_at.
+        let time = m
+            .timestamp()
+            .to_millis()
+            .or_else(|| envelope.as_ref().map(|e| e.received_at.timestamp_millis()));
+        if let (Some(t), Some(to)) = (time, to_ms) {
+            if t >= to {
+                // This partition's window is over: stop fetching it.
+                position.insert(p, end);
+                let mut done = TopicPartitionList::new();
+                done.add_partition(&topic, p);
+                let _ = consumer.pause(&done);
+                continue;
+            }
+        }
         position.insert(p, offset + 1);
-        progress.scanned += 1;
         bar.inc(1);
-        let Some(envelope) =
-            m.payload().and_then(|b| serde_json::from_slice::<EventEnvelope>(b).ok())
-        else {
+        if time.is_some_and(|t| t < from_ms) {
+            continue;
+        }
+        progress.scanned += 1;
+        let Some(envelope) = envelope else {
             progress.undecodable += 1;
             continue;
         };
@@ -208,11 +229,24 @@ pub(crate) async fn run(config: &CliConfig, args: ReplayArgs) -> anyhow::Result<
         bar.set_message(format!("{} events, {} tasks", progress.matched, progress.tasks));
     }
     bar.finish_and_clear();
+    if progress.scanned == 0 && !interrupted {
+        let window = match args.to {
+            Some(to) => format!("[{}, {to})", args.from),
+            None => format!("from {}", args.from),
+        };
+        anyhow::bail!(
+            "nothing to replay: no record of {topic} has a timestamp {window} ({total} records after the broker's start offsets, {} partitions with any); check the window against the topic's retention and its newest records",
+            ranges.len()
+        );
+    }
     let verb = if args.dry_run { "would replay" } else { "replayed" };
     println!(
-        "{verb} {} events as {} delivery tasks ({} records read of {total}; {} undecodable skipped)",
+        "{verb} {} events as {} delivery tasks ({} records in the window; {} undecodable skipped)",
         progress.matched, progress.tasks, progress.scanned, progress.undecodable
     );
+    if progress.matched == 0 {
+        println!("none of the window's records matched the filters (--account, --event-type)");
+    }
     if interrupted {
         let mut at: Vec<(i32, i64)> = position.into_iter().collect();
         at.sort();
