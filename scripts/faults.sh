@@ -13,6 +13,10 @@
 #   scripts/faults.sh            the full run: 200 events/s, 20 s outages, sink down 30 s (~6 min)
 #   scripts/faults.sh --short    the version scripts/test.sh runs: 100 events/s, 5 s outages
 #
+# After every fault it checks that delivery resumes: a fresh probe event must reach the sink
+# within a bound of the fault healing (the group's session timeout + 15 s; after the sink's
+# outage, the circuit cooldown + 15 s); the table gives the time per phase.
+#
 # Settings: FAULTS_RATE (events/s), FAULTS_FAIL_RATE (sink's share of 500s, 0.2),
 # FAULTS_ACCOUNTS (10), FAULTS_PROFILE (release or debug).
 set -euo pipefail
@@ -80,9 +84,9 @@ kill9() { # name
   kill -9 "$(cat "$pids_dir/$1.pid")" 2>/dev/null || true
   wait "$(cat "$pids_dir/$1.pid")" 2>/dev/null || true
 }
-start_dispatcher() { service dispatcher HOOKSTREAM_ADMIN__LISTEN=127.0.0.1:18191; }
-start_retrier() { service retrier HOOKSTREAM_ADMIN__LISTEN=127.0.0.1:18192; }
-start_ingest() { service ingest HOOKSTREAM_ADMIN__LISTEN=127.0.0.1:18193; }
+start_dispatcher() { service dispatcher HOOKSTREAM_ADMIN__LISTEN=127.0.0.1:$((sink_port + 1)); }
+start_retrier() { service retrier HOOKSTREAM_ADMIN__LISTEN=127.0.0.1:$((sink_port + 2)); }
+start_ingest() { service ingest HOOKSTREAM_ADMIN__LISTEN=127.0.0.1:$((sink_port + 3)); }
 faults() { # JSON body for the sink's fault control
   curl -sSf -X POST -H 'content-type: application/json' -d "$1" \
     "http://127.0.0.1:$sink_port/_sink/faults" >/dev/null
@@ -101,6 +105,43 @@ start_retrier
 wait_for_port "$ingest_port" "ingest" 30
 wait_for_port "$sink_port" "sink" 30
 
+# After each fault has healed: how long until a fresh event reaches the sink. A probe event
+# (its own id, so no retry of an older event can count) is sent every second until one
+# arrives; past the bound the phase failed, whatever a later phase heals (a broker restart
+# heals a stuck consumer group, and would hide it from a count taken at the very end).
+# The bound: the group's session timeout + 15 s after a process or broker fault; after the
+# sink's outage, the endpoints' circuits are open and probe again only after
+# delivery.circuit_cooldown (30 s), so that + 15 s.
+session_timeout=${HOOKSTREAM_KAFKA__SESSION_TIMEOUT%s}
+resume_bound=$((session_timeout + 15))
+circuit_cooldown=30
+sink_resume_bound=$((circuit_cooldown + 15))
+probe_key=$(head -1 "$run_dir/keys")
+resume() { # phase [bound]: writes run/resume.<phase> ("seconds bound", or "none bound")
+  local name=$1 bound=${2:-$resume_bound} n=0 id code started now
+  started=$EPOCHREALTIME
+  : >"$run_dir/ids.probe-$name"
+  while true; do
+    n=$((n + 1))
+    id="probe-$name-$n"
+    code=$(curl -s -o /dev/null -w '%{http_code}' --max-time 6 -X POST \
+      "http://127.0.0.1:$ingest_port/v1/events" -H "authorization: Bearer $probe_key" \
+      -H 'content-type: application/json' -H "idempotency-key: $id" \
+      -d '{"event_type":"subscriber.created","data":{"subscriber":{"id":"probe","email":"probe@example.com"}}}' || true)
+    [ "$code" = 202 ] && echo "$id" >>"$run_dir/ids.probe-$name"
+    now=$EPOCHREALTIME
+    if grep -q "^probe-$name-" "$run_dir/sink.tsv" 2>/dev/null; then
+      python3 -c "print(f'{$now - $started:.1f} $bound')" >"$run_dir/resume.$name"
+      return
+    fi
+    if python3 -c "import sys; sys.exit(0 if $now - $started > $bound else 1)"; then
+      echo "none $bound" >"$run_dir/resume.$name"
+      return
+    fi
+    sleep 1
+  done
+}
+
 # One loadgen per phase, so each phase's answers are counted apart; the fault runs beside it.
 # Connections: enough for the rate while every request waits out the produce timeout (5 s).
 phases=()
@@ -115,32 +156,35 @@ log "phase steady: $rate events/s, the sink failing $fail_rate of requests"
 load steady $((phase / 2))
 
 log "phase dispatcher: SIGKILL, restart after 1 s"
-(kill9 dispatcher; sleep 1; start_dispatcher) &
+(kill9 dispatcher; sleep 1; start_dispatcher; resume dispatcher-kill) &
 fault=$!
 load dispatcher-kill "$phase"
 wait "$fault"
 
 log "phase retrier: SIGKILL, restart after 1 s"
-(kill9 retrier; sleep 1; start_retrier) &
+(kill9 retrier; sleep 1; start_retrier; resume retrier-kill) &
 fault=$!
 load retrier-kill "$phase"
 wait "$fault"
 
 log "phase broker: stopped for $outage s"
-(stop_broker; sleep "$outage"; start_broker) &
+(stop_broker; sleep "$outage"; start_broker; resume broker-down) &
 fault=$!
 load broker-down $((phase + outage))
 wait "$fault"
 
 log "phase postgres: stopped for $outage s"
-(pg_stop; sleep "$outage"; start_postgres) &
+(pg_stop; sleep "$outage"; start_postgres; resume postgres-down) &
 fault=$!
 load postgres-down $((phase + outage))
 wait "$fault"
 
 log "phase sink: down for $sink_outage s"
 faults "{\"fail_rate\": $fail_rate, \"outage_secs\": $sink_outage}"
+(sleep "$sink_outage"; resume sink-down "$sink_resume_bound") &
+fault=$!
 load sink-down $((phase + sink_outage))
+wait "$fault"
 
 log "phase tail: steady again"
 load tail $((phase / 2))
@@ -170,18 +214,27 @@ curl -sSf "http://127.0.0.1:$sink_port/_sink/report" >"$run_dir/sink-report.json
 
 table_ok=0
 python3 - "$run_dir" "$bound" "$rate" "$outage" "$sink_outage" "$schedule" "${phases[@]}" <<'PY' || table_ok=1
-import json, sys
+import json, os, sys
 run, bound, rate, outage, sink_outage, schedule, *phases = sys.argv[1:]
 r = json.load(open(f"{run}/reconcile.json"))
 s = json.load(open(f"{run}/sink-report.json"))
 print(f"\n## Fault run: {rate} events/s, sink failing {s['injected_5xx']} requests on purpose, "
       f"outages {outage} s (sink {sink_outage} s), retry schedule {schedule}\n")
-print("| phase | sent | ingest answers |")
-print("| --- | --- | --- |")
+print("| phase | sent | ingest answers | delivery resumed after the fault healed (bound) |")
+print("| --- | --- | --- | --- |")
+stuck = []
 for p in phases:
     l = json.load(open(f"{run}/load.{p}.json"))
     answers = ", ".join(f"{k}: {v}" for k, v in sorted(l["statuses"].items()))
-    print(f"| {p} | {l['sent']} | {answers} |")
+    resumed = "—"
+    if os.path.exists(f"{run}/resume.{p}"):
+        took, limit = open(f"{run}/resume.{p}").read().split()
+        if took == "none":
+            stuck.append(p)
+            resumed = f"**not within {limit} s**"
+        else:
+            resumed = f"{took} s ({limit} s)"
+    print(f"| {p} | {l['sent']} | {answers} | {resumed} |")
 print()
 print("| measure | value | must be |")
 print("| --- | --- | --- |")
@@ -197,7 +250,8 @@ print(f"| sink: latency p50 / p99 / max | {s['latency_ms']['p50']:.1f} / {s['lat
 broker = json.load(open(f"{run}/load.broker-down.json"))["statuses"]
 bad = {k: v for k, v in broker.items() if k.startswith("5") and k != "503"}
 print(f"| ingest 5xx other than 503 during the broker outage | {sum(bad.values())} | 0 |")
-ok = r["lost"] == 0 and r["duplicates"] <= int(bound) and s["bad_signatures"] == 0 and not bad
+print(f"| phases whose delivery did not resume within their bound | {len(stuck)} {' '.join(stuck)} | 0 |")
+ok = r["lost"] == 0 and r["duplicates"] <= int(bound) and s["bad_signatures"] == 0 and not bad and not stuck
 sys.exit(0 if ok else 1)
 PY
 $ok && [ "$table_ok" = 0 ] || { cat "$run_dir/reconcile.err" >&2; die "the fault run failed (logs in $run_dir)"; }

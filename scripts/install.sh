@@ -59,6 +59,12 @@ if [ ! -x "$TANSU_BIN" ]; then
     --root "$HOOKSTREAM_CACHE_DIR/tansu-$HOOKSTREAM_TANSU_BUILD" --quiet
   rm -rf "$HOOKSTREAM_CACHE_DIR/tansu-build"
 fi
+if ! cargo nextest --version >/dev/null 2>&1; then
+  log "building cargo-nextest $HOOKSTREAM_NEXTEST_VERSION into $HOOKSTREAM_CACHE_DIR/nextest (a few minutes, once)"
+  CARGO_TARGET_DIR="$HOOKSTREAM_CACHE_DIR/nextest-build" cargo install cargo-nextest \
+    --version "$HOOKSTREAM_NEXTEST_VERSION" --locked --root "$HOOKSTREAM_CACHE_DIR/nextest" --quiet
+  rm -rf "$HOOKSTREAM_CACHE_DIR/nextest-build"
+fi
 # A PyPI tool in a venv of its own in the cache.
 pip_tool() { # package version
   log "installing $1 $2 into $HOOKSTREAM_CACHE_DIR/$1"

@@ -25,6 +25,11 @@ SCHEMATHESIS_BIN=$HOOKSTREAM_CACHE_DIR/schemathesis/bin/st
 # Validates rendered chart manifests; installed only where `helm` exists to render them.
 HOOKSTREAM_KUBERNETES_VALIDATE_VERSION=${HOOKSTREAM_KUBERNETES_VALIDATE_VERSION:-1.37.0}
 KUBERNETES_VALIDATE_BIN=$HOOKSTREAM_CACHE_DIR/kubernetes-validate/bin/kubernetes-validate
+# The test runner: each test in a process of its own (tests start services in-process, and
+# Prometheus' recorder is one per process), a hung test ended after four minutes. Built into
+# the cache where the machine has none.
+HOOKSTREAM_NEXTEST_VERSION=${HOOKSTREAM_NEXTEST_VERSION:-0.9.143}
+export PATH=$PATH:$HOOKSTREAM_CACHE_DIR/nextest/bin
 PG_DATA=$HOOKSTREAM_DEV_DIR/pg/data
 BROKER_PID=$HOOKSTREAM_DEV_DIR/tansu.pid
 BROKER_LOG=$HOOKSTREAM_DEV_DIR/tansu.log

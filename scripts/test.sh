@@ -21,13 +21,11 @@ log "Helm chart, dashboard and alert rules"
 log "schemathesis against the running ingest's /openapi.json"
 "$HS_ROOT/scripts/schemathesis.sh"
 log "tests"
-if cargo nextest --version >/dev/null 2>&1; then
-  # nextest does not run doc tests; run them first so nextest's summary closes the output.
-  cargo test --quiet --workspace --doc
-  cargo nextest run --workspace --no-fail-fast
-else
-  cargo test --workspace --no-fail-fast
-fi
+# nextest (scripts/install.sh provides it) runs each test in a process of its own: tests
+# start services in-process and read their one-per-process metrics. It does not run doc
+# tests; they go first so nextest's summary closes the output.
+cargo test --quiet --workspace --doc
+cargo nextest run --workspace --no-fail-fast
 log "fault run, short (scripts/faults.sh --short: kills, broker, Postgres and sink outages; nothing lost)"
 "$HS_ROOT/scripts/faults.sh" --short
 log "quickstart (scripts/quickstart.sh: the README's five commands, in an environment of its own)"
