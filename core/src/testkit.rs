@@ -551,6 +551,7 @@ pub async fn assert_shutdown_deadline_with_dependencies_gone<W, Fut>(
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let took = started.elapsed();
+    eprintln!("shutdown with the broker and Postgres gone: exited {status:?} after {took:?} (deadline {deadline:?})");
     // Reaped in every case (a no-op kill when it has exited).
     let _ = child.kill();
     let _ = child.wait();
