@@ -40,12 +40,12 @@ trap cleanup EXIT INT TERM
 # 1. The pipeline, local profile.
 "$here/run.sh" --local >"$out/run.log" 2>&1 &
 run_pid=$!
-for _ in $(seq 1800); do
+for _ in $(seq 7200); do
   grep -q "hookstream running" "$out/run.log" && break
   kill -0 "$run_pid" 2>/dev/null || { cat "$out/run.log" >&2; die "run.sh --local exited before the pipeline ran"; }
   sleep 0.5
 done
-grep -q "hookstream running" "$out/run.log" || die "run.sh --local did not start within 15 minutes (log: $out/run.log)"
+grep -q "hookstream running" "$out/run.log" || die "run.sh --local did not start within an hour (log: $out/run.log)"
 wait_for_port "$HOOKSTREAM_HTTP_PORT" ingest 60
 
 # 2. The receiver.
