@@ -147,7 +147,7 @@ async fn json_errors(request: Request, next: Next) -> Response {
     }
     let (parts, body) = response.into_parts();
     let text = match axum::body::to_bytes(body, 4096).await {
-        Ok(b) if !b.is_empty() => crate::db::text::pg_text_lossy(&b),
+        Ok(b) if !b.is_empty() => String::from_utf8_lossy(&b).into_owned(),
         _ => status.canonical_reason().unwrap_or("error").to_owned(),
     };
     let mut rewritten = error_response(status, text);

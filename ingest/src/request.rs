@@ -118,7 +118,8 @@ pub fn parse_query<T: serde::de::DeserializeOwned>(query: &str) -> Result<T, Api
     if let Some((name, _)) = url::form_urlencoded::parse(query.as_bytes())
         .find(|(k, v)| k.contains('\0') || v.contains('\0'))
     {
-        return Err(ApiError::invalid(pg_safe(&name), "must not contain NUL (%00)"));
+        let name = hookstream_core::db::text::pg_text(&name).into_owned();
+        return Err(ApiError::invalid(name, "must not contain NUL (%00)"));
     }
     let de = serde_urlencoded::Deserializer::new(url::form_urlencoded::parse(query.as_bytes()));
     serde_path_to_error::deserialize(de).map_err(|e| {
@@ -126,11 +127,6 @@ pub fn parse_query<T: serde::de::DeserializeOwned>(query: &str) -> Result<T, Api
         let field = if field == "." { "query".to_owned() } else { field };
         ApiError::invalid(field, e.into_inner().to_string())
     })
-}
-
-/// A name as it can be echoed back in an error.
-fn pg_safe(name: &str) -> String {
-    hookstream_core::db::text::pg_text(name).into_owned()
 }
 
 #[cfg(test)]

@@ -22,11 +22,6 @@ pub fn pg_text(s: &str) -> Cow<'_, str> {
     }
 }
 
-/// Bytes from outside as storable text: invalid UTF-8 replaced (U+FFFD), NUL replaced.
-pub fn pg_text_lossy(bytes: &[u8]) -> String {
-    pg_text(&String::from_utf8_lossy(bytes)).into_owned()
-}
-
 /// A JSON value whose strings (and object keys) hold no NUL, for a `jsonb` column.
 pub fn pg_json(value: &serde_json::Value) -> Cow<'_, serde_json::Value> {
     if !json_has_nul(value) {
@@ -89,7 +84,6 @@ mod tests {
     fn nul_is_replaced_and_clean_text_is_borrowed() {
         assert_eq!(pg_text("ok\0ok"), "ok\u{2400}ok");
         assert!(matches!(pg_text("fine"), Cow::Borrowed("fine")));
-        assert_eq!(pg_text_lossy(b"a\xff\0b"), "a\u{fffd}\u{2400}b");
     }
 
     #[test]

@@ -166,7 +166,8 @@ fn refused_by_guard(e: &reqwest::Error) -> Option<&guard::InternalTarget> {
     None
 }
 
-/// The first `max` bytes of the body as storable text (invalid UTF-8 replaced, NUL replaced).
+/// The first `max` bytes of the body as text (invalid UTF-8 replaced; NUL is the delivery-log
+/// writer's to replace, as for all text it stores).
 /// Reading stops there: the rest is never read into memory, and dropping the response closes
 /// the connection, so an endless or huge body costs at most `max` bytes and the request timeout.
 async fn read_prefix(mut response: reqwest::Response, max: usize) -> String {
@@ -181,8 +182,7 @@ async fn read_prefix(mut response: reqwest::Response, max: usize) -> String {
             Ok(None) | Err(_) => break,
         }
     }
-    let text = crate::db::text::pg_text_lossy(&kept);
-    truncate(&text, max)
+    truncate(&String::from_utf8_lossy(&kept), max)
 }
 
 fn error_chain(e: &reqwest::Error) -> String {
