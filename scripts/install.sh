@@ -40,22 +40,27 @@ fi
 
 if [ ! -x "$TANSU_BIN" ]; then
   log "building the tansu broker $HOOKSTREAM_TANSU_BUILD into $HOOKSTREAM_CACHE_DIR (about 10-15 minutes, once)"
-  # tansu-storage with hookstream's patches (scripts/tansu/): fetch returns the batch that
-  # contains the requested offset and stops at a batch not yet written, so a consumer never
-  # moves past records it did not get; sqlite storage does not panic on a missing row (see
-  # README, "Local broker").
-  storage="$HOOKSTREAM_CACHE_DIR/tansu-storage-$HOOKSTREAM_TANSU_BUILD"
-  rm -rf "$storage" && mkdir -p "$storage"
-  curl -sSfL "https://static.crates.io/crates/tansu-storage/tansu-storage-$HOOKSTREAM_TANSU_VERSION.crate" \
-    | tar xz --strip-components=1 -C "$storage"
-  for p in "$HS_ROOT"/scripts/tansu/*.patch; do
-    patch --quiet -d "$storage" -p1 < "$p"
+  # tansu-storage and tansu-broker with hookstream's patches (scripts/tansu/<crate>/): fetch
+  # returns the batch that contains the requested offset and stops at a batch not yet written,
+  # so a consumer never moves past records it did not get; sqlite storage does not panic on a
+  # missing row; a group whose leader died is not formed without assignments by a follower's
+  # sync (see README, "Local broker").
+  patched=()
+  for crate in storage broker; do
+    src="$HOOKSTREAM_CACHE_DIR/tansu-$crate-$HOOKSTREAM_TANSU_BUILD"
+    rm -rf "$src" && mkdir -p "$src"
+    curl -sSfL "https://static.crates.io/crates/tansu-$crate/tansu-$crate-$HOOKSTREAM_TANSU_VERSION.crate" \
+      | tar xz --strip-components=1 -C "$src"
+    for p in "$HS_ROOT/scripts/tansu/$crate"/*.patch; do
+      patch --quiet -d "$src" -p1 < "$p"
+    done
+    patched+=(--config "patch.crates-io.tansu-$crate.path=\"$src\"")
   done
   # --locked: without it the postgres feature fails to compile against newer dependencies.
   # dynostore gives memory:// storage, libsql gives sqlite:// (durable, on local disk).
   CARGO_TARGET_DIR="$HOOKSTREAM_CACHE_DIR/tansu-build" cargo install tansu \
     --version "$HOOKSTREAM_TANSU_VERSION" --locked --features dynostore,libsql \
-    --config "patch.crates-io.tansu-storage.path=\"$storage\"" \
+    "${patched[@]}" \
     --root "$HOOKSTREAM_CACHE_DIR/tansu-$HOOKSTREAM_TANSU_BUILD" --quiet
   rm -rf "$HOOKSTREAM_CACHE_DIR/tansu-build"
 fi

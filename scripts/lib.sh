@@ -16,9 +16,9 @@ HOOKSTREAM_BROKER_STORAGE=${HOOKSTREAM_BROKER_STORAGE:-memory}
 HOOKSTREAM_TANSU_VERSION=${HOOKSTREAM_TANSU_VERSION:-0.6.0}
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$HOOKSTREAM_CACHE_DIR/target}
 
-# The broker is built with hookstream's patches (scripts/tansu/*.patch); the suffix names
+# The broker is built with hookstream's patches (scripts/tansu/<crate>/*.patch); the suffix names
 # that set, so a machine with an older build rebuilds it.
-HOOKSTREAM_TANSU_BUILD=$HOOKSTREAM_TANSU_VERSION-hs4
+HOOKSTREAM_TANSU_BUILD=$HOOKSTREAM_TANSU_VERSION-hs5
 TANSU_BIN=$HOOKSTREAM_CACHE_DIR/tansu-$HOOKSTREAM_TANSU_BUILD/bin/tansu
 HOOKSTREAM_SCHEMATHESIS_VERSION=${HOOKSTREAM_SCHEMATHESIS_VERSION:-4.32.5}
 SCHEMATHESIS_BIN=$HOOKSTREAM_CACHE_DIR/schemathesis/bin/st

@@ -225,7 +225,7 @@ async fn offsets_for_times_finds_the_first_message_at_or_after_a_time() {
 ///
 /// Unpatched tansu 0.6.0 starts such a fetch at the next batch, skipping the rest of the
 /// containing one (or stalling when there is none yet); `scripts/install.sh` builds it with
-/// `scripts/tansu/fetch-from-containing-batch.patch` (README, "Local broker").
+/// `scripts/tansu/storage/fetch-from-containing-batch.patch` (README, "Local broker").
 #[tokio::test]
 async fn resuming_from_an_offset_inside_a_multi_record_batch_reads_the_rest() {
     let topic = topic(1).await;

@@ -1,9 +1,11 @@
 //! SIGKILL the dispatcher mid-stream and start it again: every event is delivered at least
-//! once, and duplicates stay within the in-flight bound.
+//! once, duplicates stay within the in-flight bound, and the replacement is given the dead
+//! member's partitions once the broker evicts it.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::process::{Child, Command, Stdio};
-use std::time::Duration;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
 
 use hookstream_core::envelope::Priority;
 use hookstream_core::testkit::{self, eventually, Receiver};
@@ -24,12 +26,19 @@ impl Drop for Process {
     }
 }
 
+/// The session timeout of [`spawn`]ed dispatchers.
+const SESSION_TIMEOUT: Duration = Duration::from_secs(6);
+
 fn spawn(world: &World, group: &str) -> Process {
+    spawn_with_session(world, group, SESSION_TIMEOUT)
+}
+
+fn spawn_with_session(world: &World, group: &str, session: Duration) -> Process {
     let child = Command::new(env!("CARGO_BIN_EXE_hookstream-dispatcher"))
         .env_clear()
         .env("PATH", std::env::var("PATH").unwrap_or_default())
         .env("HOOKSTREAM_KAFKA__BROKERS", &world.kafka.brokers)
-        .env("HOOKSTREAM_KAFKA__SESSION_TIMEOUT", "6s")
+        .env("HOOKSTREAM_KAFKA__SESSION_TIMEOUT", format!("{}ms", session.as_millis()))
         .env("HOOKSTREAM_DATABASE__URL", &world.db.config.url)
         .env("HOOKSTREAM_TOPICS__PREFIX", &world.topics.prefix)
         .env("HOOKSTREAM_ADMIN__LISTEN", format!("127.0.0.1:{}", testkit::free_port()))
@@ -97,4 +106,60 @@ async fn a_killed_dispatcher_loses_nothing_and_duplicates_stay_within_the_in_fli
         "{duplicates} duplicates exceed the in-flight bound {IN_FLIGHT}"
     );
     assert_eq!(counts.len(), EVENTS, "no unknown ids");
+}
+
+/// The case of a dispatcher that crashes and is restarted on its own while events keep coming:
+/// the dead member still holds the group's leadership when the new one joins, and the broker
+/// must hand the partitions to the newcomer once the dead one's session expires (tansu 0.6.0
+/// formed the group with an empty assignment instead; scripts/tansu/broker/group-sync-waits-for-a-leader.patch).
+#[tokio::test]
+async fn a_member_killed_and_replaced_alone_reads_on_within_the_session_timeout() {
+    // The default session timeout, as in `run.sh`.
+    let session = Duration::from_secs(10);
+    let bound = session + Duration::from_secs(10);
+    let world = World::new(4).await;
+    let receiver = Receiver::start().await;
+    let account = world.account().await;
+    world.endpoint(account, receiver.url("/ep"), &["*"], None).await;
+    let group = testkit::unique("replace-");
+    let stop = AtomicBool::new(false);
+
+    let load = async {
+        let mut ids = Vec::new();
+        while !stop.load(Ordering::Relaxed) {
+            ids.push(world.produce(account, "subscriber.created", Priority::Normal).await);
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        ids
+    };
+    let crash_and_replace = async {
+        let mut first = spawn_with_session(&world, &group, session);
+        eventually(Duration::from_secs(60), "the first member delivers", || async {
+            (receiver.hits().len() >= 200).then_some(())
+        })
+        .await;
+        first.0.kill().expect("SIGKILL");
+        first.0.wait().expect("reap");
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let second = spawn_with_session(&world, &group, session);
+        let started = Instant::now();
+        let before = receiver.hits().len();
+        eventually(bound, "the replacement delivers", || async {
+            (receiver.hits().len() >= before + 200).then_some(())
+        })
+        .await;
+        let resumed = started.elapsed();
+        stop.store(true, Ordering::Relaxed);
+        (second, resumed)
+    };
+    let (ids, (second, resumed)) = tokio::join!(load, crash_and_replace);
+    eprintln!("the replacement delivered within {resumed:?} of its start");
+
+    let expected: HashSet<String> = ids.iter().map(ToString::to_string).collect();
+    eventually(Duration::from_secs(60), "every event delivered", || async {
+        let got: HashSet<String> = receiver.hits().into_iter().map(|h| h.webhook_id).collect();
+        expected.is_subset(&got).then_some(())
+    })
+    .await;
+    drop(second);
 }
