@@ -31,9 +31,12 @@ pub struct DeliveryConfig {
     /// An HTTP(S) proxy for every delivery (`http://host:port`). Unset: no proxy, whatever
     /// `HTTP_PROXY`/`HTTPS_PROXY` say, because a proxy resolves the target past the SSRF guard.
     pub proxy: Option<url::Url>,
-    /// Consecutive failures that open an endpoint's circuit.
+    /// Consecutive failures that open an endpoint's circuit. 10: a receiver that fails a fifth
+    /// of its requests at random has 10 in a row once in about 12 million requests (5 in a row
+    /// came once in about 4,000, every half minute at 120 requests/s), while an endpoint that
+    /// is down reaches 10 within its first second of traffic.
     pub circuit_threshold: u32,
-    /// How long an open circuit waits before one probe.
+    /// How long an open circuit waits before it is probed (see [`circuit`]).
     #[serde(with = "humantime_serde")]
     pub circuit_cooldown: Duration,
     /// Bytes of a response body read and kept in the delivery log; the rest is never read (the
@@ -53,7 +56,7 @@ impl Default for DeliveryConfig {
             connect_timeout: Duration::from_secs(5),
             allow_private_targets: false,
             proxy: None,
-            circuit_threshold: 5,
+            circuit_threshold: 10,
             circuit_cooldown: Duration::from_secs(30),
             max_response_body: 1024,
             record_batch_size: 100,

@@ -111,7 +111,8 @@ async fn a_killed_dispatcher_loses_nothing_and_duplicates_stay_within_the_in_fli
 /// The case of a dispatcher that crashes and is restarted on its own while events keep coming:
 /// the dead member still holds the group's leadership when the new one joins, and the broker
 /// must hand the partitions to the newcomer once the dead one's session expires (tansu 0.6.0
-/// formed the group with an empty assignment instead; scripts/tansu/broker/group-sync-waits-for-a-leader.patch).
+/// formed the group with an empty assignment instead;
+/// `scripts/tansu/broker/group-sync-waits-for-a-leader.patch`).
 #[tokio::test]
 async fn a_member_killed_and_replaced_alone_reads_on_within_the_session_timeout() {
     // The default session timeout, as in `run.sh`.
