@@ -13,6 +13,9 @@ HOOKSTREAM_PG_PORT=${HOOKSTREAM_PG_PORT:-15432}
 # memory (fast, lost on restart) or sqlite (durable: $HOOKSTREAM_DEV_DIR/tansu.db, kept across
 # broker restarts; slower).
 HOOKSTREAM_BROKER_STORAGE=${HOOKSTREAM_BROKER_STORAGE:-memory}
+# How often the broker deletes records past their topic's retention.ms (sqlite storage only:
+# tansu's memory storage keeps every record until it stops).
+HOOKSTREAM_BROKER_MAINTENANCE=${HOOKSTREAM_BROKER_MAINTENANCE:-1m}
 HOOKSTREAM_TANSU_VERSION=${HOOKSTREAM_TANSU_VERSION:-0.6.0}
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$HOOKSTREAM_CACHE_DIR/target}
 
@@ -148,7 +151,7 @@ start_broker() {
   case "$HOOKSTREAM_BROKER_STORAGE" in
     memory) ;;
     # tansu resolves the path against its working directory, set below.
-    sqlite) storage=sqlite://tansu.db ;;
+    sqlite) storage="sqlite://tansu.db?maintenance_interval=$HOOKSTREAM_BROKER_MAINTENANCE" ;;
     *) die "HOOKSTREAM_BROKER_STORAGE must be memory or sqlite, not $HOOKSTREAM_BROKER_STORAGE" ;;
   esac
   log "starting tansu broker on 127.0.0.1:$HOOKSTREAM_KAFKA_PORT ($HOOKSTREAM_BROKER_STORAGE storage)"

@@ -187,6 +187,11 @@ pub struct TopicsConfig {
     /// Delays of the retry tiers, one topic each, in order.
     #[serde(with = "duration_list")]
     pub retry_schedule: Vec<Duration>,
+    /// How long the event and retry topics keep records (`retention.ms`, with
+    /// `cleanup.policy=delete`): the window `hookstream replay` can reach back into, and what
+    /// keeps the broker's log bounded. Set when a topic is created.
+    #[serde(with = "humantime_serde")]
+    pub retention: Duration,
     /// How long the DLQ keeps records.
     #[serde(with = "humantime_serde")]
     pub dlq_retention: Duration,
@@ -199,6 +204,7 @@ impl Default for TopicsConfig {
             partitions: 8,
             replication_factor: 1,
             retry_schedule: DEFAULT_RETRY_SCHEDULE.to_vec(),
+            retention: Duration::from_secs(7 * 24 * 3600),
             dlq_retention: Duration::from_secs(14 * 24 * 3600),
         }
     }
@@ -234,6 +240,18 @@ impl TopicsConfig {
             return Err(ConfigError::invalid(
                 "topics.retry_schedule",
                 "delays must be at least 1ms",
+            ));
+        }
+        // A record waits in its retry tier until it is due; one deleted first would be lost.
+        let longest = self.retry_schedule.iter().max().copied().unwrap_or_default();
+        if self.retention <= longest {
+            return Err(ConfigError::invalid(
+                "topics.retention",
+                format!(
+                    "must be longer than the longest retry delay ({}), got {}",
+                    humantime::format_duration(longest),
+                    humantime::format_duration(self.retention)
+                ),
             ));
         }
         positive("topics.dlq_retention", self.dlq_retention)
@@ -538,6 +556,7 @@ mod tests {
             ("[kafka]\nbrokers = \"nohostport\"\n", "kafka.brokers"),
             ("[topics]\nretry_schedule = [\"5s\", \"1s\"]\n", "topics.retry_schedule"),
             ("[topics]\nprefix = \"a b\"\n", "topics.prefix"),
+            ("[topics]\nretention = \"10m\"\n", "topics.retention"),
             ("[database]\nurl = \"mysql://x\"\n", "database.url"),
             ("[kafka]\nproduce_timeout = \"0s\"\n", "kafka.produce_timeout"),
         ];

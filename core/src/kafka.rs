@@ -185,8 +185,8 @@ pub struct TopicSpec {
     pub configs: Vec<(String, String)>,
 }
 
-/// Every topic of the pipeline, as `topics` configures it: lanes, retry tiers, and the DLQ
-/// with its retention.
+/// Every topic of the pipeline, as `topics` configures it: lanes, retry tiers, and the DLQ,
+/// each deleting records past its retention.
 pub fn topic_specs(cfg: &TopicsConfig) -> Vec<TopicSpec> {
     let topics = cfg.topics();
     let spec = |name: String, configs: Vec<(String, String)>| TopicSpec {
@@ -195,11 +195,21 @@ pub fn topic_specs(cfg: &TopicsConfig) -> Vec<TopicSpec> {
         replication_factor: cfg.replication_factor,
         configs,
     };
-    let mut specs: Vec<TopicSpec> =
-        topics.all_events().into_iter().map(|n| spec(n, vec![])).collect();
-    specs.extend(topics.all_retries().into_iter().map(|n| spec(n, vec![])));
-    let retention = ("retention.ms".to_owned(), cfg.dlq_retention.as_millis().to_string());
-    specs.push(spec(topics.dlq(), vec![retention]));
+    // Kafka's default policy too, but stated: some brokers (tansu's sqlite storage) delete by
+    // `retention.ms` only for topics created with it.
+    let delete_after = |d: Duration| {
+        vec![
+            ("cleanup.policy".to_owned(), "delete".to_owned()),
+            ("retention.ms".to_owned(), millis(d)),
+        ]
+    };
+    let mut specs: Vec<TopicSpec> = topics
+        .all_events()
+        .into_iter()
+        .chain(topics.all_retries())
+        .map(|n| spec(n, delete_after(cfg.retention)))
+        .collect();
+    specs.push(spec(topics.dlq(), delete_after(cfg.dlq_retention)));
     specs
 }
 
@@ -259,5 +269,20 @@ mod tests {
         assert_eq!(c.get("enable.auto.offset.store"), Some("false"));
         assert_eq!(c.get("partition.assignment.strategy"), Some("cooperative-sticky"));
         assert_eq!(c.get("group.id"), Some("g"));
+    }
+
+    #[test]
+    fn every_topic_deletes_past_its_retention() {
+        let cfg = TopicsConfig::default();
+        let specs = topic_specs(&cfg);
+        let config = |s: &TopicSpec, key: &str| {
+            s.configs.iter().find(|(k, _)| k == key).map(|(_, v)| v.clone())
+        };
+        for s in &specs {
+            assert_eq!(config(s, "cleanup.policy").as_deref(), Some("delete"), "{}", s.name);
+            let want = if s.name == cfg.topics().dlq() { cfg.dlq_retention } else { cfg.retention };
+            assert_eq!(config(s, "retention.ms"), Some(millis(want)), "{}", s.name);
+        }
+        assert_eq!(specs.len(), cfg.topics().all_events().len() + cfg.retry_schedule.len() + 1);
     }
 }

@@ -223,15 +223,34 @@ pub struct OwnBroker {
     /// `127.0.0.1:<port>`.
     pub address: String,
     port: u16,
+    storage: String,
+    /// The sqlite storage's directory, deleted on drop.
+    dir: Option<std::path::PathBuf>,
     child: Option<std::process::Child>,
 }
 
 impl OwnBroker {
     /// Starts a tansu broker (path from `HOOKSTREAM_TANSU_BIN`, which the scripts set) on a
-    /// free port and waits until it answers.
+    /// free port with memory storage and waits until it answers.
     pub async fn start() -> Self {
+        Self::start_with("memory://tansu/".into(), None).await
+    }
+
+    /// The same with sqlite storage in a directory of its own, which keeps topics and records
+    /// across restarts and deletes records past their topic's retention every `maintenance`.
+    pub async fn start_sqlite(maintenance: Duration) -> Self {
+        let dir = std::env::temp_dir().join(unique("hookstream-broker-"));
+        std::fs::create_dir_all(&dir).expect("broker directory");
+        // tansu resolves the path against its working directory (set in `restart`).
+        let storage =
+            format!("sqlite://tansu.db?maintenance_interval={}ms", maintenance.as_millis());
+        Self::start_with(storage, Some(dir)).await
+    }
+
+    async fn start_with(storage: String, dir: Option<std::path::PathBuf>) -> Self {
         let port = free_port();
-        let mut broker = Self { address: format!("127.0.0.1:{port}"), port, child: None };
+        let address = format!("127.0.0.1:{port}");
+        let mut broker = Self { address, port, storage, dir, child: None };
         broker.restart().await;
         broker
     }
@@ -250,11 +269,15 @@ impl OwnBroker {
         let bin = std::env::var("HOOKSTREAM_TANSU_BIN")
             .expect("HOOKSTREAM_TANSU_BIN not set: run the tests through scripts/test.sh");
         let url = format!("tcp://{}", self.address);
-        let child = std::process::Command::new(bin)
+        let mut command = std::process::Command::new(bin);
+        if let Some(dir) = &self.dir {
+            command.current_dir(dir);
+        }
+        let child = command
             .env_clear()
             .env("RUST_LOG", "warn")
             .args(["broker", "--listener-url", &url, "--advertised-listener-url", &url])
-            .args(["--storage-engine", "memory://tansu/"])
+            .args(["--storage-engine", &self.storage])
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
             .spawn()
@@ -276,6 +299,9 @@ impl OwnBroker {
 impl Drop for OwnBroker {
     fn drop(&mut self) {
         self.stop();
+        if let Some(dir) = &self.dir {
+            let _ = std::fs::remove_dir_all(dir);
+        }
     }
 }
 

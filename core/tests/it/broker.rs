@@ -336,3 +336,59 @@ async fn a_partition_paused_before_a_rebalance_is_fetched_after_it() {
     }
     assert_eq!(state.totals().1, 0, "no partition counted as paused after the re-assign");
 }
+
+/// The log stays bounded: the topics `topic_specs` describes (`cleanup.policy=delete` and
+/// `retention.ms`) lose their records past retention on the local broker's durable storage,
+/// and the log then starts after them, as on Kafka. tansu deletes only for topics created with
+/// that policy, so a topic created without it is the control.
+#[tokio::test]
+async fn records_past_their_topics_retention_are_deleted_by_the_broker() {
+    use hookstream_core::config::TopicsConfig;
+
+    let broker = testkit::OwnBroker::start_sqlite(Duration::from_secs(1)).await;
+    let cfg = broker.kafka_config();
+    let topics = TopicsConfig {
+        prefix: unique("ret.") + ".",
+        partitions: 1,
+        retention: Duration::from_secs(3),
+        ..TopicsConfig::default()
+    };
+    let mut kept = kafka::topic_specs(&topics).remove(0);
+    let bounded = kept.clone();
+    kept.name = unique("ret.kept.");
+    kept.configs.clear();
+    let admin = kafka::admin(&cfg, "capability-test").expect("admin");
+    kafka::create_topics(&admin, &[bounded.clone(), kept.clone()]).await.expect("create");
+
+    let p = kafka::producer(&cfg, "capability-test").expect("producer");
+    for topic in [&bounded.name, &kept.name] {
+        for i in 0..10 {
+            let record = FutureRecord::to(topic).key("k").payload(&format!("old{i}")).partition(0);
+            p.send(record, Duration::from_secs(10)).await.map_err(|(e, _)| e).expect("acked");
+        }
+    }
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    for topic in [&bounded.name, &kept.name] {
+        let record = FutureRecord::to(topic).key("k").payload("new").partition(0);
+        p.send(record, Duration::from_secs(10)).await.map_err(|(e, _)| e).expect("acked");
+    }
+
+    let observer = kafka::consumer(&cfg, "capability-test", &unique("g-"), DefaultConsumerContext)
+        .expect("consumer");
+    let watermarks = |topic: &str| {
+        observer.fetch_watermarks(topic, 0, Duration::from_secs(10)).expect("watermarks")
+    };
+    eventually(Duration::from_secs(20), "records past retention deleted", || {
+        let low = watermarks(&bounded.name).0;
+        async move { (low == 10).then_some(()) }
+    })
+    .await;
+    assert_eq!(watermarks(&bounded.name), (10, 11), "the log starts at the first kept record");
+    assert_eq!(watermarks(&kept.name), (0, 11), "a topic without cleanup.policy keeps all");
+
+    let reader = kafka::consumer(&cfg, "capability-test", &unique("g-"), DefaultConsumerContext)
+        .expect("consumer");
+    reader.subscribe(&[&bounded.name]).expect("subscribe");
+    let first = tokio::time::timeout(TIMEOUT, reader.recv()).await.expect("in time").expect("ok");
+    assert_eq!((first.offset(), first.payload()), (10, Some(&b"new"[..])));
+}
