@@ -363,7 +363,8 @@ async fn records_past_their_topics_retention_are_deleted_by_the_broker() {
     let p = kafka::producer(&cfg, "capability-test").expect("producer");
     for topic in [&bounded.name, &kept.name] {
         for i in 0..10 {
-            let record = FutureRecord::to(topic).key("k").payload(&format!("old{i}")).partition(0);
+            let value = format!("old{i}");
+            let record = FutureRecord::to(topic).key("k").payload(&value).partition(0);
             p.send(record, Duration::from_secs(10)).await.map_err(|(e, _)| e).expect("acked");
         }
     }
