@@ -23,6 +23,8 @@ export HOOKSTREAM_PG_PORT=${SOAK_PG_PORT:-15732}
 ingest_port=18380
 sink_port=18390
 unset HOOKSTREAM_KAFKA__BROKERS HOOKSTREAM_DATABASE__URL HOOKSTREAM_TEST_BROKERS HOOKSTREAM_TEST_DATABASE_URL
+# dev-up.sh builds and runs the CLI of this profile: the one built above.
+export HOOKSTREAM_PROFILE=release
 source "$here/lib.sh"
 
 # Retention must outlast the longest retry delay (the services refuse it otherwise).
