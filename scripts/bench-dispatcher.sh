@@ -13,7 +13,7 @@ mkdir -p "$HS_ROOT/bench"
 {
   echo "# Dispatcher benchmark"
   echo
-  echo "$(date -u +%Y-%m-%dT%H:%MZ), $(nproc) cores, $(free -g | awk '/Mem:/ {print $2}') GiB; broker: tansu $HOOKSTREAM_TANSU_VERSION (memory storage); sink, dispatcher, broker and Postgres on one machine, loopback."
+  echo "$(date -u +%Y-%m-%dT%H:%MZ), $(nproc) cores, $(free -g | awk '/Mem:/ {print $2}') GiB; broker: Apache Kafka $HOOKSTREAM_KAFKA_VERSION (one node, heap $HOOKSTREAM_BROKER_HEAP); sink, dispatcher, broker and Postgres on one machine, loopback."
   echo
   "$bin/hookstream" bench-dispatch --dispatcher-bin "$bin/hookstream-dispatcher" \
     --events "${BENCH_EVENTS:-100000}" --concurrency "${BENCH_CONCURRENCY:-256}"

@@ -47,7 +47,7 @@ mkdir -p "$HS_ROOT/bench"
 {
 echo "# Ingest benchmark"
 echo
-echo "$(date -u +%Y-%m-%dT%H:%MZ), $(nproc) cores, $(free -g | awk '/Mem:/ {print $2}') GiB, $(uname -m); broker: tansu $HOOKSTREAM_TANSU_VERSION (memory storage); loadgen, ingest and broker on one machine, loopback."
+echo "$(date -u +%Y-%m-%dT%H:%MZ), $(nproc) cores, $(free -g | awk '/Mem:/ {print $2}') GiB, $(uname -m); broker: Apache Kafka $HOOKSTREAM_KAFKA_VERSION (one node, heap $HOOKSTREAM_BROKER_HEAP); loadgen, ingest and broker on one machine, loopback."
 python3 - "$bare_rate" "$rss_kb" "$rate" "$conns" "$payload" <<PY
 import json, sys
 bare, rss_kb, rate, conns, payload = float(sys.argv[1]), int(sys.argv[2]), sys.argv[3], sys.argv[4], sys.argv[5]

@@ -13,7 +13,7 @@ mkdir -p "$HS_ROOT/bench"
 {
   echo "# Retrier benchmark"
   echo
-  echo "$(date -u +%Y-%m-%dT%H:%MZ), $(nproc) cores, $(free -g | awk '/Mem:/ {print $2}') GiB; broker: tansu $HOOKSTREAM_TANSU_VERSION (memory storage); sink, retrier, broker and Postgres on one machine, loopback. Default schedule 1s,5s,25s,125s,625s; tasks go to the 1s tier."
+  echo "$(date -u +%Y-%m-%dT%H:%MZ), $(nproc) cores, $(free -g | awk '/Mem:/ {print $2}') GiB; broker: Apache Kafka $HOOKSTREAM_KAFKA_VERSION (one node, heap $HOOKSTREAM_BROKER_HEAP); sink, retrier, broker and Postgres on one machine, loopback. Default schedule 1s,5s,25s,125s,625s; tasks go to the 1s tier."
   echo
   "$bin/hookstream" bench-retry --retrier-bin "$bin/hookstream-retrier" \
     --rate "${BENCH_RATE:-1000}" --duration "${BENCH_DURATION:-30s}" --redrive "${BENCH_REDRIVE:-20000}"

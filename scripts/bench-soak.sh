@@ -1,31 +1,34 @@
 #!/usr/bin/env bash
-# The steady-state benchmark (issue 15): the whole pipeline at a fixed rate for a long run, once
-# per broker storage, each in an environment of its own (a new broker and Postgres, started
-# empty). What it shows is whether the run's last minute is as fast as its first: the
-# end-to-end latency (the event's timestamp to its arrival at the sink) per minute of sending,
-# the broker's and the services' RSS and the broker's data on disk over time.
-# Writes bench/soak.md (tables) and bench/soak-<storage>.tsv (the samples).
+# The steady-state benchmark: the whole pipeline at a fixed rate for a long run, on a broker and
+# Postgres started empty in an environment of their own. What it shows is whether the run's
+# last minute is as fast as its first: per minute of sending, the end-to-end latency (the
+# event's timestamp to its arrival at the sink: p50, p99, max) and the deliveries; every 10 s,
+# the broker's RSS and data on disk, each service's RSS, and the consumer groups' lag.
+# Writes the table to $SOAK_OUT and the samples beside it (<name>.tsv).
 #
-#   scripts/bench-soak.sh                 memory and sqlite, 2,000 events/s for 10 minutes
+#   scripts/bench-soak.sh                                   2,000 events/s for 10 minutes
+#   SOAK_RATE=300 SOAK_SECONDS=1800 SOAK_OUT=bench/soak-300.md scripts/bench-soak.sh
 #
-# Settings: SOAK_STORAGES ("memory sqlite"), SOAK_RATE (2000), SOAK_SECONDS (600),
-# SOAK_RETENTION (3m: the topics' retention.ms, short so that the run reaches the state where
-# the broker deletes as much as it takes in), SOAK_MAINTENANCE (1m: how often tansu applies it).
+# Settings: SOAK_RATE (2000), SOAK_SECONDS (600), SOAK_OUT (bench/soak.md), SOAK_RETENTION (3m:
+# the topics' retention.ms, short so that the run reaches the state where the broker deletes
+# as much as it takes in; its segments roll every minute so that it can).
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
-storages=${SOAK_STORAGES:-memory sqlite}
 rate=${SOAK_RATE:-2000}
 seconds=${SOAK_SECONDS:-600}
 retention=${SOAK_RETENTION:-3m}
-export HOOKSTREAM_BROKER_MAINTENANCE=${SOAK_MAINTENANCE:-1m}
+out=${SOAK_OUT:-bench/soak.md}
 export HOOKSTREAM_KAFKA_PORT=${SOAK_KAFKA_PORT:-19392}
+export HOOKSTREAM_KAFKA_CONTROLLER_PORT=${SOAK_KAFKA_CONTROLLER_PORT:-19393}
 export HOOKSTREAM_PG_PORT=${SOAK_PG_PORT:-15732}
+export HOOKSTREAM_DEV_DIR=${SOAK_DEV_DIR:-$here/../.dev/soak}
 ingest_port=18380
 sink_port=18390
 unset HOOKSTREAM_KAFKA__BROKERS HOOKSTREAM_DATABASE__URL HOOKSTREAM_TEST_BROKERS HOOKSTREAM_TEST_DATABASE_URL
-# dev-up.sh builds and runs the CLI of this profile: the one built above.
+# dev-up.sh builds and runs the CLI of this profile: the one built below.
 export HOOKSTREAM_PROFILE=release
 source "$here/lib.sh"
+cd "$HS_ROOT"
 
 # Retention must outlast the longest retry delay (the services refuse it otherwise).
 export HOOKSTREAM_TOPICS__RETRY_SCHEDULE=1s,5s,25s,125s
@@ -37,7 +40,6 @@ export HOOKSTREAM_HTTP__LISTEN=127.0.0.1:$ingest_port
 log "building release binaries"
 cargo build --quiet --release --bins --manifest-path "$HS_ROOT/Cargo.toml"
 bin=$CARGO_TARGET_DIR/release
-root=$HS_ROOT/.dev/soak
 pids=()
 stop_all() {
   for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
@@ -46,109 +48,104 @@ stop_all() {
 }
 finish() {
   stop_all
-  [ -n "${HOOKSTREAM_DEV_DIR:-}" ] && "$HS_ROOT/scripts/dev-down.sh" >/dev/null 2>&1 || true
+  "$HS_ROOT/scripts/dev-down.sh" >/dev/null 2>&1 || true
 }
 trap finish EXIT
 
-rss_mb() { awk '/VmRSS/ {printf "%.1f", $2 / 1024}' "/proc/$1/status" 2>/dev/null || echo -; }
-disk_mb() { du -sm "$HOOKSTREAM_DEV_DIR"/tansu.db* 2>/dev/null | awk '{s += $1} END {print s + 0}'; }
+rss_mb() { awk '/VmRSS/ {printf "%.0f", $2 / 1024}' "/proc/$1/status" 2>/dev/null || echo -; }
+disk_mb() { du -sm "$KAFKA_DIR/data" 2>/dev/null | awk '{print $1}'; }
 delivered() { awk -F'\t' '$8 == "0" {n++} END {print n + 0}' "$1"; }
+lag() { # messages behind, summed over every group of the pipeline's topics
+  "$bin/hookstream" lag --json 2>/dev/null \
+    | python3 -c 'import json, sys; print(sum(g["lag_messages"] for g in json.load(sys.stdin)))' 2>/dev/null \
+    || echo -
+}
 
-for storage in $storages; do
-  export HOOKSTREAM_BROKER_STORAGE=$storage HOOKSTREAM_DEV_DIR=$root/$storage
-  # Re-read the paths that follow from the environment directory.
-  source "$here/lib.sh"
-  "$HS_ROOT/scripts/dev-down.sh" --purge >/dev/null 2>&1 || true
-  "$HS_ROOT/scripts/dev-up.sh"
-  run=$HOOKSTREAM_DEV_DIR/run
-  mkdir -p "$run"
-  log "$storage storage: $rate events/s for ${seconds}s over 20 accounts (retention $retention)"
-  "$bin/hookstream" seed --accounts 20 --endpoint-url "http://127.0.0.1:$sink_port/soak/{n}" \
-    --keys-out "$run/keys" --name "soak-$storage" >/dev/null
-  "$bin/hookstream" sink --listen "127.0.0.1:$sink_port" --record "$run/sink.tsv" --json \
-    >"$run/sink.report" &
-  pids+=($!)
-  wait_for_port "$sink_port" sink 30
-  # tansu answers a fetch only after fetch.wait.max.ms (see scripts/bench.sh).
-  HOOKSTREAM_KAFKA__FETCH_WAIT=5ms HOOKSTREAM_ADMIN__LISTEN=127.0.0.1:18391 \
-    "$bin/hookstream-dispatcher" 2>>"$run/dispatcher.log" &
-  pids+=($!)
-  dispatcher=$!
-  HOOKSTREAM_ADMIN__LISTEN=127.0.0.1:18392 "$bin/hookstream-retrier" 2>>"$run/retrier.log" &
-  pids+=($!)
-  HOOKSTREAM_ADMIN__LISTEN=127.0.0.1:18393 "$bin/hookstream-ingest" 2>>"$run/ingest.log" &
-  pids+=($!)
-  ingest=$!
-  wait_for_port "$ingest_port" ingest 30
-  for _ in $(seq 300); do
-    curl -sf http://127.0.0.1:18391/metrics | grep -q webhook_queue_depth && break
-    sleep 0.1
-  done
-  broker=$(cat "$BROKER_PID")
-  start_ms=$(date +%s%3N)
-  (
-    echo -e "second\tbroker_rss_mb\tbroker_disk_mb\tdispatcher_rss_mb\tingest_rss_mb\tdelivered"
-    while true; do
-      echo -e "$((($(date +%s%3N) - start_ms) / 1000))\t$(rss_mb "$broker")\t$(disk_mb)\t$(rss_mb "$dispatcher")\t$(rss_mb "$ingest")\t$(delivered "$run/sink.tsv")"
-      sleep 10
-    done
-  ) >"$run/samples.tsv" &
-  sampler=$!
-  "$bin/hookstream" loadgen --url "http://127.0.0.1:$ingest_port" --keys-file "$run/keys" \
-    --rate "$rate" --duration "${seconds}s" --connections 64 --payload-bytes 1024 \
-    --ids-out "$run/ids" --json >"$run/load.json"
-  accepted=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["accepted"])' "$run/load.json")
-  for _ in $(seq 300); do
-    [ "$(delivered "$run/sink.tsv")" -ge "$accepted" ] && break
-    sleep 1
-  done
-  kill "$sampler"
-  wait "$sampler" 2>/dev/null || true
-  "$bin/hookstream" reconcile --ids "$run/ids" --sink-record "$run/sink.tsv" --json \
-    >"$run/reconcile.json" || true
-  echo "$start_ms" >"$run/start_ms"
-  cp "$run/samples.tsv" "$HS_ROOT/bench/soak-$storage.tsv"
-  stop_all
-  "$HS_ROOT/scripts/dev-down.sh" >/dev/null
+"$HS_ROOT/scripts/dev-down.sh" --purge >/dev/null 2>&1 || true
+# Segments roll every minute so retention (which drops closed segments) can act in the run.
+export HOOKSTREAM_BROKER_PROPERTIES="log.roll.ms=60000 log.retention.check.interval.ms=30000"
+"$HS_ROOT/scripts/dev-up.sh"
+run=$HOOKSTREAM_DEV_DIR/run
+mkdir -p "$run"
+log "$rate events/s for ${seconds}s over 20 accounts (retention $retention)"
+"$bin/hookstream" seed --accounts 20 --endpoint-url "http://127.0.0.1:$sink_port/soak/{n}" \
+  --keys-out "$run/keys" --name soak >/dev/null
+"$bin/hookstream" sink --listen "127.0.0.1:$sink_port" --record "$run/sink.tsv" --json \
+  >"$run/sink.report" &
+pids+=($!)
+wait_for_port "$sink_port" sink 30
+HOOKSTREAM_ADMIN__LISTEN=127.0.0.1:18391 "$bin/hookstream-dispatcher" 2>>"$run/dispatcher.log" &
+pids+=($!)
+dispatcher=$!
+HOOKSTREAM_ADMIN__LISTEN=127.0.0.1:18392 "$bin/hookstream-retrier" 2>>"$run/retrier.log" &
+pids+=($!)
+retrier=$!
+HOOKSTREAM_ADMIN__LISTEN=127.0.0.1:18393 "$bin/hookstream-ingest" 2>>"$run/ingest.log" &
+pids+=($!)
+ingest=$!
+wait_for_port "$ingest_port" ingest 30
+for _ in $(seq 300); do
+  curl -sf http://127.0.0.1:18391/metrics | grep -q webhook_queue_depth && break
+  sleep 0.1
 done
+broker=$(cat "$BROKER_PID")
+start_ms=$(date +%s%3N)
+(
+  echo -e "second\tbroker_rss_mb\tbroker_disk_mb\tingest_rss_mb\tdispatcher_rss_mb\tretrier_rss_mb\tlag\tdelivered"
+  while true; do
+    echo -e "$((($(date +%s%3N) - start_ms) / 1000))\t$(rss_mb "$broker")\t$(disk_mb)\t$(rss_mb "$ingest")\t$(rss_mb "$dispatcher")\t$(rss_mb "$retrier")\t$(lag)\t$(delivered "$run/sink.tsv")"
+    sleep 10
+  done
+) >"$run/samples.tsv" &
+sampler=$!
+"$bin/hookstream" loadgen --url "http://127.0.0.1:$ingest_port" --keys-file "$run/keys" \
+  --rate "$rate" --duration "${seconds}s" --connections 64 --payload-bytes 1024 \
+  --ids-out "$run/ids" --json >"$run/load.json"
+accepted=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["accepted"])' "$run/load.json")
+for _ in $(seq 300); do
+  [ "$(delivered "$run/sink.tsv")" -ge "$accepted" ] && break
+  sleep 1
+done
+kill "$sampler"
+wait "$sampler" 2>/dev/null || true
+"$bin/hookstream" reconcile --ids "$run/ids" --sink-record "$run/sink.tsv" --json \
+  >"$run/reconcile.json" || true
+tsv=${out%.md}.tsv
+cp "$run/samples.tsv" "$tsv"
 
+echo "$start_ms" >"$run/start_ms"
 {
-  echo "# Steady-state benchmark"
+  echo "# Steady-state benchmark: $rate events/s for $((seconds / 60)) minutes"
   echo
-  echo "$(date -u +%Y-%m-%dT%H:%MZ); $(nproc) cores ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)), $(free -g | awk '/Mem:/ {print $2}') GiB; broker: tansu $HOOKSTREAM_TANSU_BUILD; $rate events/s of 1 KiB over 20 accounts for $seconds s, each storage on a broker and Postgres started empty; topics' retention $retention, tansu's maintenance every $HOOKSTREAM_BROKER_MAINTENANCE; loadgen, ingest, broker, dispatcher, retrier, sink and Postgres on this one machine, loopback. Release builds. Latency: the event's timestamp to its arrival at the sink, by the minute it was sent in. Written by scripts/bench-soak.sh."
-  python3 - "$root" "$storages" <<'PY'
+  echo "$(date -u +%Y-%m-%dT%H:%MZ); $(nproc) cores ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)), $(free -g | awk '/Mem:/ {print $2}') GiB; broker: Apache Kafka $HOOKSTREAM_KAFKA_VERSION (one node, heap $HOOKSTREAM_BROKER_HEAP, log on disk); $rate events/s of 1 KiB over 20 accounts, one endpoint each, for $seconds s, on a broker and Postgres started empty; topics' retention $retention; loadgen, ingest, broker, dispatcher, retrier, sink and Postgres on this one machine, loopback. Release builds. Latency: the event's timestamp to its arrival at the sink, by the minute it was sent in; the other columns are the minute's last sample (samples every 10 s in \`$tsv\`). Written by scripts/bench-soak.sh."
+  python3 - "$run" <<'PY'
 import json, sys
-root, storages = sys.argv[1], sys.argv[2].split()
+run = sys.argv[1]
 
 def pct(values, q):
     return values[min(len(values) - 1, int(q * len(values)))] if values else float("nan")
 
-for storage in storages:
-    run = f"{root}/{storage}/run"
-    start = int(open(f"{run}/start_ms").read())
-    minutes = {}
-    for line in open(f"{run}/sink.tsv"):
-        f = line.rstrip("\n").split("\t")
-        if len(f) != 8 or f[7] != "0":
-            continue
-        latency_ms = int(f[5]) / 1000.0
-        sent = int(f[4]) - latency_ms
-        minutes.setdefault(int((sent - start) // 60000), []).append(latency_ms)
-    samples = [l.rstrip("\n").split("\t") for l in open(f"{run}/samples.tsv")][1:]
-    load = json.load(open(f"{run}/load.json"))
-    rec = json.load(open(f"{run}/reconcile.json"))
-    print()
-    print(f"## {storage} storage")
-    print()
-    print(f"accepted {load['accepted']:,}; lost {rec['lost']}; duplicates {rec.get('duplicates', '?')}")
-    print()
-    print("| minute | delivered | p50 ms | p99 ms | max ms | broker RSS MB | broker disk MB | dispatcher RSS MB | ingest RSS MB |")
-    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
-    for m in sorted(k for k in minutes if k >= 0):
-        lat = sorted(minutes[m])
-        # The last sample taken within this minute.
-        within = [s for s in samples if int(s[0]) < (m + 1) * 60] or samples[:1]
-        s = within[-1] if within else ["-"] * 6
-        print(f"| {m + 1} | {len(lat):,} | {pct(lat, 0.5):.1f} | {pct(lat, 0.99):.1f} | {lat[-1]:.1f} | {s[1]} | {s[2]} | {s[3]} | {s[4]} |")
+start = int(open(f"{run}/start_ms").read())
+minutes = {}
+for line in open(f"{run}/sink.tsv"):
+    f = line.rstrip("\n").split("\t")
+    if len(f) != 8 or f[7] != "0":
+        continue
+    latency_ms = int(f[5]) / 1000.0
+    sent = int(f[4]) - latency_ms
+    minutes.setdefault(int((sent - start) // 60000), []).append(latency_ms)
+samples = [l.rstrip("\n").split("\t") for l in open(f"{run}/samples.tsv")][1:]
+load = json.load(open(f"{run}/load.json"))
+rec = json.load(open(f"{run}/reconcile.json"))
+print()
+print(f"accepted {load['accepted']:,}; lost {rec['lost']}; duplicates {rec.get('duplicates', '?')}")
+print()
+print("| minute | delivered | p50 ms | p99 ms | max ms | broker RSS MB | broker disk MB | ingest RSS MB | dispatcher RSS MB | retrier RSS MB | lag (messages) |")
+print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+for m in sorted(k for k in minutes if k >= 0):
+    lat = sorted(minutes[m])
+    within = [s for s in samples if int(s[0]) < (m + 1) * 60] or samples[:1]
+    s = within[-1] if within else ["-"] * 8
+    print(f"| {m + 1} | {len(lat):,} | {pct(lat, 0.5):.1f} | {pct(lat, 0.99):.1f} | {lat[-1]:.1f} | {s[1]} | {s[2]} | {s[3]} | {s[4]} | {s[5]} | {s[6]} |")
 PY
-} | tee "$HS_ROOT/bench/soak.md"
+} | tee "$HS_ROOT/$out"

@@ -1,14 +1,15 @@
 #!/usr/bin/env bash
 # Fault-injection run (issue 8): at a steady load, with a sink failing a share of requests,
 # in sequence: SIGKILL the dispatcher and restart it; SIGKILL the retrier and restart it; stop
-# the broker and start it again; stop Postgres and start it again; take the sink down. Then stop
+# the broker (SIGTERM) and start it again; SIGKILL the broker and start it again (Kafka recovers
+# its log); stop Postgres and start it again; take the sink down. Then stop
 # the load, let the retry schedule drain and account for every accepted event: delivered to each
 # of its endpoints or in the DLQ. Prints one Markdown table; exits 1 if anything is lost or
 # duplicates exceed their bound.
 #
 # Runs in an environment of its own (ports, state under .dev/faults), beside the dev one; the
-# broker keeps its data on disk (sqlite storage), so its topics, records and committed offsets
-# survive its restart.
+# broker keeps its log on disk, so its topics, records and committed offsets survive its
+# restarts.
 #
 #   scripts/faults.sh            the full run: 200 events/s, 20 s outages, sink down 30 s (~6 min)
 #   scripts/faults.sh --short    the version scripts/test.sh runs: 100 events/s, 5 s outages
@@ -26,8 +27,8 @@ short=false
 
 export HOOKSTREAM_DEV_DIR=${FAULTS_DEV_DIR:-$here/../.dev/faults}
 export HOOKSTREAM_KAFKA_PORT=${FAULTS_KAFKA_PORT:-19192}
+export HOOKSTREAM_KAFKA_CONTROLLER_PORT=${FAULTS_KAFKA_CONTROLLER_PORT:-19193}
 export HOOKSTREAM_PG_PORT=${FAULTS_PG_PORT:-15532}
-export HOOKSTREAM_BROKER_STORAGE=sqlite
 unset HOOKSTREAM_KAFKA__BROKERS HOOKSTREAM_DATABASE__URL HOOKSTREAM_TEST_BROKERS HOOKSTREAM_TEST_DATABASE_URL
 source "$here/lib.sh"
 
@@ -173,6 +174,12 @@ fault=$!
 load broker-down $((phase + outage))
 wait "$fault"
 
+log "phase broker: SIGKILL, down for $outage s"
+(kill -9 "$(cat "$BROKER_PID")"; sleep "$outage"; start_broker; resume broker-kill) &
+fault=$!
+load broker-kill $((phase + outage))
+wait "$fault"
+
 log "phase postgres: stopped for $outage s"
 (pg_stop; sleep "$outage"; start_postgres; resume postgres-down) &
 fault=$!
@@ -194,8 +201,8 @@ faults '{"fail_rate": 0}'
 cat "$run_dir"/ids.* >"$run_dir/ids"
 # Bound on duplicates: each crash or broker restart may redeliver what was in flight or
 # delivered but not yet committed: in-flight bound + rate x commit interval (1 s), for the
-# dispatcher kill, the retrier kill and the broker restart.
-bound=$((3 * (512 + rate)))
+# dispatcher kill, the retrier kill and the two broker restarts.
+bound=$((4 * (512 + rate)))
 drain_total=0
 for d in ${schedule//,/ }; do drain_total=$((drain_total + ${d%s})); done
 deadline=$((SECONDS + drain_total + 90))
@@ -243,13 +250,16 @@ print(f"| deliveries owed | {r['owed']} | |")
 print(f"| delivered | {r['delivered']} | |")
 print(f"| in DLQ | {r['in_dlq']} | |")
 print(f"| **lost** | **{r['lost']}** | 0 |")
-print(f"| duplicates | {r['duplicates']} | <= {bound} (3 x (in-flight 512 + {rate}/s x 1 s commit interval)) |")
+print(f"| duplicates | {r['duplicates']} | <= {bound} (4 x (in-flight 512 + {rate}/s x 1 s commit interval)) |")
 print(f"| delivered though ingest did not answer 202 | {r['unacknowledged_delivered']} | |")
 print(f"| sink: bad signatures | {s['bad_signatures']} | 0 |")
 print(f"| sink: latency p50 / p99 / max | {s['latency_ms']['p50']:.1f} / {s['latency_ms']['p99']:.1f} / {s['latency_ms']['max']:.1f} ms | |")
-broker = json.load(open(f"{run}/load.broker-down.json"))["statuses"]
-bad = {k: v for k, v in broker.items() if k.startswith("5") and k != "503"}
-print(f"| ingest 5xx other than 503 during the broker outage | {sum(bad.values())} | 0 |")
+bad = {}
+for p in ("broker-down", "broker-kill"):
+    for k, v in json.load(open(f"{run}/load.{p}.json"))["statuses"].items():
+        if k.startswith("5") and k != "503":
+            bad[k] = bad.get(k, 0) + v
+print(f"| ingest 5xx other than 503 during the broker outages | {sum(bad.values())} | 0 |")
 print(f"| phases whose delivery did not resume within their bound | {len(stuck)} {' '.join(stuck)} | 0 |")
 ok = r["lost"] == 0 and r["duplicates"] <= int(bound) and s["bad_signatures"] == 0 and not bad and not stuck
 sys.exit(0 if ok else 1)

@@ -9,20 +9,35 @@ HOOKSTREAM_DEV_DIR=${HOOKSTREAM_DEV_DIR:-$HS_ROOT/.dev}
 # Survives clones: the broker binary and the cargo target directory.
 HOOKSTREAM_CACHE_DIR=${HOOKSTREAM_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/hookstream}
 HOOKSTREAM_KAFKA_PORT=${HOOKSTREAM_KAFKA_PORT:-19092}
+# The local broker's KRaft controller listener (loopback only, used by the node itself).
+HOOKSTREAM_KAFKA_CONTROLLER_PORT=${HOOKSTREAM_KAFKA_CONTROLLER_PORT:-19093}
 HOOKSTREAM_PG_PORT=${HOOKSTREAM_PG_PORT:-15432}
-# memory (fast, lost on restart) or sqlite (durable: $HOOKSTREAM_DEV_DIR/tansu.db, kept across
-# broker restarts; slower).
-HOOKSTREAM_BROKER_STORAGE=${HOOKSTREAM_BROKER_STORAGE:-memory}
-# How often the broker deletes records past their topic's retention.ms (sqlite storage only:
-# tansu's memory storage keeps every record until it stops).
-HOOKSTREAM_BROKER_MAINTENANCE=${HOOKSTREAM_BROKER_MAINTENANCE:-1m}
-HOOKSTREAM_TANSU_VERSION=${HOOKSTREAM_TANSU_VERSION:-0.6.0}
+# The local broker: Apache Kafka from Maven Central (scripts/kafka/pom.xml), see README,
+# "Local broker", for why this version.
+HOOKSTREAM_KAFKA_VERSION=${HOOKSTREAM_KAFKA_VERSION:-4.1.1}
+# Its JVM heap (-Xmx and -Xms): resident memory is about this plus 150-250 MB.
+export HOOKSTREAM_BROKER_HEAP=${HOOKSTREAM_BROKER_HEAP:-512m}
+# More broker settings for the dev broker, space-separated key=value (benchmarks use it).
+HOOKSTREAM_BROKER_PROPERTIES=${HOOKSTREAM_BROKER_PROPERTIES:-}
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$HOOKSTREAM_CACHE_DIR/target}
 
-# The broker is built with hookstream's patches (scripts/tansu/<crate>/*.patch); the suffix names
-# that set, so a machine with an older build rebuilds it.
-HOOKSTREAM_TANSU_BUILD=$HOOKSTREAM_TANSU_VERSION-hs5
-TANSU_BIN=$HOOKSTREAM_CACHE_DIR/tansu-$HOOKSTREAM_TANSU_BUILD/bin/tansu
+# The broker's jars, fetched once by scripts/install.sh. The directory is named for the version
+# and for the POM's content, so a changed POM is fetched anew.
+KAFKA_HOME=$HOOKSTREAM_CACHE_DIR/kafka-$HOOKSTREAM_KAFKA_VERSION-$(cksum <"$HS_ROOT/scripts/kafka/pom.xml" | cut -d' ' -f1)
+KAFKA_LIBS=$KAFKA_HOME/libs
+KAFKA_LOG4J=$HS_ROOT/scripts/kafka/log4j2.xml
+JAVA=${JAVA_HOME:+$JAVA_HOME/bin/}java
+# A Confluent-compatible schema registry for the Avro tests: Apicurio Registry (its Confluent
+# API at /apis/ccompat/v7), the runnable assembly Maven Central serves beside the artifact.
+# 3.0.9 is the newest that runs on Java 17 (3.1 and later are built for Java 21); its parent
+# POM is not served, so Maven cannot resolve it and install.sh fetches the file by its URL,
+# checked against this digest.
+HOOKSTREAM_REGISTRY_VERSION=3.0.9
+HOOKSTREAM_REGISTRY_SHA256=2b28181501a20cbf6efcd77f9b7153908fc01f3d3a7c32024c0bd9e1b04c8a43
+REGISTRY_HOME=$HOOKSTREAM_CACHE_DIR/apicurio-registry-$HOOKSTREAM_REGISTRY_VERSION
+REGISTRY_JAR=$REGISTRY_HOME/apicurio-registry-app-$HOOKSTREAM_REGISTRY_VERSION-runner.jar
+# Tests that need a schema registry start one with this script.
+export HOOKSTREAM_REGISTRY_NODE=$HS_ROOT/scripts/registry-node.sh
 HOOKSTREAM_SCHEMATHESIS_VERSION=${HOOKSTREAM_SCHEMATHESIS_VERSION:-4.32.5}
 SCHEMATHESIS_BIN=$HOOKSTREAM_CACHE_DIR/schemathesis/bin/st
 # Validates rendered chart manifests; installed only where `helm` exists to render them.
@@ -34,10 +49,13 @@ KUBERNETES_VALIDATE_BIN=$HOOKSTREAM_CACHE_DIR/kubernetes-validate/bin/kubernetes
 HOOKSTREAM_NEXTEST_VERSION=${HOOKSTREAM_NEXTEST_VERSION:-0.9.143}
 export PATH=$PATH:$HOOKSTREAM_CACHE_DIR/nextest/bin
 PG_DATA=$HOOKSTREAM_DEV_DIR/pg/data
-BROKER_PID=$HOOKSTREAM_DEV_DIR/tansu.pid
-BROKER_LOG=$HOOKSTREAM_DEV_DIR/tansu.log
-# Tests that need a broker of their own (outage tests) start this binary.
-export HOOKSTREAM_TANSU_BIN=$TANSU_BIN
+# The dev broker's directory: its log (data/), server.properties, its own logs (logs/).
+KAFKA_DIR=$HOOKSTREAM_DEV_DIR/kafka
+BROKER_PID=$KAFKA_DIR/kafka.pid
+# The JVM's stdout and stderr: warnings and errors (the full log is $KAFKA_DIR/logs/server.log).
+BROKER_LOG=$KAFKA_DIR/kafka.out
+# Tests that stop and restart a broker start one of their own with this script.
+export HOOKSTREAM_KAFKA_NODE=$HS_ROOT/scripts/kafka-node.sh
 
 # What the services, the CLI and the tests read (see core/src/config.rs and testkit.rs).
 export HOOKSTREAM_KAFKA__BROKERS=${HOOKSTREAM_KAFKA__BROKERS:-127.0.0.1:$HOOKSTREAM_KAFKA_PORT}
@@ -147,33 +165,37 @@ start_broker() {
     return
   fi
   require_free_port "$HOOKSTREAM_KAFKA_PORT" broker HOOKSTREAM_KAFKA_PORT
-  local storage=memory://tansu/
-  case "$HOOKSTREAM_BROKER_STORAGE" in
-    memory) ;;
-    # tansu resolves the path against its working directory, set below.
-    sqlite) storage="sqlite://tansu.db?maintenance_interval=$HOOKSTREAM_BROKER_MAINTENANCE" ;;
-    *) die "HOOKSTREAM_BROKER_STORAGE must be memory or sqlite, not $HOOKSTREAM_BROKER_STORAGE" ;;
-  esac
-  log "starting tansu broker on 127.0.0.1:$HOOKSTREAM_KAFKA_PORT ($HOOKSTREAM_BROKER_STORAGE storage)"
-  # tansu reads some settings from the environment (OTEL_EXPORTER_OTLP_ENDPOINT, ...):
-  # give it a clean one so only the flags below count.
-  (cd "$HOOKSTREAM_DEV_DIR" && exec env -i PATH="$PATH" HOME="$HOME" RUST_LOG="${TANSU_LOG:-warn}" nohup "$TANSU_BIN" broker \
-    --listener-url "tcp://127.0.0.1:$HOOKSTREAM_KAFKA_PORT" \
-    --advertised-listener-url "tcp://127.0.0.1:$HOOKSTREAM_KAFKA_PORT" \
-    --storage-engine "$storage" >"$BROKER_LOG" 2>&1) &
+  require_free_port "$HOOKSTREAM_KAFKA_CONTROLLER_PORT" "broker's controller" HOOKSTREAM_KAFKA_CONTROLLER_PORT
+  mkdir -p "$KAFKA_DIR"
+  log "starting Apache Kafka $HOOKSTREAM_KAFKA_VERSION on 127.0.0.1:$HOOKSTREAM_KAFKA_PORT (data in $KAFKA_DIR/data, heap $HOOKSTREAM_BROKER_HEAP)"
+  # shellcheck disable=SC2086 # one word per setting
+  nohup "$HOOKSTREAM_KAFKA_NODE" "$KAFKA_DIR" "$HOOKSTREAM_KAFKA_PORT" "$HOOKSTREAM_KAFKA_CONTROLLER_PORT" \
+    $HOOKSTREAM_BROKER_PROPERTIES >"$BROKER_LOG" 2>&1 </dev/null &
   echo $! >"$BROKER_PID"
-  wait_for_port "$HOOKSTREAM_KAFKA_PORT" "tansu broker (log: $BROKER_LOG)" 30
+  # Kafka opens its client listener once the node has started (controller quorum formed,
+  # broker registered and unfenced), so an open port means it answers.
+  local i
+  for ((i = 0; i < 1200; i++)); do
+    port_open "$HOOKSTREAM_KAFKA_PORT" && return 0
+    broker_running || die "Kafka exited during start-up: $(tail -n 20 "$BROKER_LOG" "$KAFKA_DIR/logs/server.log" 2>/dev/null)"
+    sleep 0.1
+  done
+  die "Kafka did not open port $HOOKSTREAM_KAFKA_PORT within 120 s (log: $KAFKA_DIR/logs/server.log)"
 }
 
-# Stops the broker started by start_broker (SIGTERM, then SIGKILL after 5 s).
+# Stops the broker started by start_broker: SIGTERM (a controlled shutdown, which closes its
+# log cleanly), then SIGKILL after 60 s, saying so.
 stop_broker() {
   if broker_running; then
-    log "stopping tansu broker"
+    log "stopping Kafka"
     local pid
     pid=$(cat "$BROKER_PID")
     kill "$pid" 2>/dev/null || true
-    for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-    kill -9 "$pid" 2>/dev/null || true
+    for _ in $(seq 600); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+    if kill -0 "$pid" 2>/dev/null; then
+      log "Kafka (pid $pid) did not stop within 60 s of SIGTERM: killing it (its log recovers at the next start)"
+      kill -9 "$pid" 2>/dev/null || true
+    fi
   fi
   rm -f "$BROKER_PID"
 }

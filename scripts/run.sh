@@ -84,7 +84,7 @@ pids+=($!)
 supervise ingest HOOKSTREAM_ADMIN__LISTEN="127.0.0.1:$HOOKSTREAM_INGEST_ADMIN_PORT" &
 pids+=($!)
 
-log "hookstream running ($profile profile, $HOOKSTREAM_PROFILE build, $HOOKSTREAM_BROKER_STORAGE broker storage): ingest http://$HOOKSTREAM_HTTP__LISTEN (admin 127.0.0.1:$HOOKSTREAM_INGEST_ADMIN_PORT), dispatcher admin 127.0.0.1:$HOOKSTREAM_DISPATCHER_ADMIN_PORT, retrier admin 127.0.0.1:$HOOKSTREAM_RETRIER_ADMIN_PORT (Ctrl-C stops)"
+log "hookstream running ($profile profile, $HOOKSTREAM_PROFILE build, Apache Kafka $HOOKSTREAM_KAFKA_VERSION): ingest http://$HOOKSTREAM_HTTP__LISTEN (admin 127.0.0.1:$HOOKSTREAM_INGEST_ADMIN_PORT), dispatcher admin 127.0.0.1:$HOOKSTREAM_DISPATCHER_ADMIN_PORT, retrier admin 127.0.0.1:$HOOKSTREAM_RETRIER_ADMIN_PORT (Ctrl-C stops)"
 # Returns when a service stops for good (bad configuration, or stopped from outside) or a
 # signal arrives.
 wait -n "${pids[@]}" || true

@@ -1,9 +1,9 @@
 //! `hookstream replay`: re-delivers the events of a time range. Start offsets come from the
 //! broker's timestamp index (`offsets_for_times`), but the range itself is decided by each
 //! record's own timestamp: records before `--from` are skipped, and a partition ends at its
-//! first record at or after `--to` (or at the high watermark taken at start). A broker whose
-//! index answers wrongly (offset 0 for a time after its last record, as the local tansu does)
-//! can then only cost extra reading, never a wrong window. Matching events become delivery
+//! first record at or after `--to` (or at the high watermark taken at start). A timestamp
+//! index that answers loosely (Kafka-compatible brokers differ; producers may set timestamps
+//! out of order) can then only cost extra reading, never a wrong window. Matching events become delivery
 //! tasks for their endpoints, due at once on the first retry tier, marked as replays (delivered
 //! even if the log shows them delivered, flagged `replay` there). Receivers see the same
 //! `webhook-id`. A window with no record in it is an error that says so.

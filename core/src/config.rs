@@ -126,14 +126,17 @@ pub struct KafkaConfig {
     /// latency to every produce.
     #[serde(with = "humantime_serde")]
     pub linger: Duration,
-    /// Consumer group session timeout: how long a dead consumer keeps its partitions before
-    /// the group hands them to another. Lower fails over faster; too low evicts consumers
-    /// that merely pause (GC, CPU starvation).
+    /// Consumer group rebalance protocol: `classic` (cooperative-sticky assignment by the
+    /// group's leader, session timeout set here) or `consumer` (KIP-848: the broker assigns,
+    /// and its `group.consumer.session.timeout.ms` replaces `session_timeout`).
+    pub group_protocol: GroupProtocol,
+    /// Consumer group session timeout (`classic` protocol): how long a dead consumer keeps its
+    /// partitions before the group hands them to another. Lower fails over faster; too low
+    /// evicts consumers that merely pause (GC, CPU starvation).
     #[serde(with = "humantime_serde")]
     pub session_timeout: Duration,
-    /// Longest time a fetch waits at the broker for new data (`fetch.wait.max.ms`). Apache
-    /// Kafka answers as soon as data arrives, so this is mostly idle polling; a broker that
-    /// waits the full time (tansu) adds up to this much latency to every delivery and retry.
+    /// Longest time a fetch waits at the broker for new data (`fetch.wait.max.ms`). Kafka
+    /// answers as soon as data arrives, so this bounds only idle polling.
     #[serde(with = "humantime_serde")]
     pub fetch_wait: Duration,
     /// How long start-up waits for the cluster's metadata before giving up.
@@ -151,6 +154,7 @@ impl Default for KafkaConfig {
             client_id: None,
             produce_timeout: Duration::from_secs(5),
             linger: Duration::from_millis(1),
+            group_protocol: GroupProtocol::default(),
             session_timeout: Duration::from_secs(10),
             fetch_wait: Duration::from_millis(50),
             connect_timeout: Duration::from_secs(10),
@@ -172,6 +176,18 @@ impl KafkaConfig {
         positive("kafka.fetch_wait", self.fetch_wait)?;
         positive("kafka.connect_timeout", self.connect_timeout)
     }
+}
+
+/// The consumer group protocol of `kafka.group_protocol` (librdkafka's `group.protocol`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum GroupProtocol {
+    /// The classic protocol with cooperative-sticky assignment; works with any Kafka.
+    #[default]
+    Classic,
+    /// KIP-848 (Kafka 4.0 or newer): the broker assigns partitions and owns the session
+    /// timeout and heartbeat interval.
+    Consumer,
 }
 
 /// `[topics]`: names and shapes of the pipeline's topics.

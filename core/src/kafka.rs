@@ -13,7 +13,7 @@ use rdkafka::error::KafkaError;
 use rdkafka::producer::FutureProducer;
 use rdkafka::types::RDKafkaErrorCode;
 
-use crate::config::{KafkaConfig, TopicsConfig};
+use crate::config::{GroupProtocol, KafkaConfig, TopicsConfig};
 
 /// Why a Kafka client could not be built or used.
 #[derive(Debug, thiserror::Error)]
@@ -77,18 +77,27 @@ pub fn producer_config(cfg: &KafkaConfig, client_id: &str) -> ClientConfig {
     with_overrides(c, cfg)
 }
 
-/// Consumer settings of DESIGN.md: manual commits of explicitly stored offsets,
-/// cooperative-sticky assignment, start from the earliest offset for a new group.
+/// Consumer settings of DESIGN.md: manual commits of explicitly stored offsets, incremental
+/// (cooperative) rebalancing, start from the earliest offset for a new group.
 pub fn consumer_config(cfg: &KafkaConfig, client_id: &str, group_id: &str) -> ClientConfig {
     let mut c = base_config(cfg, client_id);
     c.set("group.id", group_id)
         .set("enable.auto.commit", "false")
         .set("enable.auto.offset.store", "false")
         .set("auto.offset.reset", "earliest")
-        .set("partition.assignment.strategy", "cooperative-sticky")
-        .set("session.timeout.ms", millis(cfg.session_timeout))
-        .set("heartbeat.interval.ms", millis(cfg.session_timeout / 4))
         .set("fetch.wait.max.ms", millis(cfg.fetch_wait));
+    match cfg.group_protocol {
+        GroupProtocol::Classic => {
+            c.set("group.protocol", "classic")
+                .set("partition.assignment.strategy", "cooperative-sticky")
+                .set("session.timeout.ms", millis(cfg.session_timeout))
+                .set("heartbeat.interval.ms", millis(cfg.session_timeout / 4));
+        }
+        // The broker owns assignment, session timeout and heartbeat: librdkafka refuses them.
+        GroupProtocol::Consumer => {
+            c.set("group.protocol", "consumer");
+        }
+    }
     with_overrides(c, cfg)
 }
 
@@ -195,8 +204,8 @@ pub fn topic_specs(cfg: &TopicsConfig) -> Vec<TopicSpec> {
         replication_factor: cfg.replication_factor,
         configs,
     };
-    // Kafka's default policy too, but stated: some brokers (tansu's sqlite storage) delete by
-    // `retention.ms` only for topics created with it.
+    // Kafka's default policy too, but stated: a cluster whose default is `compact` would
+    // otherwise keep every record.
     let delete_after = |d: Duration| {
         vec![
             ("cleanup.policy".to_owned(), "delete".to_owned()),
@@ -269,6 +278,18 @@ mod tests {
         assert_eq!(c.get("enable.auto.offset.store"), Some("false"));
         assert_eq!(c.get("partition.assignment.strategy"), Some("cooperative-sticky"));
         assert_eq!(c.get("group.id"), Some("g"));
+        assert_eq!(c.get("group.protocol"), Some("classic"));
+    }
+
+    #[test]
+    fn the_consumer_protocol_leaves_assignment_and_session_to_the_broker() {
+        let cfg = KafkaConfig { group_protocol: GroupProtocol::Consumer, ..KafkaConfig::default() };
+        let c = consumer_config(&cfg, "t", "g");
+        assert_eq!(c.get("group.protocol"), Some("consumer"));
+        for key in ["partition.assignment.strategy", "session.timeout.ms", "heartbeat.interval.ms"]
+        {
+            assert_eq!(c.get(key), None, "{key}");
+        }
     }
 
     #[test]

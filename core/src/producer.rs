@@ -1,9 +1,10 @@
 //! The idempotent producer every service writes with, replacing itself after repeated
 //! failures.
 //!
-//! An idempotent librdkafka producer can stay wedged after its broker restarted: it reconnects
-//! and reads metadata but never produces again, so every send times out (seen with tansu on
-//! memory and on sqlite storage). A fresh producer gets a new producer id and works at once.
+//! An idempotent librdkafka producer can stay wedged after its broker restarted or lost state:
+//! it reconnects and reads metadata but never produces again (a fatal idempotence error, or
+//! a producer id the broker no longer knows), so every send times out. A fresh producer gets a
+//! new producer id and works at once.
 //! Failures are counted across all users of one `HealingProducer`; after
 //! [`FAILURES_BEFORE_RESET`] in a row it is replaced, at most once per produce timeout.
 

@@ -218,44 +218,45 @@ pub async fn assert_service_lifecycle(binary: &str, listen_key: &str) {
     assert!(status.success(), "SIGTERM must stop the service cleanly, got {status}");
 }
 
-/// A broker of the test's own, for tests that stop and restart it. Killed on drop.
+/// A broker of the test's own, for tests that stop and restart it: one Apache Kafka node
+/// started with `scripts/kafka-node.sh` (path from `HOOKSTREAM_KAFKA_NODE`, which the scripts
+/// set) on free ports, its log in a directory of its own, so topics, records and committed
+/// offsets survive [`OwnBroker::stop`] and [`OwnBroker::restart`]. Killed and deleted on drop.
 pub struct OwnBroker {
     /// `127.0.0.1:<port>`.
     pub address: String,
     port: u16,
-    storage: String,
-    /// The sqlite storage's directory, deleted on drop.
-    dir: Option<std::path::PathBuf>,
+    controller_port: u16,
+    dir: std::path::PathBuf,
+    properties: Vec<String>,
     child: Option<std::process::Child>,
 }
 
 impl OwnBroker {
-    /// Starts a tansu broker (path from `HOOKSTREAM_TANSU_BIN`, which the scripts set) on a
-    /// free port with memory storage and waits until it answers.
+    /// Starts the broker and waits until it answers.
     pub async fn start() -> Self {
-        Self::start_with("memory://tansu/".into(), None).await
+        Self::start_with(&[]).await
     }
 
-    /// The same with sqlite storage in a directory of its own, which keeps topics and records
-    /// across restarts and deletes records past their topic's retention every `maintenance`.
-    pub async fn start_sqlite(maintenance: Duration) -> Self {
+    /// The same with broker settings (`key=value`) added to its `server.properties`.
+    pub async fn start_with(properties: &[&str]) -> Self {
         let dir = std::env::temp_dir().join(unique("hookstream-broker-"));
         std::fs::create_dir_all(&dir).expect("broker directory");
-        // tansu resolves the path against its working directory (set in `restart`).
-        let storage =
-            format!("sqlite://tansu.db?maintenance_interval={}ms", maintenance.as_millis());
-        Self::start_with(storage, Some(dir)).await
-    }
-
-    async fn start_with(storage: String, dir: Option<std::path::PathBuf>) -> Self {
         let port = free_port();
-        let address = format!("127.0.0.1:{port}");
-        let mut broker = Self { address, port, storage, dir, child: None };
+        let mut broker = Self {
+            address: format!("127.0.0.1:{port}"),
+            port,
+            controller_port: free_port(),
+            dir,
+            properties: properties.iter().map(|p| (*p).to_owned()).collect(),
+            child: None,
+        };
         broker.restart().await;
         broker
     }
 
-    /// Stops the broker (SIGKILL: an outage, not a clean shutdown).
+    /// Stops the broker (SIGKILL: an outage, not a clean shutdown; Kafka recovers its log at
+    /// the next start).
     pub fn stop(&mut self) {
         if let Some(mut child) = self.child.take() {
             let _ = child.kill();
@@ -263,29 +264,31 @@ impl OwnBroker {
         }
     }
 
-    /// Starts it again on the same port (memory storage: topics must be created again).
+    /// Starts it again on the same ports and directory, and waits until it answers.
     pub async fn restart(&mut self) {
         self.stop();
-        let bin = std::env::var("HOOKSTREAM_TANSU_BIN")
-            .expect("HOOKSTREAM_TANSU_BIN not set: run the tests through scripts/test.sh");
-        let url = format!("tcp://{}", self.address);
-        let mut command = std::process::Command::new(bin);
-        if let Some(dir) = &self.dir {
-            command.current_dir(dir);
-        }
-        let child = command
-            .env_clear()
-            .env("RUST_LOG", "warn")
-            .args(["broker", "--listener-url", &url, "--advertised-listener-url", &url])
-            .args(["--storage-engine", &self.storage])
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
+        let script = std::env::var("HOOKSTREAM_KAFKA_NODE")
+            .expect("HOOKSTREAM_KAFKA_NODE not set: run the tests through scripts/test.sh");
+        let out = std::fs::File::create(self.dir.join("kafka.out")).expect("broker output file");
+        let err = out.try_clone().expect("broker output file");
+        let dir = self.dir.to_string_lossy().into_owned();
+        let child = std::process::Command::new(script)
+            .args([dir.as_str(), &self.port.to_string(), &self.controller_port.to_string()])
+            .args(&self.properties)
+            // Several test brokers may run at once beside the dev one: a small heap each.
+            .env("HOOKSTREAM_BROKER_HEAP", "256m")
+            .stdout(out)
+            .stderr(err)
             .spawn()
-            .expect("spawn tansu");
+            .expect("spawn scripts/kafka-node.sh");
         self.child = Some(child);
+        // Kafka opens its client listener once the node has started.
         let port = self.port;
-        eventually(Duration::from_secs(20), "own broker listening", || async move {
-            tokio::net::TcpStream::connect(("127.0.0.1", port)).await.ok().map(|_| ())
+        let child = &mut self.child;
+        eventually(Duration::from_secs(90), "own broker listening", || {
+            let exited = child.as_mut().and_then(|c| c.try_wait().ok().flatten());
+            assert!(exited.is_none(), "the test broker exited at start ({exited:?}): see {dir}");
+            async move { tokio::net::TcpStream::connect(("127.0.0.1", port)).await.ok().map(|_| ()) }
         })
         .await;
     }
@@ -299,9 +302,49 @@ impl OwnBroker {
 impl Drop for OwnBroker {
     fn drop(&mut self) {
         self.stop();
-        if let Some(dir) = &self.dir {
-            let _ = std::fs::remove_dir_all(dir);
-        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// A Confluent-compatible schema registry of the test's own: Apicurio Registry started with
+/// `scripts/registry-node.sh` (path from `HOOKSTREAM_REGISTRY_NODE`) on a free port, in-memory
+/// storage. Killed on drop.
+pub struct SchemaRegistry {
+    /// The Confluent API's base URL, `http://127.0.0.1:<port>/apis/ccompat/v7/`.
+    pub url: String,
+    child: std::process::Child,
+}
+
+impl SchemaRegistry {
+    /// Starts the registry and waits until its Confluent API answers.
+    pub async fn start() -> Self {
+        let script = std::env::var("HOOKSTREAM_REGISTRY_NODE")
+            .expect("HOOKSTREAM_REGISTRY_NODE not set: run the tests through scripts/test.sh");
+        let port = free_port();
+        let child = std::process::Command::new(script)
+            .arg(port.to_string())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("spawn scripts/registry-node.sh");
+        let registry = Self { url: format!("http://127.0.0.1:{port}/apis/ccompat/v7/"), child };
+        let subjects = format!("{}subjects", registry.url);
+        eventually(Duration::from_secs(90), "schema registry answering", || {
+            let subjects = subjects.clone();
+            async move {
+                let r = reqwest::get(&subjects).await.ok()?;
+                r.status().is_success().then_some(())
+            }
+        })
+        .await;
+        registry
+    }
+}
+
+impl Drop for SchemaRegistry {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }
 

@@ -93,7 +93,14 @@ pub async fn run(
                 metrics::gauge!("dispatcher_in_flight").set(engine.in_flight() as f64);
             }
             received = consumer.recv() => match received {
-                Ok(m) => dispatch(&engine, &cache, &partitions, &consumer, &m, settings.max_buffered_per_partition),
+                Ok(m) => {
+                    // The record's timestamp is its produce time (ingest's clock): every
+                    // endpoint committed before it must be in the cache first.
+                    if let Some(produced_ms) = m.timestamp().to_millis() {
+                        cache.catch_up(&backends.database, produced_ms).await;
+                    }
+                    dispatch(&engine, &cache, &partitions, &consumer, &m, settings.max_buffered_per_partition)
+                }
                 Err(e) => tracing::warn!(error = %e, "consume error"),
             },
         }

@@ -379,6 +379,13 @@ type Row = (
     Option<i32>,
 );
 
+/// The version every change to `endpoints` bumps (table `endpoint_changes`, one row).
+pub async fn change_version(pool: &PgPool) -> Result<i64, DbError> {
+    let version: i64 =
+        sqlx::query_scalar("SELECT version FROM endpoint_changes").fetch_one(pool).await?;
+    Ok(version)
+}
+
 /// Every enabled endpoint of every account with its active secrets: what a dispatcher serves.
 /// (The dispatcher works for all accounts; each row keeps its account id.)
 pub async fn load_enabled(

@@ -1,7 +1,10 @@
-//! The endpoint cache: every enabled endpoint, reloaded from Postgres every
-//! `endpoint_refresh`, so lookups per event or task never touch the database.
+//! The endpoint cache: every enabled endpoint, reloaded from Postgres on every change
+//! notification and every `endpoint_refresh`, so lookups per event or task never touch the
+//! database. [`EndpointCache::catch_up`] makes sure an event sees every change committed
+//! before it was produced.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
@@ -30,10 +33,37 @@ pub struct CachedEndpoint {
     pub account_limit: RateLimit,
 }
 
+/// Shortest time between two version checks of [`EndpointCache::catch_up`]: it bounds their
+/// cost (at most 200 one-row queries a second) and the wait it adds to an event (this plus one
+/// round trip, shared by every event that arrived meanwhile).
+const CHECK_INTERVAL: Duration = Duration::from_millis(5);
+/// How long a version check may take, and how long after a failed one (Postgres down) events
+/// pass without one: delivery goes on with the cache as it is.
+const CHECK_TIMEOUT: Duration = Duration::from_millis(500);
+
 /// Endpoints by account.
 #[derive(Clone, Default)]
 pub struct EndpointCache {
     by_account: Arc<RwLock<HashMap<AccountId, Vec<Arc<CachedEndpoint>>>>>,
+    freshness: Arc<Freshness>,
+}
+
+/// How current the cache is.
+#[derive(Default)]
+struct Freshness {
+    /// Unix milliseconds before which every committed endpoint change is in the cache.
+    as_of_ms: AtomicI64,
+    /// The `endpoint_changes` version the cache was loaded at (read before its rows).
+    version: AtomicI64,
+    /// One check at a time; holds when the last one started and, after a failure, until when
+    /// checks are skipped.
+    check: tokio::sync::Mutex<CheckState>,
+}
+
+#[derive(Default)]
+struct CheckState {
+    last: Option<tokio::time::Instant>,
+    skip_until: Option<tokio::time::Instant>,
 }
 
 /// Whether `pattern` (`*`, `subscriber.*` or an exact type) covers `event_type`.
@@ -96,8 +126,60 @@ impl EndpointCache {
         }
     }
 
+    /// Waits until the cache holds every endpoint change committed before `produced_ms` (an
+    /// event's Kafka timestamp, Unix milliseconds), so an endpoint created just before an event
+    /// gets it even when the change notification arrives after the event. Events older than
+    /// the last check pass at once; a newer one waits for one check of the change version
+    /// (shared with every event that arrived meanwhile) and, if it moved, a reload. While
+    /// Postgres does not answer, events pass with the cache as it is (said in the log).
+    /// Clocks of ingest and dispatcher hosts are assumed to agree within the time an event
+    /// takes from ingest to here.
+    pub async fn catch_up(&self, pool: &PgPool, produced_ms: i64) {
+        let fresh = &self.freshness;
+        if fresh.as_of_ms.load(Ordering::Acquire) >= produced_ms {
+            return;
+        }
+        let mut check = fresh.check.lock().await;
+        let now = tokio::time::Instant::now();
+        if fresh.as_of_ms.load(Ordering::Acquire) >= produced_ms
+            || check.skip_until.is_some_and(|until| now < until)
+        {
+            return;
+        }
+        if let Some(last) = check.last {
+            tokio::time::sleep_until(last + CHECK_INTERVAL).await;
+        }
+        check.last = Some(tokio::time::Instant::now());
+        let started_ms = chrono::Utc::now().timestamp_millis();
+        let checked = tokio::time::timeout(CHECK_TIMEOUT, async {
+            let version = endpoints::change_version(pool).await?;
+            if version != fresh.version.load(Ordering::Acquire) {
+                self.reload(pool).await?;
+            }
+            Ok::<_, crate::db::DbError>(())
+        })
+        .await;
+        match checked {
+            Ok(Ok(())) => {
+                fresh.as_of_ms.fetch_max(started_ms, Ordering::AcqRel);
+            }
+            failed => {
+                let error = match failed {
+                    Ok(Err(e)) => e.to_string(),
+                    _ => format!("no answer within {CHECK_TIMEOUT:?}"),
+                };
+                tracing::warn!(%error, "cannot check the endpoint change version; dispatching with the cache as it is for {CHECK_TIMEOUT:?}");
+                check.skip_until = Some(tokio::time::Instant::now() + CHECK_TIMEOUT);
+            }
+        }
+    }
+
     /// Reloads everything; on error the previous contents stay.
     pub async fn reload(&self, pool: &PgPool) -> Result<usize, crate::db::DbError> {
+        let started_ms = chrono::Utc::now().timestamp_millis();
+        // The version first: a change committed between the two reads is then in the rows but
+        // not in the version, and costs one more reload, never a missed change.
+        let version = endpoints::change_version(pool).await?;
         let rows = endpoints::load_enabled(pool, chrono::Utc::now()).await?;
         let count = rows.len();
         let mut map: HashMap<AccountId, Vec<Arc<CachedEndpoint>>> = HashMap::new();
@@ -107,6 +189,8 @@ impl EndpointCache {
             }
         }
         *self.by_account.write().unwrap_or_else(|p| p.into_inner()) = map;
+        self.freshness.version.store(version, Ordering::Release);
+        self.freshness.as_of_ms.fetch_max(started_ms, Ordering::AcqRel);
         Ok(count)
     }
 

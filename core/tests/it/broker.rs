@@ -221,11 +221,7 @@ async fn offsets_for_times_finds_the_first_message_at_or_after_a_time() {
 
 /// A committed offset inside a compressed batch of several records (what a concurrent producer
 /// writes) must be resumable. Kafka returns the whole batch and the client skips the records
-/// before the offset.
-///
-/// Unpatched tansu 0.6.0 starts such a fetch at the next batch, skipping the rest of the
-/// containing one (or stalling when there is none yet); `scripts/install.sh` builds it with
-/// `scripts/tansu/storage/fetch-from-containing-batch.patch` (README, "Local broker").
+/// before the offset; a broker that started at the next batch would lose the rest of it.
 #[tokio::test]
 async fn resuming_from_an_offset_inside_a_multi_record_batch_reads_the_rest() {
     let topic = topic(1).await;
@@ -255,10 +251,9 @@ async fn resuming_from_an_offset_inside_a_multi_record_batch_reads_the_rest() {
     }
 }
 
-/// tansu 0.6.0 raises a partition's high watermark before it writes the batch, so a fetch
-/// could get a later batch while an earlier one was not written yet, and the consumer skipped
-/// the earlier one for good (the end-to-end benchmark lost one event in 40,000 this way).
-/// Producers on separate connections race on one partition while a consumer tails it.
+/// A consumer that tails a partition must read every record in order, also while producers on
+/// separate connections race to append to it (a broker that raised the high watermark before
+/// the batch was written would let it skip one for good). Dispatching relies on this.
 #[tokio::test]
 async fn a_consumer_tailing_racing_producers_reads_every_record() {
     const PRODUCERS: usize = 4;
@@ -338,14 +333,21 @@ async fn a_partition_paused_before_a_rebalance_is_fetched_after_it() {
 }
 
 /// The log stays bounded: the topics `topic_specs` describes (`cleanup.policy=delete` and
-/// `retention.ms`) lose their records past retention on the local broker's durable storage,
-/// and the log then starts after them, as on Kafka. tansu deletes only for topics created with
-/// that policy, so a topic created without it is the control.
+/// `retention.ms`) lose their records past retention, and the log then starts after them. Kafka
+/// deletes whole closed segments, so this test's broker checks every second from its start and
+/// the topic rolls
+/// a segment every second (production topics roll at `log.segment.bytes` or a week); a topic
+/// created without `retention.ms` keeps the broker's default of seven days and is the control.
 #[tokio::test]
 async fn records_past_their_topics_retention_are_deleted_by_the_broker() {
     use hookstream_core::config::TopicsConfig;
 
-    let broker = testkit::OwnBroker::start_sqlite(Duration::from_secs(1)).await;
+    let broker = testkit::OwnBroker::start_with(&[
+        "log.retention.check.interval.ms=1000",
+        // The first check otherwise waits 30 s after start.
+        "log.initial.task.delay.ms=0",
+    ])
+    .await;
     let cfg = broker.kafka_config();
     let topics = TopicsConfig {
         prefix: unique("ret.") + ".",
@@ -353,10 +355,11 @@ async fn records_past_their_topics_retention_are_deleted_by_the_broker() {
         retention: Duration::from_secs(3),
         ..TopicsConfig::default()
     };
-    let mut kept = kafka::topic_specs(&topics).remove(0);
-    let bounded = kept.clone();
+    let mut bounded = kafka::topic_specs(&topics).remove(0);
+    bounded.configs.push(("segment.ms".into(), "1000".into()));
+    let mut kept = bounded.clone();
     kept.name = unique("ret.kept.");
-    kept.configs.clear();
+    kept.configs.retain(|(k, _)| k == "segment.ms");
     let admin = kafka::admin(&cfg, "capability-test").expect("admin");
     kafka::create_topics(&admin, &[bounded.clone(), kept.clone()]).await.expect("create");
 
@@ -369,6 +372,7 @@ async fn records_past_their_topics_retention_are_deleted_by_the_broker() {
         }
     }
     tokio::time::sleep(Duration::from_secs(4)).await;
+    // Rolls a new segment: the old one is closed and past retention.
     for topic in [&bounded.name, &kept.name] {
         let record = FutureRecord::to(topic).key("k").payload("new").partition(0);
         p.send(record, Duration::from_secs(10)).await.map_err(|(e, _)| e).expect("acked");
@@ -379,13 +383,13 @@ async fn records_past_their_topics_retention_are_deleted_by_the_broker() {
     let watermarks = |topic: &str| {
         observer.fetch_watermarks(topic, 0, Duration::from_secs(10)).expect("watermarks")
     };
-    eventually(Duration::from_secs(20), "records past retention deleted", || {
+    eventually(Duration::from_secs(30), "records past retention deleted", || {
         let low = watermarks(&bounded.name).0;
         async move { (low == 10).then_some(()) }
     })
     .await;
     assert_eq!(watermarks(&bounded.name), (10, 11), "the log starts at the first kept record");
-    assert_eq!(watermarks(&kept.name), (0, 11), "a topic without cleanup.policy keeps all");
+    assert_eq!(watermarks(&kept.name), (0, 11), "a topic without retention.ms keeps all");
 
     let reader = kafka::consumer(&cfg, "capability-test", &unique("g-"), DefaultConsumerContext)
         .expect("consumer");

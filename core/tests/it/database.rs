@@ -25,6 +25,7 @@ async fn migrating_twice_is_a_no_op_and_creates_every_table() {
             "dead_letters",
             "deliveries",
             "delivery_attempts",
+            "endpoint_changes",
             "endpoint_secrets",
             "endpoints"
         ]

@@ -34,9 +34,14 @@ fn spawn(world: &World, group: &str) -> Process {
 }
 
 fn spawn_with_session(world: &World, group: &str, session: Duration) -> Process {
+    // The group protocol under test: the default, or `HOOKSTREAM_KAFKA__GROUP_PROTOCOL` when the
+    // run sets it (to compare `classic` with `consumer`, whose session timeout is the broker's:
+    // 10 s on the dev broker).
+    let protocol = std::env::var("HOOKSTREAM_KAFKA__GROUP_PROTOCOL").unwrap_or("classic".into());
     let child = Command::new(env!("CARGO_BIN_EXE_hookstream-dispatcher"))
         .env_clear()
         .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("HOOKSTREAM_KAFKA__GROUP_PROTOCOL", protocol)
         .env("HOOKSTREAM_KAFKA__BROKERS", &world.kafka.brokers)
         .env("HOOKSTREAM_KAFKA__SESSION_TIMEOUT", format!("{}ms", session.as_millis()))
         .env("HOOKSTREAM_DATABASE__URL", &world.db.config.url)
@@ -69,9 +74,6 @@ async fn a_killed_dispatcher_loses_nothing_and_duplicates_stay_within_the_in_fli
             Some(RateLimit { per_second: 300, burst: 10 }),
         )
         .await;
-    // One record per produce request: the local broker cannot resume from an offset inside a
-    // multi-record batch (README, "Local broker"), which would stall the restarted consumer
-    // for reasons that are not the dispatcher's.
     let mut expected = Vec::with_capacity(EVENTS);
     for _ in 0..EVENTS {
         let id = world.produce(account, "subscriber.created", Priority::Normal).await;
@@ -109,10 +111,9 @@ async fn a_killed_dispatcher_loses_nothing_and_duplicates_stay_within_the_in_fli
 }
 
 /// The case of a dispatcher that crashes and is restarted on its own while events keep coming:
-/// the dead member still holds the group's leadership when the new one joins, and the broker
-/// must hand the partitions to the newcomer once the dead one's session expires (tansu 0.6.0
-/// formed the group with an empty assignment instead;
-/// `scripts/tansu/broker/group-sync-waits-for-a-leader.patch`).
+/// the dead member still holds its partitions (and, with the classic protocol, the group's
+/// leadership) when the new one joins, and the broker must hand them to the newcomer once the
+/// dead one's session expires.
 #[tokio::test]
 async fn a_member_killed_and_replaced_alone_reads_on_within_the_session_timeout() {
     // The default session timeout, as in `run.sh`.
@@ -163,4 +164,68 @@ async fn a_member_killed_and_replaced_alone_reads_on_within_the_session_timeout(
     })
     .await;
     drop(second);
+}
+
+/// A second dispatcher joining a group under load takes over part of the partitions without
+/// stopping delivery for long: the longest gap between two deliveries from its start until both
+/// have delivered stays under the session timeout (with the classic protocol the first member
+/// revokes only the partitions that move; with KIP-848 the broker assigns them).
+#[tokio::test]
+async fn a_second_member_joining_under_load_takes_partitions_without_a_long_stall() {
+    let session = Duration::from_secs(10);
+    let world = World::new(4).await;
+    let receiver = Receiver::start().await;
+    // Events are keyed by account: several accounts, so every partition has work.
+    let mut accounts = Vec::new();
+    for n in 0..8 {
+        let account = world.account().await;
+        world.endpoint(account, receiver.url(&format!("/ep{n}")), &["*"], None).await;
+        accounts.push(account);
+    }
+    let group = testkit::unique("join-");
+    let stop = AtomicBool::new(false);
+
+    let load = async {
+        let mut ids = Vec::new();
+        for account in accounts.iter().cycle() {
+            if stop.load(Ordering::Relaxed) {
+                break;
+            }
+            ids.push(world.produce(*account, "subscriber.created", Priority::Normal).await);
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        ids
+    };
+    let join = async {
+        let first = spawn_with_session(&world, &group, session);
+        eventually(Duration::from_secs(60), "the first member delivers", || async {
+            (receiver.hits().len() >= 200).then_some(())
+        })
+        .await;
+        let joined_at = Instant::now();
+        let second = spawn_with_session(&world, &group, session);
+        // Measured: the longest gap between deliveries after the join.
+        tokio::time::sleep(session + Duration::from_secs(5)).await;
+        stop.store(true, Ordering::Relaxed);
+        (first, second, joined_at)
+    };
+    let (ids, (first, second, joined_at)) = tokio::join!(load, join);
+    let expected: HashSet<String> = ids.iter().map(ToString::to_string).collect();
+    eventually(Duration::from_secs(60), "every event delivered", || async {
+        let got: HashSet<String> = receiver.hits().into_iter().map(|h| h.webhook_id).collect();
+        expected.is_subset(&got).then_some(())
+    })
+    .await;
+    let mut arrivals: Vec<Instant> =
+        receiver.hits().iter().map(|h| h.at).filter(|at| *at >= joined_at).collect();
+    arrivals.sort();
+    let longest = std::iter::once(joined_at)
+        .chain(arrivals.iter().copied())
+        .zip(arrivals.iter().copied())
+        .map(|(a, b)| b - a)
+        .max()
+        .unwrap_or_default();
+    eprintln!("longest gap between deliveries after the second member joined: {longest:?}");
+    assert!(longest < session, "delivery stalled {longest:?} when a member joined");
+    drop((first, second));
 }

@@ -1,48 +1,23 @@
-//! With a schema registry configured, events are Avro in the Confluent wire format.
-//!
-//! No Confluent-compatible registry installs on these machines from the reachable registries
-//! without a JVM Kafka stack, so the registry here is a local HTTP server speaking the
-//! registry's REST API (`POST /subjects/{subject}/versions` → `{"id": …}`), as recorded from
-//! Confluent's documentation.
+//! With a schema registry configured, events are Avro in the Confluent wire format, registered
+//! in a real Confluent-compatible registry (Apicurio Registry's `/apis/ccompat/v7`, started by
+//! the test kit).
 
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use apache_avro::types::Value as Avro;
-use axum::extract::{Path, State};
-use axum::routing::post;
-use axum::{Json, Router};
 use hookstream_core::schema::ENVELOPE_AVSC;
 use hookstream_core::testkit;
 use hookstream_ingest::IngestSettings;
 use rdkafka::Message;
-use serde_json::{json, Value};
+use serde_json::Value;
 
 use crate::support::{created, Ingest};
 
-type Registered = Arc<Mutex<Vec<(String, Value)>>>;
-
-async fn register(
-    State(seen): State<Registered>,
-    Path(subject): Path<String>,
-    Json(body): Json<Value>,
-) -> Json<Value> {
-    seen.lock().expect("lock").push((subject, body));
-    Json(json!({"id": 7}))
-}
-
 #[tokio::test]
 async fn events_are_avro_in_the_confluent_wire_format_when_a_registry_is_configured() {
-    let seen: Registered = Arc::default();
-    let app = Router::new()
-        .route("/subjects/{subject}/versions", post(register))
-        .with_state(Arc::clone(&seen));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let url = format!("http://{}/", listener.local_addr().expect("addr"));
-    tokio::spawn(async move { axum::serve(listener, app).await });
-
+    let registry = testkit::SchemaRegistry::start().await;
     let settings = IngestSettings {
-        schema_registry_url: Some(url.parse().expect("url")),
+        schema_registry_url: Some(registry.url.parse().expect("url")),
         ..IngestSettings::default()
     };
     let ingest = Ingest::start_with(testkit::kafka_config(), settings).await;
@@ -51,13 +26,28 @@ async fn events_are_avro_in_the_confluent_wire_format_when_a_registry_is_configu
     let event_id =
         r.json::<Value>().await.expect("json")["event_id"].as_str().expect("id").to_owned();
 
+    // Registered under the topic's value subject, as Avro.
     let topic = ingest.topics.topics().events(hookstream_core::envelope::Priority::Normal);
-    {
-        let seen = seen.lock().expect("lock");
-        assert_eq!(seen.len(), 1, "registered once");
-        assert_eq!(seen[0].0, format!("{topic}-value"));
-        assert_eq!(seen[0].1["schemaType"], "AVRO");
-    }
+    let subject = format!("{topic}-value");
+    let subjects: Vec<String> = reqwest::get(format!("{}subjects", registry.url))
+        .await
+        .expect("subjects")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(subjects, vec![subject.clone()]);
+    let latest: Value = reqwest::get(format!("{}subjects/{subject}/versions/latest", registry.url))
+        .await
+        .expect("latest")
+        .json()
+        .await
+        .expect("json");
+    let id = latest["id"].as_u64().expect("schema id") as u32;
+    let registered = apache_avro::Schema::parse_str(latest["schema"].as_str().expect("schema"))
+        .expect("registered schema parses");
+    let ours = apache_avro::Schema::parse_str(ENVELOPE_AVSC).expect("avsc");
+    assert_eq!(registered.canonical_form(), ours.canonical_form());
+
     let msgs = testkit::consume_exactly(
         &ingest.kafka,
         std::slice::from_ref(&topic),
@@ -67,9 +57,9 @@ async fn events_are_avro_in_the_confluent_wire_format_when_a_registry_is_configu
     )
     .await;
     let payload = msgs[0].payload().expect("payload");
-    assert_eq!(&payload[..5], &[0, 0, 0, 0, 7], "magic byte and schema id 7");
-    let schema = apache_avro::Schema::parse_str(ENVELOPE_AVSC).expect("avsc");
-    let decoded = apache_avro::reader::datum::GenericDatumReader::builder(&schema)
+    assert_eq!(payload[0], 0, "magic byte");
+    assert_eq!(&payload[1..5], &id.to_be_bytes(), "the registry's schema id");
+    let decoded = apache_avro::reader::datum::GenericDatumReader::builder(&ours)
         .build()
         .expect("reader")
         .read_value(&mut &payload[5..])
