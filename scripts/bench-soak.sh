@@ -52,6 +52,13 @@ finish() {
 }
 trap finish EXIT
 
+# CPU seconds (user + system) of processes so far; per-interval differences give % of a core.
+cpu_s() { for p in "$@"; do cat "/proc/$p/stat" 2>/dev/null; done | awk -v t="$(getconf CLK_TCK)" '{s += $14 + $15} END {printf "%.2f", s / t}'; }
+pg_pids() { # this run's postmaster and its backends
+  local m
+  m=$(head -1 "$PG_DATA/postmaster.pid" 2>/dev/null) || return 0
+  echo "$m $(pgrep -d' ' -P "$m" || true)"
+}
 rss_mb() { awk '/VmRSS/ {printf "%.0f", $2 / 1024}' "/proc/$1/status" 2>/dev/null || echo -; }
 disk_mb() { du -sm "$KAFKA_DIR/data" 2>/dev/null | awk '{print $1}'; }
 delivered() { awk -F'\t' '$8 == "0" {n++} END {print n + 0}' "$1"; }
@@ -91,9 +98,10 @@ done
 broker=$(cat "$BROKER_PID")
 start_ms=$(date +%s%3N)
 (
-  echo -e "second\tbroker_rss_mb\tbroker_disk_mb\tingest_rss_mb\tdispatcher_rss_mb\tretrier_rss_mb\tlag\tdelivered"
+  echo -e "second\tbroker_rss_mb\tbroker_disk_mb\tingest_rss_mb\tdispatcher_rss_mb\tretrier_rss_mb\tlag\tdelivered\tbroker_cpu_s\tingest_cpu_s\tdispatcher_cpu_s\tretrier_cpu_s\tpostgres_cpu_s"
   while true; do
-    echo -e "$((($(date +%s%3N) - start_ms) / 1000))\t$(rss_mb "$broker")\t$(disk_mb)\t$(rss_mb "$ingest")\t$(rss_mb "$dispatcher")\t$(rss_mb "$retrier")\t$(lag)\t$(delivered "$run/sink.tsv")"
+    # shellcheck disable=SC2046 # one word per pid
+    echo -e "$((($(date +%s%3N) - start_ms) / 1000))\t$(rss_mb "$broker")\t$(disk_mb)\t$(rss_mb "$ingest")\t$(rss_mb "$dispatcher")\t$(rss_mb "$retrier")\t$(lag)\t$(delivered "$run/sink.tsv")\t$(cpu_s "$broker")\t$(cpu_s "$ingest")\t$(cpu_s "$dispatcher")\t$(cpu_s "$retrier")\t$(cpu_s $(pg_pids))"
     sleep 10
   done
 ) >"$run/samples.tsv" &
@@ -147,5 +155,14 @@ for m in sorted(k for k in minutes if k >= 0):
     within = [s for s in samples if int(s[0]) < (m + 1) * 60] or samples[:1]
     s = within[-1] if within else ["-"] * 8
     print(f"| {m + 1} | {len(lat):,} | {pct(lat, 0.5):.1f} | {pct(lat, 0.99):.1f} | {lat[-1]:.1f} | {s[1]} | {s[2]} | {s[3]} | {s[4]} | {s[5]} | {s[6]} |")
+# Where the machine's CPU went over the run (% of one core; the machine has os.cpu_count()).
+import os
+if len(samples) >= 2 and len(samples[0]) >= 13:
+    first, last = samples[0], samples[-1]
+    span = int(last[0]) - int(first[0])
+    names = ["broker", "ingest", "dispatcher", "retrier", "Postgres"]
+    shares = [100 * (float(last[8 + i]) - float(first[8 + i])) / span for i in range(5)]
+    print()
+    print(f"CPU over the run, % of one core ({os.cpu_count()} cores in all): " + ", ".join(f"{n} {v:.0f}%" for n, v in zip(names, shares)) + ".")
 PY
 } | tee "$HS_ROOT/$out"

@@ -380,9 +380,9 @@ type Row = (
 );
 
 /// The version every change to `endpoints` bumps (table `endpoint_changes`, one row).
-pub async fn change_version(pool: &PgPool) -> Result<i64, DbError> {
+pub async fn change_version<'c, E: sqlx::PgExecutor<'c>>(db: E) -> Result<i64, DbError> {
     let version: i64 =
-        sqlx::query_scalar("SELECT version FROM endpoint_changes").fetch_one(pool).await?;
+        sqlx::query_scalar("SELECT version FROM endpoint_changes").fetch_one(db).await?;
     Ok(version)
 }
 

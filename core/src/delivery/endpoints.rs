@@ -14,7 +14,7 @@ use crate::db::endpoints::{self, DeliveryEndpoint};
 use crate::tier::RateLimit;
 use crate::{AccountId, EndpointId};
 use sqlx::postgres::PgListener;
-use sqlx::PgPool;
+use sqlx::{Connection, PgPool};
 use tokio_util::sync::CancellationToken;
 
 /// The Postgres channel on which every change to `endpoints` is announced.
@@ -64,6 +64,9 @@ struct Freshness {
 struct CheckState {
     last: Option<tokio::time::Instant>,
     skip_until: Option<tokio::time::Instant>,
+    /// A connection of the checks' own: from the pool, a check would queue behind the
+    /// delivery log's writes, and every event behind it.
+    conn: Option<sqlx::PgConnection>,
 }
 
 /// Whether `pattern` (`*`, `subscriber.*` or an exact type) covers `event_type`.
@@ -151,8 +154,15 @@ impl EndpointCache {
         }
         check.last = Some(tokio::time::Instant::now());
         let started_ms = chrono::Utc::now().timestamp_millis();
+        let conn = &mut check.conn;
         let checked = tokio::time::timeout(CHECK_TIMEOUT, async {
-            let version = endpoints::change_version(pool).await?;
+            let c = match conn {
+                Some(c) => c,
+                None => {
+                    conn.insert(sqlx::PgConnection::connect_with(&pool.connect_options()).await?)
+                }
+            };
+            let version = endpoints::change_version(&mut *c).await?;
             if version != fresh.version.load(Ordering::Acquire) {
                 self.reload(pool).await?;
             }
@@ -170,6 +180,7 @@ impl EndpointCache {
                 };
                 tracing::warn!(%error, "cannot check the endpoint change version; dispatching with the cache as it is for {CHECK_TIMEOUT:?}");
                 check.skip_until = Some(tokio::time::Instant::now() + CHECK_TIMEOUT);
+                check.conn = None;
             }
         }
     }
