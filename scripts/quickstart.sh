@@ -7,7 +7,7 @@
 # Runs in an environment of its own (state under .dev/quickstart, ports below), so it can run
 # beside the dev environment and inside scripts/test.sh. The same commands as the README, with
 # these ports: QUICKSTART_PORT_BASE (default 18300) + 0 ingest, +1 sink, +2/+3/+6 admin ports,
-# +4 broker, +5 Postgres. HOOKSTREAM_PROFILE=debug reuses the test build (the README's run is release).
+# +4 broker, +5 Postgres, +7 the broker's controller. HOOKSTREAM_PROFILE=debug reuses the test build (the README's run is release).
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 base=${QUICKSTART_PORT_BASE:-18300}
@@ -16,7 +16,7 @@ export HOOKSTREAM_HTTP_PORT=$base
 sink_port=$((base + 1))
 export HOOKSTREAM_DISPATCHER_ADMIN_PORT=$((base + 2)) HOOKSTREAM_RETRIER_ADMIN_PORT=$((base + 3))
 export HOOKSTREAM_KAFKA_PORT=$((base + 4)) HOOKSTREAM_PG_PORT=$((base + 5))
-export HOOKSTREAM_INGEST_ADMIN_PORT=$((base + 6))
+export HOOKSTREAM_INGEST_ADMIN_PORT=$((base + 6)) HOOKSTREAM_KAFKA_CONTROLLER_PORT=$((base + 7))
 unset HOOKSTREAM_KAFKA__BROKERS HOOKSTREAM_DATABASE__URL HOOKSTREAM_TEST_BROKERS \
   HOOKSTREAM_TEST_DATABASE_URL HOOKSTREAM_HTTP__LISTEN
 export HOOKSTREAM_PROFILE=${HOOKSTREAM_PROFILE:-release}
