@@ -15,7 +15,7 @@ HOOKSTREAM_PG_PORT=${HOOKSTREAM_PG_PORT:-15432}
 # The local broker: Apache Kafka from Maven Central (scripts/kafka/pom.xml), see README,
 # "Local broker", for why this version.
 HOOKSTREAM_KAFKA_VERSION=${HOOKSTREAM_KAFKA_VERSION:-4.1.1}
-# Its JVM heap (-Xmx and -Xms): resident memory is about this plus 150-250 MB.
+# Its JVM heap (-Xmx and -Xms): resident memory is about this plus 150-200 MB.
 export HOOKSTREAM_BROKER_HEAP=${HOOKSTREAM_BROKER_HEAP:-512m}
 # More broker settings for the dev broker, space-separated key=value (benchmarks use it).
 HOOKSTREAM_BROKER_PROPERTIES=${HOOKSTREAM_BROKER_PROPERTIES:-}

@@ -37,9 +37,12 @@ pub struct CachedEndpoint {
 /// cost (at most 200 one-row queries a second) and the wait it adds to an event (this plus one
 /// round trip, shared by every event that arrived meanwhile).
 const CHECK_INTERVAL: Duration = Duration::from_millis(5);
-/// How long a version check may take, and how long after a failed one (Postgres down) events
-/// pass without one: delivery goes on with the cache as it is.
+/// How long a version check may take.
 const CHECK_TIMEOUT: Duration = Duration::from_millis(500);
+/// How long after a failed check (Postgres down) events pass without one: delivery goes on
+/// with the cache as it is, and a long outage stalls the consumer loop for at most
+/// `CHECK_TIMEOUT` in every `CHECK_BACKOFF`.
+const CHECK_BACKOFF: Duration = Duration::from_secs(5);
 
 /// Endpoints by account.
 #[derive(Clone, Default)]
@@ -178,8 +181,8 @@ impl EndpointCache {
                     Ok(Err(e)) => e.to_string(),
                     _ => format!("no answer within {CHECK_TIMEOUT:?}"),
                 };
-                tracing::warn!(%error, "cannot check the endpoint change version; dispatching with the cache as it is for {CHECK_TIMEOUT:?}");
-                check.skip_until = Some(tokio::time::Instant::now() + CHECK_TIMEOUT);
+                tracing::warn!(%error, "cannot check the endpoint change version; dispatching with the cache as it is for {CHECK_BACKOFF:?}");
+                check.skip_until = Some(tokio::time::Instant::now() + CHECK_BACKOFF);
                 check.conn = None;
             }
         }
