@@ -37,6 +37,11 @@ cleanup() {
 }
 trap cleanup EXIT INT TERM
 
+# A clean slate: the run owns this environment. (Kept from an earlier run, the account of that
+# run has an endpoint at the same URL, and the sink would check the signature with its secret.)
+"$here/dev-down.sh" --purge >/dev/null 2>&1 || true
+mkdir -p "$out"
+
 # 1. The pipeline, local profile.
 "$here/run.sh" --local >"$out/run.log" 2>&1 &
 run_pid=$!

@@ -61,6 +61,9 @@ struct Freshness {
     /// One check at a time; holds when the last one started and, after a failure, until when
     /// checks are skipped.
     check: tokio::sync::Mutex<CheckState>,
+    /// One reload at a time (the refresh task's and a check's): a slower, older reload must
+    /// not store its rows after a newer one's.
+    reload: tokio::sync::Mutex<()>,
 }
 
 #[derive(Default)]
@@ -190,6 +193,7 @@ impl EndpointCache {
 
     /// Reloads everything; on error the previous contents stay.
     pub async fn reload(&self, pool: &PgPool) -> Result<usize, crate::db::DbError> {
+        let _one_at_a_time = self.freshness.reload.lock().await;
         let started_ms = chrono::Utc::now().timestamp_millis();
         // The version first: a change committed between the two reads is then in the rows but
         // not in the version, and costs one more reload, never a missed change.
