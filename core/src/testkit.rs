@@ -198,14 +198,11 @@ pub async fn assert_service_lifecycle(binary: &str, listen_key: &str) {
     let mut child = run(&[(&format!("HOOKSTREAM_{listen_key}"), format!("127.0.0.1:{port}"))])
         .spawn()
         .expect("spawn");
-    let url = format!("http://127.0.0.1:{port}/readyz");
-    eventually(Duration::from_secs(20), "service ready", || {
-        let url = url.clone();
-        async move {
-            let r = reqwest::get(&url).await.ok()?;
-            r.status().is_success().then_some(())
-        }
-    })
+    answers_ok(
+        &format!("http://127.0.0.1:{port}/readyz"),
+        Duration::from_secs(20),
+        "service ready",
+    )
     .await;
     let pid = child.id().to_string();
     let killed = Command::new("kill").args(["-TERM", &pid]).status().expect("kill");
@@ -216,6 +213,15 @@ pub async fn assert_service_lifecycle(binary: &str, listen_key: &str) {
     })
     .await;
     assert!(status.success(), "SIGTERM must stop the service cleanly, got {status}");
+}
+
+/// Waits until a GET of `url` answers 2xx, or panics after `timeout` naming `what`.
+async fn answers_ok(url: &str, timeout: Duration, what: &str) {
+    eventually(timeout, what, || async move {
+        let r = reqwest::get(url).await.ok()?;
+        r.status().is_success().then_some(())
+    })
+    .await;
 }
 
 /// A broker of the test's own, for tests that stop and restart it: one Apache Kafka node
@@ -329,14 +335,7 @@ impl SchemaRegistry {
             .expect("spawn scripts/registry-node.sh");
         let registry = Self { url: format!("http://127.0.0.1:{port}/apis/ccompat/v7/"), child };
         let subjects = format!("{}subjects", registry.url);
-        eventually(Duration::from_secs(90), "schema registry answering", || {
-            let subjects = subjects.clone();
-            async move {
-                let r = reqwest::get(&subjects).await.ok()?;
-                r.status().is_success().then_some(())
-            }
-        })
-        .await;
+        answers_ok(&subjects, Duration::from_secs(90), "schema registry answering").await;
         registry
     }
 }
