@@ -8,7 +8,7 @@ use hookstream_core::config::KafkaConfig;
 use hookstream_core::delivery::handoff::Handoff;
 use hookstream_core::envelope::{headers, EventEnvelope};
 use hookstream_core::kafka::KafkaClientError;
-use hookstream_core::producer::HealingProducer;
+use hookstream_core::producer::{HealingProducer, ProduceError};
 use hookstream_core::topics::Topics;
 use hookstream_core::trace_context::TraceParent;
 use rdkafka::message::{Header, OwnedHeaders};
@@ -26,8 +26,8 @@ pub enum PublishError {
     #[error(transparent)]
     Encode(#[from] EncodeError),
     /// The broker refused the write or did not acknowledge it in time.
-    #[error("broker did not acknowledge: {0}")]
-    Broker(String),
+    #[error(transparent)]
+    Broker(#[from] ProduceError),
 }
 
 /// Where an acknowledged event landed.
@@ -81,28 +81,17 @@ impl Publisher {
                 .insert(Header { key: headers::TRACEPARENT, value: Some(traceparent.as_str()) }),
         );
         let started = Instant::now();
-        // The producer's own message timeout equals `kafka.produce_timeout`; the outer
-        // timeout is a guard against a send that never resolves.
-        let producer = self.inner.producer.current();
-        let send = producer.send(record, Timeout::After(timeout));
-        let result = tokio::time::timeout(timeout + Duration::from_millis(500), send).await;
+        // The producer's own message timeout equals `kafka.produce_timeout`.
+        let result = self.inner.producer.send(record, timeout).await;
         metrics::histogram!("ingest_produce_duration_seconds").record(started.elapsed());
         match result {
-            Ok(Ok(delivery)) => {
-                self.inner.producer.succeeded();
-                Ok(Acked { partition: delivery.partition, offset: delivery.offset })
+            Ok(delivery) => Ok(Acked { partition: delivery.partition, offset: delivery.offset }),
+            Err(e) => {
+                metrics::counter!("ingest_produce_errors_total").increment(1);
+                tracing::warn!(reason = %e, "produce failed");
+                Err(e.into())
             }
-            Ok(Err((e, _))) => Err(self.failed(e.to_string())),
-            Err(_) => Err(self.failed(format!("no acknowledgement within {timeout:?}"))),
         }
-    }
-
-    /// Counts a failure towards replacing a wedged producer.
-    fn failed(&self, reason: String) -> PublishError {
-        metrics::counter!("ingest_produce_errors_total").increment(1);
-        tracing::warn!(%reason, "produce failed");
-        self.inner.producer.failed();
-        PublishError::Broker(reason)
     }
 
     /// A hand-off to the retry tiers over the current producer (for DLQ redrives).

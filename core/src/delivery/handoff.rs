@@ -6,10 +6,9 @@ use std::time::Duration;
 use chrono::Utc;
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureRecord, Producer};
-use rdkafka::util::Timeout;
 
 use crate::envelope::{headers, DeliveryTask, Origin};
-use crate::producer::HealingProducer;
+use crate::producer::{HealingProducer, ProduceError};
 use crate::topics::Topics;
 
 /// Why a hand-off failed (the task stays unfinished and its offset uncommitted).
@@ -19,12 +18,13 @@ pub enum HandoffError {
     #[error("cannot encode the task: {0}")]
     Encode(#[from] serde_json::Error),
     /// The broker did not acknowledge.
-    #[error("broker did not acknowledge the hand-off to {topic}: {reason}")]
+    #[error("hand-off to {topic} failed: {source}")]
     Broker {
         /// Target topic.
         topic: String,
-        /// Error.
-        reason: String,
+        /// Why.
+        #[source]
+        source: ProduceError,
     },
 }
 
@@ -148,15 +148,9 @@ impl Handoff {
                 .insert(Header { key: headers::ORIGIN, value: Some(origin.as_str()) })
                 .insert(Header { key: headers::TRACEPARENT, value: Some(traceparent) }),
         );
-        match self.producer.current().send(record, Timeout::After(self.timeout)).await {
-            Ok(_) => {
-                self.producer.succeeded();
-                Ok(())
-            }
-            Err((e, _)) => {
-                self.producer.failed();
-                Err(HandoffError::Broker { topic, reason: e.to_string() })
-            }
+        match self.producer.send(record, self.timeout).await {
+            Ok(_) => Ok(()),
+            Err(source) => Err(HandoffError::Broker { topic, source }),
         }
     }
 }
