@@ -95,7 +95,7 @@ faults() { # JSON body for the sink's fault control
 
 log "seeding $accounts accounts with one endpoint each on the sink"
 "$bin/hookstream" seed --accounts "$accounts" --keys-out "$run_dir/keys" \
-  --endpoint-url "http://127.0.0.1:$sink_port/a/{n}" --name faults >/dev/null
+  --endpoint-url "http://127.0.0.1:$sink_port/a/{n}" --name faults >"$run_dir/accounts"
 "$bin/hookstream" sink --listen "127.0.0.1:$sink_port" --fail-rate "$fail_rate" \
   --record "$run_dir/sink.tsv" --json >"$run_dir/sink-report.json" 2>>"$run_dir/sink.log" &
 echo $! >"$pids_dir/sink.pid"
@@ -117,21 +117,29 @@ session_timeout=${HOOKSTREAM_KAFKA__SESSION_TIMEOUT%s}
 resume_bound=$((session_timeout + 15))
 circuit_cooldown=30
 sink_resume_bound=$((circuit_cooldown + 15))
+# Keys are in account order: the first key is the first account's.
 probe_key=$(head -1 "$run_dir/keys")
+probe_account=$(head -1 "$run_dir/accounts" | cut -f1)
 resume() { # phase [bound]: writes run/resume.<phase> ("seconds bound", or "none bound")
-  local name=$1 bound=${2:-$resume_bound} n=0 id code started now
+  local name=$1 bound=${2:-$resume_bound} n=0 key id code started now
   started=$EPOCHREALTIME
   : >"$run_dir/ids.probe-$name"
+  : >"$run_dir/sent.probe-$name"
   while true; do
     n=$((n + 1))
-    id="probe-$name-$n"
+    key="probe-$name-$n"
+    # The event id ingest gives an idempotency key: UUIDv5 of the key in the account's
+    # namespace, known before the answer (a probe may arrive though its answer did not).
+    id=$(python3 -c 'import sys, uuid; print(uuid.uuid5(uuid.UUID(sys.argv[1]), sys.argv[2]))' \
+      "$probe_account" "$key")
+    echo "$id" >>"$run_dir/sent.probe-$name"
     code=$(curl -s -o /dev/null -w '%{http_code}' --max-time 6 -X POST \
       "http://127.0.0.1:$ingest_port/v1/events" -H "authorization: Bearer $probe_key" \
-      -H 'content-type: application/json' -H "idempotency-key: $id" \
+      -H 'content-type: application/json' -H "idempotency-key: $key" \
       -d '{"event_type":"subscriber.created","data":{"subscriber":{"id":"probe","email":"probe@example.com"}}}' || true)
     [ "$code" = 202 ] && echo "$id" >>"$run_dir/ids.probe-$name"
     now=$EPOCHREALTIME
-    if grep -q "^probe-$name-" "$run_dir/sink.tsv" 2>/dev/null; then
+    if grep -qFf "$run_dir/sent.probe-$name" "$run_dir/sink.tsv" 2>/dev/null; then
       python3 -c "print(f'{$now - $started:.1f} $bound')" >"$run_dir/resume.$name"
       return
     fi

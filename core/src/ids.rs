@@ -78,6 +78,20 @@ impl EventId {
         Self(Uuid::now_v7().to_string())
     }
 
+    /// The id of the event an account sent with `Idempotency-Key: key`: the same for every
+    /// request and replica of that account (UUIDv5 in the account's namespace), another for
+    /// any other account using the same key, so receivers deduplicating on `webhook-id` never
+    /// drop one account's event as a copy of another's.
+    pub fn for_key(account: AccountId, key: &str) -> Self {
+        Self(Uuid::new_v5(&account.0, key.as_bytes()).to_string())
+    }
+
+    /// An id as a client sends it back (in a path): only what [`EventId::new`] and
+    /// [`EventId::for_key`] make, a UUID; anything else names no event.
+    pub fn parse(s: &str) -> Option<Self> {
+        Uuid::parse_str(s).ok().map(|u| Self(u.to_string()))
+    }
+
     /// The id as a string slice.
     pub fn as_str(&self) -> &str {
         &self.0
@@ -114,5 +128,28 @@ mod tests {
         let a = EventId::new();
         let b = EventId::new();
         assert!(a < b, "{a} !< {b}");
+    }
+
+    #[test]
+    fn a_key_names_one_event_per_account() {
+        let (a, b) = (AccountId::new(), AccountId::new());
+        assert_eq!(EventId::for_key(a, "signup-42"), EventId::for_key(a, "signup-42"));
+        assert_ne!(EventId::for_key(a, "signup-42"), EventId::for_key(b, "signup-42"));
+        assert_ne!(EventId::for_key(a, "signup-42"), EventId::for_key(a, "signup-43"));
+        // Fixed: a client (and scripts/faults.sh, with Python's uuid.uuid5) may compute it.
+        let account: AccountId = "01a24a96-0a04-7119-8bf2-0d83fa6d0d62".parse().expect("id");
+        assert_eq!(
+            EventId::for_key(account, "signup-42").as_str(),
+            "a45e0cdb-2d0d-5537-93db-e3a68622cc4f"
+        );
+    }
+
+    #[test]
+    fn only_uuids_parse_as_event_ids() {
+        let id = EventId::new();
+        assert_eq!(EventId::parse(id.as_str()), Some(id));
+        for bad in ["", "a\0b", "signup-42", "../x", &"f".repeat(300)] {
+            assert_eq!(EventId::parse(bad), None, "{bad:?}");
+        }
     }
 }

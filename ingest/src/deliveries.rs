@@ -5,6 +5,7 @@ use axum::extract::{Path, State};
 use axum::http::HeaderMap;
 use axum::Json;
 use hookstream_core::db::deliveries::{self, Delivery};
+use hookstream_core::EventId;
 use serde::Serialize;
 use utoipa::ToSchema;
 
@@ -41,10 +42,13 @@ pub async fn for_event(
     Path(id): Path<String>,
 ) -> Result<Json<EventDeliveries>, ApiError> {
     let owner = state.auth.authenticate(&headers).await?;
-    let data =
-        deliveries::for_event(&state.pool, owner.account_id, &id).await.map_err(unavailable)?;
+    // Not an id this service makes (a NUL, say, which Postgres refuses): no such event.
+    let id = EventId::parse(&id).ok_or(ApiError::NotFound)?;
+    let data = deliveries::for_event(&state.pool, owner.account_id, id.as_str())
+        .await
+        .map_err(unavailable)?;
     if data.is_empty() {
         return Err(ApiError::NotFound);
     }
-    Ok(Json(EventDeliveries { event_id: id, data }))
+    Ok(Json(EventDeliveries { event_id: id.to_string(), data }))
 }

@@ -203,7 +203,14 @@ async fn checked_url(state: &AppState, url: &str) -> Result<String, ApiError> {
     if state.settings.allow_private_endpoints {
         return Ok(normalized);
     }
-    guard::check_literal(&parsed).map_err(|e| bad(&e.to_string()))?;
+    // The refusal's own text names the dispatcher's setting, which an API user cannot change.
+    guard::check_literal(&parsed).map_err(|e| {
+        bad(&format!(
+            "{} is a loopback, private or otherwise internal address: webhooks go to public \
+             addresses only",
+            e.0
+        ))
+    })?;
     if host.trim_start_matches('[').trim_end_matches(']').parse::<IpAddr>().is_err() {
         let port = parsed.port_or_known_default().unwrap_or(443);
         let lookup = tokio::time::timeout(
@@ -215,7 +222,10 @@ async fn checked_url(state: &AppState, url: &str) -> Result<String, ApiError> {
         // refuses private answers. Resolving to a private address now is refused.
         if let Ok(Ok(addrs)) = lookup {
             if addrs.into_iter().any(|a| guard::is_internal(a.ip())) {
-                return Err(bad("resolves to a private, loopback or link-local address"));
+                return Err(bad(
+                    "resolves to a loopback, private or otherwise internal address: webhooks go \
+                     to public addresses only",
+                ));
             }
         }
     }

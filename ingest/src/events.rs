@@ -319,7 +319,7 @@ fn envelope(
     validate(&state.schemas, &event)?;
     let now = Utc::now();
     Ok(EventEnvelope {
-        event_id: idempotency_key.map(|k| EventId(k.to_owned())).unwrap_or_default(),
+        event_id: idempotency_key.map(|k| EventId::for_key(account_id, k)).unwrap_or_default(),
         account_id,
         event_type: event.event_type,
         occurred_at: event.occurred_at.unwrap_or(now),

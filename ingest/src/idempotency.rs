@@ -3,7 +3,7 @@
 //!
 //! The memory is per ingest replica (see README, "Idempotency"): concurrent requests with one
 //! key on one replica share a single produce; across replicas, receivers still deduplicate on
-//! `webhook-id`, which is the key itself.
+//! `webhook-id`, which is derived from account and key ([`EventId::for_key`]).
 
 use std::future::Future;
 use std::sync::Arc;

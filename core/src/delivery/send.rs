@@ -228,7 +228,16 @@ mod tests {
     #[tokio::test]
     async fn a_refusal_by_name_or_by_literal_is_typed_and_filed_as_refused() {
         let sender = Sender::new(&DeliveryConfig::default()).expect("sender");
-        for url in ["http://localhost:9/x", "http://127.0.0.1:9/x", "http://[::127.0.0.1]:9/x"] {
+        for url in [
+            "http://localhost:9/x",
+            "http://127.0.0.1:9/x",
+            "http://[::127.0.0.1]:9/x",
+            "http://[::ffff:0:127.0.0.1]:9/x",
+            "http://[::ffff:0:a9fe:a9fe]:9/x",
+            "http://[2001:2::1]:9/x",
+            "http://[3fff::1]:9/x",
+            "http://[5f00::1]:9/x",
+        ] {
             let target = Target {
                 id: EndpointId::new(),
                 account_id: AccountId::new(),

@@ -6,6 +6,7 @@ use std::time::Duration;
 use hookstream_core::envelope::{EventEnvelope, Priority};
 use hookstream_core::testkit;
 use hookstream_core::trace_context::TraceParent;
+use hookstream_core::EventId;
 use rdkafka::message::Headers;
 use rdkafka::Message;
 use serde_json::{json, Value};
@@ -115,7 +116,23 @@ async fn a_repeated_idempotency_key_returns_the_first_id_and_produces_once() {
         let v: Value = r.json().await.expect("json");
         ids.push(v["event_id"].as_str().expect("id").to_owned());
     }
-    assert_eq!(ids, ["signup-42", "signup-42", "signup-42"]);
+    let id = EventId::for_key(ingest.account, "signup-42").to_string();
+    assert_eq!(ids, [id.as_str(), id.as_str(), id.as_str()]);
+    // Another account's event under the same key is another event, with its own id (receivers
+    // deduplicate on it as `webhook-id`).
+    let (_, other_key) = ingest.another_account().await;
+    let r = ingest
+        .http
+        .post(format!("{}/v1/events", ingest.base))
+        .bearer_auth(&other_key)
+        .header("Idempotency-Key", "signup-42")
+        .json(&created("s42"))
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(r.status(), 202);
+    let v: Value = r.json().await.expect("json");
+    assert_ne!(v["event_id"].as_str(), Some(id.as_str()), "two accounts, one event id");
     // The same key with another event is a client bug, not a retry: 409 naming the key.
     let r = ingest
         .post("/v1/events")
@@ -129,7 +146,7 @@ async fn a_repeated_idempotency_key_returns_the_first_id_and_produces_once() {
     assert_eq!(v["error"]["code"], "conflict");
     assert!(v["error"]["message"].as_str().is_some_and(|m| m.contains("signup-42")), "{v}");
     let all = ingest.topics.topics().all_events();
-    testkit::consume_exactly(&ingest.kafka, &all, 1, WAIT, SETTLE).await;
+    testkit::consume_exactly(&ingest.kafka, &all, 2, WAIT, SETTLE).await;
 }
 
 #[tokio::test]
@@ -184,7 +201,7 @@ async fn a_batch_reports_each_event_and_produces_only_the_accepted() {
     assert_eq!(statuses, ["accepted", "rejected", "rejected", "accepted", "rejected"]);
     assert_eq!(results[1]["error"]["field"], "/events/1/data/subscriber/email");
     assert_eq!(results[2]["error"]["field"], "/events/2/event_type");
-    assert_eq!(results[3]["event_id"], "del-c");
+    assert_eq!(results[3]["event_id"], EventId::for_key(ingest.account, "del-c").to_string());
     assert_eq!(results[4]["error"]["code"], "invalid_request");
 
     let all = ingest.topics.topics().all_events();

@@ -202,6 +202,24 @@ async fn bad_endpoint_settings_are_refused_naming_the_field() {
         assert_eq!(v["error"]["code"], "invalid_request", "{body}: {v}");
         assert_eq!(v["error"]["field"], field, "{body}: {v}");
     }
+    // Addresses that carry or are special-purpose ones (IANA's registries): refused, and the
+    // answer says what the user can do, not which operator setting is off.
+    for url in [
+        "https://[::ffff:0:127.0.0.1]/hook",
+        "https://[::ffff:0:a9fe:a9fe]/hook",
+        "https://[2001:2::1]/hook",
+        "https://[2001:10::1]/hook",
+        "https://[2001:20::1]/hook",
+        "https://[3fff::1]/hook",
+        "https://[5f00::1]/hook",
+    ] {
+        let (status, v) =
+            call(&ingest, &t, Method::POST, "/v1/endpoints", Some(json!({"url": url}))).await;
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{url}: {v}");
+        let message = v["error"]["message"].as_str().unwrap_or_default();
+        assert!(message.contains("public addresses only"), "{url}: {v}");
+        assert!(!message.contains("allow_private"), "{url}: {v}");
+    }
     let (status, ok) = call(
         &ingest,
         &t,
@@ -246,13 +264,13 @@ async fn another_accounts_ids_are_404_on_every_route_and_nothing_changes() {
     )
     .await;
     let b_ep = made["id"].as_str().expect("B's endpoint").to_owned();
-    let b_event = "evt_b_1";
+    let b_event = hookstream_core::EventId::new().to_string();
     sqlx::query(
         "INSERT INTO deliveries (account_id, event_id, endpoint_id, event_type, state, received_at) \
          VALUES ($1, $2, $3, 'subscriber.created', 'delivered', now())",
     )
     .bind(b)
-    .bind(b_event)
+    .bind(&b_event)
     .bind(b_ep.parse::<uuid::Uuid>().expect("uuid"))
     .execute(&ingest.db.pool)
     .await

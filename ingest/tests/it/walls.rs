@@ -255,6 +255,12 @@ async fn nul_in_management_input_is_422_naming_the_field_never_503() {
         let (status, answer) = management(&ingest, Method::GET, path, None).await;
         assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{path}: {answer}");
     }
+    // An id in a path that this service never makes names nothing: 404, never a database
+    // error (Postgres refuses a NUL in text).
+    for path in ["/v1/events/a%00b/deliveries", "/v1/endpoints/a%00b", "/v1/dlq/a%00b"] {
+        let (status, answer) = management(&ingest, Method::GET, path, None).await;
+        assert_eq!(status, StatusCode::NOT_FOUND, "{path}: {answer}");
+    }
     let (status, answer) =
         management(&ingest, Method::POST, "/v1/dlq/redrive", Some(json!({"event_type": "a\u{0}"})))
             .await;
