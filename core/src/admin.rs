@@ -3,6 +3,7 @@
 //! ([`liveness`]).
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::State;
@@ -16,6 +17,13 @@ use tokio_util::sync::CancellationToken;
 
 use crate::kafka::ClusterProbe;
 
+/// Something besides the broker and the database that can make a service unready (a
+/// consumer whose offset commits keep failing).
+pub trait ReadinessCheck: Send + Sync {
+    /// Why the service is not ready, if it is not.
+    fn problem(&self) -> Option<String>;
+}
+
 /// What `/readyz` checks and what `/metrics` renders.
 #[derive(Clone)]
 pub struct Health {
@@ -25,6 +33,8 @@ pub struct Health {
     pub kafka: ClusterProbe,
     /// The database pool.
     pub database: PgPool,
+    /// The service's own checks.
+    pub checks: Vec<Arc<dyn ReadinessCheck>>,
 }
 
 impl Health {
@@ -41,6 +51,7 @@ impl Health {
         if !matches!(db, Ok(true)) {
             failures.push("database unreachable".to_owned());
         }
+        failures.extend(self.checks.iter().filter_map(|c| c.problem()));
         if failures.is_empty() {
             Ok(())
         } else {

@@ -55,6 +55,14 @@ impl PartitionOffsets {
         }
     }
 
+    /// A commit of `offset` failed: report it again at the next [`Self::take_new_committable`]
+    /// unless the offset has moved on meanwhile (then the newer one is reported anyway).
+    pub fn commit_failed(&mut self, offset: i64) {
+        if self.last_committable == Some(offset) {
+            self.last_committable = None;
+        }
+    }
+
     /// Messages with unfinished work.
     pub fn pending_messages(&self) -> usize {
         self.in_flight.len()
@@ -76,6 +84,13 @@ impl OffsetTracker {
     /// Forgets a revoked partition.
     pub fn remove(&mut self, topic: &str, partition: i32) -> Option<PartitionOffsets> {
         self.partitions.remove(&(topic.to_owned(), partition))
+    }
+
+    /// A commit of `offset` on a partition failed: it is reported again (if still tracked).
+    pub fn commit_failed(&mut self, topic: &str, partition: i32, offset: i64) {
+        if let Some(p) = self.partitions.get_mut(&(topic.to_owned(), partition)) {
+            p.commit_failed(offset);
+        }
     }
 
     /// Partitions whose committable offset moved since last asked.
@@ -131,6 +146,21 @@ mod tests {
         assert_eq!(t.take_commits(), vec![]);
         t.partition("a", 0).finish(5);
         assert_eq!(t.take_commits(), vec![("a".to_owned(), 0, 6)]);
+    }
+
+    #[test]
+    fn a_failed_commit_is_reported_again_unless_a_newer_offset_is() {
+        let mut t = OffsetTracker::default();
+        t.partition("a", 0).begin(5, 0);
+        assert_eq!(t.take_commits(), vec![("a".to_owned(), 0, 6)]);
+        t.commit_failed("a", 0, 6);
+        assert_eq!(t.take_commits(), vec![("a".to_owned(), 0, 6)], "retried");
+        assert_eq!(t.take_commits(), vec![]);
+        t.partition("a", 0).begin(6, 0);
+        t.commit_failed("a", 0, 6); // an older commit's failure arrives late
+        assert_eq!(t.take_commits(), vec![("a".to_owned(), 0, 7)]);
+        t.commit_failed("b", 3, 1); // a partition no longer tracked: nothing
+        assert_eq!(t.take_commits(), vec![]);
     }
 
     #[test]

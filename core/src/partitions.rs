@@ -5,12 +5,21 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use rdkafka::consumer::StreamConsumer;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
+use rdkafka::error::{KafkaError, KafkaResult};
+use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 
+use crate::admin::ReadinessCheck;
 use crate::offsets::OffsetTracker;
+
+/// How long offset commits may keep failing before `/readyz` says so: longer than a broker
+/// restart or a coordinator move takes (seconds), short enough to be told long before a crash
+/// would redeliver much.
+pub const COMMITS_FAILING_UNREADY: Duration = Duration::from_secs(30);
 
 /// A partition: (topic, partition).
 pub type Tp = (String, i32);
@@ -48,6 +57,16 @@ struct Inner {
     over_bound: HashSet<Tp>,
     stalled: HashSet<Tp>,
     paused: HashSet<Tp>,
+    commits: CommitHealth,
+}
+
+/// Whether the consumer's offset commits get through.
+#[derive(Default)]
+struct CommitHealth {
+    /// When the current run of failures began (none: the last commit succeeded).
+    failing_since: Option<Instant>,
+    in_a_row: u64,
+    last_error: String,
 }
 
 impl Inner {
@@ -177,6 +196,45 @@ impl Partitions {
     }
 
     /// Buffered deliveries over all partitions, and paused partitions.
+    /// A commit got through.
+    pub fn commit_succeeded(&self) {
+        let mut inner = self.lock();
+        inner.commits = CommitHealth::default();
+        metrics::gauge!("kafka_commit_failures_in_a_row").set(0.0);
+    }
+
+    /// A commit of `offsets` failed: each is committed again at the next commit (unless its
+    /// partition moved on or was revoked), and the run of failures is counted.
+    pub fn commit_failed(&self, offsets: &[(String, i32, i64)], error: &str) {
+        let mut inner = self.lock();
+        for (topic, partition, offset) in offsets {
+            inner.tracker.commit_failed(topic, *partition, *offset);
+        }
+        let health = &mut inner.commits;
+        health.failing_since.get_or_insert_with(Instant::now);
+        health.in_a_row += 1;
+        health.last_error = error.to_owned();
+        metrics::counter!("kafka_commit_failures_total").increment(1);
+        metrics::gauge!("kafka_commit_failures_in_a_row").set(health.in_a_row as f64);
+    }
+
+    /// Why the service should count as unready at `now`: commits failing for longer than
+    /// [`COMMITS_FAILING_UNREADY`].
+    pub fn commit_problem(&self, now: Instant) -> Option<String> {
+        let inner = self.lock();
+        let health = &inner.commits;
+        let since = health.failing_since?;
+        let failing = now.saturating_duration_since(since);
+        (failing > COMMITS_FAILING_UNREADY).then(|| {
+            format!(
+                "offset commits failing for {} s ({} in a row; last: {})",
+                failing.as_secs(),
+                health.in_a_row,
+                health.last_error
+            )
+        })
+    }
+
     pub fn totals(&self) -> (usize, usize) {
         let inner = self.lock();
         (inner.buffered.values().sum(), inner.paused.len())
@@ -226,7 +284,34 @@ impl ClientContext for PartitionContext {
     }
 }
 
+impl ReadinessCheck for Partitions {
+    fn problem(&self) -> Option<String> {
+        self.commit_problem(Instant::now())
+    }
+}
+
 impl ConsumerContext for PartitionContext {
+    /// Every commit's outcome (the periodic ones are asynchronous: their errors arrive here).
+    fn commit_callback(&self, result: KafkaResult<()>, offsets: &TopicPartitionList) {
+        match result {
+            Ok(()) => self.partitions.commit_succeeded(),
+            // Nothing was stored since the last commit: not a failure.
+            Err(KafkaError::ConsumerCommit(RDKafkaErrorCode::NoOffset)) => {}
+            Err(e) => {
+                let failed: Vec<(String, i32, i64)> = offsets
+                    .elements()
+                    .iter()
+                    .filter_map(|e| match e.offset() {
+                        Offset::Offset(o) => Some((e.topic().to_owned(), e.partition(), o)),
+                        _ => None,
+                    })
+                    .collect();
+                tracing::warn!(error = %e, partitions = failed.len(), "offset commit failed; retrying at the next commit");
+                self.partitions.commit_failed(&failed, &e.to_string());
+            }
+        }
+    }
+
     fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         if let Rebalance::Revoke(tpl) = rebalance {
             let mut commit = TopicPartitionList::new();
@@ -287,8 +372,10 @@ pub fn commit(consumer: &TrackedConsumer, offsets: Vec<(String, i32, i64)>, mode
     for (topic, partition, offset) in &offsets {
         let _ = tpl.add_partition_offset(topic, *partition, Offset::Offset(*offset));
     }
+    // An asynchronous commit's outcome arrives in `commit_callback`; this is only the
+    // request not being queued (or a synchronous commit's answer, reported there too).
     if let Err(e) = consumer.commit(&tpl, mode) {
-        tracing::warn!(error = %e, "offset commit failed; will retry");
+        tracing::warn!(error = %e, "offset commit not sent");
     }
 }
 
@@ -327,6 +414,48 @@ mod tests {
         assert_eq!(p.due(&tp(), g), Flow::Keep, "still over the bound");
         assert_eq!(p.finish(&tp(), g, 0, 1), Flow::Keep);
         assert_eq!(p.finish(&tp(), g, 1, 1), Flow::Resume);
+    }
+
+    #[test]
+    fn commits_failing_past_the_limit_make_the_service_unready_until_one_succeeds() {
+        let p = Partitions::default();
+        p.assign(tp());
+        p.begin(&tp(), 0, 0, 10);
+        assert_eq!(p.take_commits(), vec![("t".to_owned(), 0, 1)]);
+        let start = Instant::now();
+        p.commit_failed(&[("t".to_owned(), 0, 1)], "coordinator unavailable");
+        assert_eq!(p.take_commits(), vec![("t".to_owned(), 0, 1)], "the failed commit is retried");
+        assert_eq!(p.commit_problem(start + Duration::from_secs(5)), None, "a short run is normal");
+        p.commit_failed(&[("t".to_owned(), 0, 1)], "coordinator unavailable");
+        let problem = p.commit_problem(start + COMMITS_FAILING_UNREADY + Duration::from_secs(1));
+        let problem = problem.expect("unready after the limit");
+        assert!(problem.contains("2 in a row") && problem.contains("coordinator"), "{problem}");
+        p.commit_succeeded();
+        assert_eq!(p.commit_problem(start + Duration::from_secs(3600)), None);
+    }
+
+    #[test]
+    fn a_commit_the_broker_refused_is_made_again_and_counted() {
+        // What librdkafka reports for an asynchronous commit the coordinator refused (a
+        // rebalance under way, a member it no longer knows): before, the offset was taken
+        // and, with no newer one, never committed until the next rebalance or shutdown.
+        let partitions = Arc::new(Partitions::default());
+        let context = PartitionContext::new(Arc::clone(&partitions));
+        partitions.assign(tp());
+        partitions.begin(&tp(), 41, 0, 10);
+        assert_eq!(partitions.take_commits(), vec![("t".to_owned(), 0, 42)]);
+        let mut tpl = TopicPartitionList::new();
+        tpl.add_partition_offset("t", 0, Offset::Offset(42)).expect("tpl");
+        let refused = KafkaError::ConsumerCommit(RDKafkaErrorCode::RebalanceInProgress);
+        context.commit_callback(Err(refused), &tpl);
+        assert_eq!(partitions.take_commits(), vec![("t".to_owned(), 0, 42)], "made again");
+        let later = Instant::now() + COMMITS_FAILING_UNREADY + Duration::from_secs(1);
+        assert!(partitions.commit_problem(later).is_some_and(|p| p.contains("1 in a row")));
+        // "Nothing to commit" is no failure; a commit that got through ends the run.
+        context.commit_callback(Err(KafkaError::ConsumerCommit(RDKafkaErrorCode::NoOffset)), &tpl);
+        assert!(partitions.commit_problem(later).is_some_and(|p| p.contains("1 in a row")));
+        context.commit_callback(Ok(()), &tpl);
+        assert_eq!(partitions.commit_problem(later), None);
     }
 
     #[test]

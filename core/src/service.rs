@@ -4,12 +4,13 @@
 use std::future::Future;
 use std::path::Path;
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::Duration;
 
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 
-use crate::admin::Health;
+use crate::admin::{Health, ReadinessCheck};
 use crate::config::{AdminConfig, DatabaseConfig, KafkaConfig, ServiceConfig};
 use crate::db::DbError;
 use crate::kafka::{ClusterProbe, KafkaClientError};
@@ -61,22 +62,28 @@ pub async fn connect(
     Ok(Backends { kafka: probe?, database: pool? })
 }
 
-/// What `/readyz` and `/metrics` need, from the service's connections.
-pub fn health(backends: &Backends) -> Result<Health, ServiceError> {
+/// What `/readyz` and `/metrics` need, from the service's connections and its own `checks`.
+pub fn health(
+    backends: &Backends,
+    checks: Vec<Arc<dyn ReadinessCheck>>,
+) -> Result<Health, ServiceError> {
     Ok(Health {
         metrics: crate::telemetry::prometheus()?,
         kafka: backends.kafka.clone(),
         database: backends.database.clone(),
+        checks,
     })
 }
 
-/// Serves `/healthz`, `/readyz` and `/metrics` on `admin.listen` until `shutdown`.
+/// Serves `/healthz`, `/readyz` and `/metrics` on `admin.listen` until `shutdown`; `/readyz`
+/// also asks `checks`.
 pub async fn serve_admin(
     admin: &AdminConfig,
     backends: &Backends,
+    checks: Vec<Arc<dyn ReadinessCheck>>,
     shutdown: CancellationToken,
 ) -> Result<(), ServiceError> {
-    crate::admin::serve(admin.listen, crate::admin::router(health(backends)?), shutdown)
+    crate::admin::serve(admin.listen, crate::admin::router(health(backends, checks)?), shutdown)
         .await
         .map_err(|source| ServiceError::Http { addr: admin.listen, source })
 }

@@ -10,6 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 pub use config::{DispatcherConfig, DispatcherSettings, LaneWeights};
+use hookstream_core::admin::ReadinessCheck;
 use hookstream_core::delivery::endpoints::EndpointCache;
 use hookstream_core::delivery::engine::{Engine, EngineParts, Job, Lanes, Source};
 use hookstream_core::delivery::handoff::Handoff;
@@ -78,7 +79,8 @@ pub async fn run(
 
     let admin = tokio::spawn({
         let (admin, backends, stop) = (config.admin.clone(), backends.clone(), background.clone());
-        async move { service::serve_admin(&admin, &backends, stop).await }
+        let checks: Vec<Arc<dyn ReadinessCheck>> = vec![Arc::clone(&partitions) as _];
+        async move { service::serve_admin(&admin, &backends, checks, stop).await }
     });
     tracing::info!(group = %settings.group_id, "dispatching");
     let mut commit_tick = tokio::time::interval(settings.commit_interval);

@@ -82,7 +82,7 @@ pub async fn run(config: IngestConfig, shutdown: CancellationToken) -> Result<()
         .map_err(|source| ServiceError::Http { addr: config.http.listen, source })?;
     let admin_server = tokio::spawn({
         let (admin, backends, stop) = (config.admin.clone(), backends.clone(), shutdown.clone());
-        async move { service::serve_admin(&admin, &backends, stop).await }
+        async move { service::serve_admin(&admin, &backends, Vec::new(), stop).await }
     });
     tracing::info!(listen = %config.http.listen, admin = %config.admin.listen, "ingest listening");
     http_server::serve(listener, app, &config.http, "ingest", shutdown, drain).await;

@@ -18,6 +18,7 @@ use std::time::Duration;
 
 use chrono::Utc;
 pub use config::{RetrierConfig, RetrierSettings};
+use hookstream_core::admin::ReadinessCheck;
 use hookstream_core::delivery::endpoints::EndpointCache;
 use hookstream_core::delivery::engine::{Engine, EngineParts, Lanes, Source};
 use hookstream_core::delivery::handoff::Handoff;
@@ -93,7 +94,8 @@ pub async fn run(config: RetrierConfig, shutdown: CancellationToken) -> Result<(
 
     let admin = tokio::spawn({
         let (admin, backends, stop) = (config.admin.clone(), backends.clone(), background.clone());
-        async move { service::serve_admin(&admin, &backends, stop).await }
+        let checks: Vec<Arc<dyn ReadinessCheck>> = vec![Arc::clone(&partitions) as _];
+        async move { service::serve_admin(&admin, &backends, checks, stop).await }
     });
     let indexer = tokio::spawn({
         let (kafka_config, group, topic) =
