@@ -417,8 +417,10 @@ pub struct HttpConfig {
     /// closed. Must exceed `kafka.produce_timeout`.
     #[serde(with = "humantime_serde")]
     pub request_timeout: Duration,
-    /// Open connections at most; one more is closed at once (and counted in
-    /// `http_connections_refused_total`).
+    /// Open connections at most. At the cap a new connection is let in and the longest-idle
+    /// connection that never had a request with credentials succeed is closed
+    /// (`http_connections_evicted_total`); with none such, the new one is closed at once
+    /// (`http_connections_refused_total`).
     pub max_connections: usize,
 }
 

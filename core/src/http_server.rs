@@ -1,12 +1,20 @@
 //! The HTTP server every service listens with: axum's router over hyper's HTTP/1 connections,
 //! with the walls `axum::serve` lacks. A client gets `http.header_timeout` to send a request's
 //! headers (which also ends idle keep-alive connections), `http.request_timeout` for the whole
-//! request (408 past it), and no more than `http.max_connections` connections are open at
-//! once. At shutdown the listener closes, open connections finish their request within the
-//! given drain time, and whatever is left is closed: one slow client cannot hold a shutdown.
+//! request (408 past it), and about `http.max_connections` connections are open at once. At
+//! shutdown the listener closes, open connections finish their request within the given drain
+//! time, and whatever is left is closed: one slow client cannot hold a shutdown.
+//!
+//! The cap is not first come, first served: a client holding every slot with idle or keyless
+//! connections would lock the service's users out. When the cap is reached, a new connection
+//! is let in and the connection idle longest among those that never had a request with
+//! credentials answered with a success is closed instead; only when there is none is the new
+//! one refused. A flood of keyless connections costs the flooder its own connections.
 
-use std::sync::Arc;
-use std::time::Duration;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use axum::extract::Request;
 use axum::http::{header, StatusCode};
@@ -14,11 +22,11 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::Router;
 use hyper_util::rt::{TokioIo, TokioTimer};
-use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
+use tower_http::add_extension::AddExtension;
 use tower_http::timeout::TimeoutLayer;
 
 use crate::config::HttpConfig;
@@ -36,7 +44,8 @@ pub async fn serve(
     let router = router
         .layer(TimeoutLayer::with_status_code(StatusCode::REQUEST_TIMEOUT, limits.request_timeout))
         .layer(axum::middleware::from_fn(json_errors))
-        .layer(axum::middleware::from_fn(header_limits));
+        .layer(axum::middleware::from_fn(header_limits))
+        .layer(axum::middleware::from_fn(track));
     let mut http = hyper::server::conn::http1::Builder::new();
     // hyper's own limits answer 431 with no body; ours (below them) answer in the JSON error
     // format, so they are the ones a client meets.
@@ -45,7 +54,8 @@ pub async fn serve(
         .keep_alive(true)
         .max_headers(MAX_HEADERS * 2);
     let slots = Arc::new(Semaphore::new(limits.max_connections));
-    let graceful = GracefulShutdown::new();
+    let open = Arc::new(OpenConnections::default());
+    let closing = CancellationToken::new();
     let mut connections = tokio::task::JoinSet::new();
     loop {
         // Finished connections are reaped as we go, so the set holds only open ones.
@@ -62,26 +72,59 @@ pub async fn serve(
                 }
             },
         };
-        let Ok(slot) = Arc::clone(&slots).try_acquire_owned() else {
-            metrics::counter!("http_connections_refused_total", "server" => name).increment(1);
-            tracing::debug!(server = name, %peer, "connection limit reached; closing the new connection");
-            drop(stream);
-            continue;
+        // At the cap, a connection that is closing for this one stands in for its slot.
+        let slot = match Arc::clone(&slots).try_acquire_owned() {
+            Ok(slot) => Some(slot),
+            Err(_) if open.evict_one() => {
+                metrics::counter!("http_connections_evicted_total", "server" => name).increment(1);
+                None
+            }
+            Err(_) => {
+                metrics::counter!("http_connections_refused_total", "server" => name).increment(1);
+                tracing::debug!(server = name, %peer, "connection limit reached and none to close; closing the new connection");
+                drop(stream);
+                continue;
+            }
         };
         let _ = stream.set_nodelay(true);
+        let conn = open.add();
+        let service = AddExtension::new(router.clone(), Arc::clone(&conn));
         let connection =
-            http.serve_connection(TokioIo::new(stream), TowerToHyperService::new(router.clone()));
-        let connection = graceful.watch(connection);
-        let open = Open::new(slot, name);
+            http.serve_connection(TokioIo::new(stream), TowerToHyperService::new(service));
+        let gauge = Gauge::new(slot, name);
+        let (open, stop) = (Arc::clone(&open), closing.clone());
         connections.spawn(async move {
-            if let Err(e) = connection.await {
-                tracing::debug!(server = name, %peer, error = %e, "connection ended with an error");
+            let mut connection = std::pin::pin!(connection);
+            let mut ending = false;
+            loop {
+                tokio::select! {
+                    result = connection.as_mut() => {
+                        if let Err(e) = result {
+                            tracing::debug!(server = name, %peer, error = %e, "connection ended with an error");
+                        }
+                        break;
+                    }
+                    // Its request, if one is under way, is answered first.
+                    _ = conn.evict.notified(), if !ending => {
+                        ending = true;
+                        connection.as_mut().graceful_shutdown();
+                    }
+                    _ = stop.cancelled(), if !ending => {
+                        ending = true;
+                        connection.as_mut().graceful_shutdown();
+                    }
+                }
             }
-            drop(open);
+            open.remove(conn.id);
+            drop(gauge);
         });
     }
     drop(listener);
-    if tokio::time::timeout(drain, graceful.shutdown()).await.is_err() {
+    closing.cancel();
+    let drained =
+        tokio::time::timeout(drain, async { while connections.join_next().await.is_some() {} })
+            .await;
+    if drained.is_err() {
         tracing::warn!(
             server = name,
             ?drain,
@@ -93,21 +136,125 @@ pub async fn serve(
     while connections.join_next().await.is_some() {}
 }
 
-/// One open connection: its slot under `http.max_connections` and its share of the gauge,
-/// both given back however the connection ends (also when it is aborted at shutdown).
-struct Open {
-    _slot: OwnedSemaphorePermit,
+/// The open connections, as the cap's policy sees them.
+#[derive(Default)]
+struct OpenConnections {
+    next_id: AtomicU64,
+    by_id: Mutex<HashMap<u64, Arc<Connection>>>,
+}
+
+impl OpenConnections {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Arc<Connection>>> {
+        self.by_id.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn add(&self) -> Arc<Connection> {
+        let conn = Arc::new(Connection {
+            id: self.next_id.fetch_add(1, Ordering::Relaxed),
+            opened: Instant::now(),
+            trusted: AtomicBool::new(false),
+            in_flight: AtomicU32::new(0),
+            idle_since_ms: AtomicU64::new(0),
+            evicting: AtomicBool::new(false),
+            evict: Notify::new(),
+        });
+        self.lock().insert(conn.id, Arc::clone(&conn));
+        conn
+    }
+
+    fn remove(&self, id: u64) {
+        self.lock().remove(&id);
+    }
+
+    /// Asks the connection idle longest among the untrusted idle ones to close; false when
+    /// there is none.
+    fn evict_one(&self) -> bool {
+        let victim = {
+            let open = self.lock();
+            open.values().filter(|c| c.evictable()).min_by_key(|c| c.idle_since()).map(Arc::clone)
+        };
+        match victim {
+            Some(c) => {
+                c.evicting.store(true, Ordering::Relaxed);
+                // Stored if the task is not waiting yet: it sees it at its next turn.
+                c.evict.notify_one();
+                true
+            }
+            None => false,
+        }
+    }
+}
+
+/// One open connection.
+struct Connection {
+    id: u64,
+    opened: Instant,
+    /// A request of it that carried credentials was answered with a success: a client of the
+    /// service, never closed to make room.
+    trusted: AtomicBool,
+    /// Requests dispatched to the router and not answered yet.
+    in_flight: AtomicU32,
+    /// When its last request was answered (or it opened), in ms since it opened.
+    idle_since_ms: AtomicU64,
+    evicting: AtomicBool,
+    evict: Notify,
+}
+
+impl Connection {
+    fn evictable(&self) -> bool {
+        !self.trusted.load(Ordering::Relaxed)
+            && self.in_flight.load(Ordering::Relaxed) == 0
+            && !self.evicting.load(Ordering::Relaxed)
+    }
+
+    fn idle_since(&self) -> Instant {
+        self.opened + Duration::from_millis(self.idle_since_ms.load(Ordering::Relaxed))
+    }
+}
+
+/// A request under way on its connection (counted as such however it ends).
+struct InFlight(Arc<Connection>);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        let c = &self.0;
+        c.idle_since_ms.store(c.opened.elapsed().as_millis() as u64, Ordering::Relaxed);
+        c.in_flight.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// Keeps each connection's state for the cap's policy: requests under way, and whether one
+/// with credentials (an `Authorization` header) was answered with a success.
+async fn track(request: Request, next: Next) -> Response {
+    let Some(conn) = request.extensions().get::<Arc<Connection>>().cloned() else {
+        return next.run(request).await;
+    };
+    let credentials = request.headers().contains_key(header::AUTHORIZATION);
+    conn.in_flight.fetch_add(1, Ordering::Relaxed);
+    let under_way = InFlight(conn);
+    let response = next.run(request).await;
+    if credentials && response.status().is_success() {
+        under_way.0.trusted.store(true, Ordering::Relaxed);
+    }
+    response
+}
+
+/// One open connection's slot under `http.max_connections` (none when it came in at the cap,
+/// in place of one being closed) and its share of the gauge, both given back however the
+/// connection ends (also when it is aborted at shutdown).
+struct Gauge {
+    _slot: Option<OwnedSemaphorePermit>,
     server: &'static str,
 }
 
-impl Open {
-    fn new(slot: OwnedSemaphorePermit, server: &'static str) -> Self {
+impl Gauge {
+    fn new(slot: Option<OwnedSemaphorePermit>, server: &'static str) -> Self {
         metrics::gauge!("http_connections_open", "server" => server).increment(1.0);
         Self { _slot: slot, server }
     }
 }
 
-impl Drop for Open {
+impl Drop for Gauge {
     fn drop(&mut self) {
         metrics::gauge!("http_connections_open", "server" => self.server).decrement(1.0);
     }

@@ -192,6 +192,70 @@ async fn two_thousand_idle_connections_are_capped_then_closed_and_a_busy_client_
     ingest.stop().await;
 }
 
+/// One connection of a keyless flood: `GET /healthz` with no key every second on a kept-alive
+/// connection, reopened whenever the server closes it, until `stop`.
+async fn flooder(addr: String, stop: tokio_util::sync::CancellationToken) {
+    while !stop.is_cancelled() {
+        let Ok(mut s) = TcpStream::connect(&addr).await else {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            continue;
+        };
+        let mut buf = [0u8; 2048];
+        loop {
+            if s.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n").await.is_err() {
+                break;
+            }
+            match s.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(_) => {}
+            }
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+            }
+        }
+    }
+}
+
+#[tokio::test]
+async fn keyless_connections_holding_every_slot_do_not_lock_a_producer_out() {
+    const CAP: usize = 64;
+    const REQUESTS: usize = 40;
+    let ingest = tuned(|c| c.http.max_connections = CAP).await;
+    let stop = tokio_util::sync::CancellationToken::new();
+    let flood: Vec<_> =
+        (0..CAP).map(|_| tokio::spawn(flooder(addr(&ingest), stop.clone()))).collect();
+    tokio::time::sleep(Duration::from_secs(2)).await; // every slot held
+                                                      // The producer opens a new connection for every request: the hardest case at the cap.
+    let client = reqwest::Client::builder().pool_max_idle_per_host(0).build().expect("client");
+    let mut latencies = Vec::new();
+    let mut accepted = 0;
+    for i in 0..REQUESTS {
+        let started = Instant::now();
+        let r = client
+            .post(format!("{}/v1/events", ingest.base))
+            .bearer_auth(&ingest.token)
+            .json(&created(&format!("p{i}")))
+            .timeout(Duration::from_secs(5))
+            .send()
+            .await;
+        latencies.push(started.elapsed());
+        if r.is_ok_and(|r| r.status() == StatusCode::ACCEPTED) {
+            accepted += 1;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    stop.cancel();
+    for f in flood {
+        let _ = f.await;
+    }
+    latencies.sort();
+    let p99 = latencies[(latencies.len() * 99 / 100).min(latencies.len() - 1)];
+    assert!(accepted * 100 >= REQUESTS * 95, "{accepted} of {REQUESTS} accepted beside the flood");
+    assert!(p99 < Duration::from_millis(100), "p99 {p99:?} beside the flood: {latencies:?}");
+    ingest.stop().await;
+}
+
 #[tokio::test]
 async fn shutdown_keeps_its_deadline_with_a_client_holding_a_request_open() {
     let ingest = tuned(|c| {
