@@ -218,8 +218,10 @@ pub(crate) async fn run(config: &CliConfig, args: BenchRetryArgs) -> anyhow::Res
     let options = RedriveOptions {
         handoff: Some(&handoff),
         actor: "operator:bench",
-        rate: None,
+        pace: None,
         limit: None,
+        stop: None,
+        page: None,
     };
     let redrive_started = Instant::now();
     let report = dlq::redrive(&pool, &filter, options, |_, _| {}).await?;

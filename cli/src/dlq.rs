@@ -169,11 +169,14 @@ pub(crate) async fn run(config: &CliConfig, cmd: DlqCommand) -> anyhow::Result<(
             bar.enable_steady_tick(Duration::from_millis(200));
             let started = Instant::now();
             let actor = crate::operator();
+            let pace = dlq::pace(rate);
             let options = RedriveOptions {
                 handoff: (!dry_run).then_some(&handoff),
                 actor: &actor,
-                rate: Some(rate),
+                pace: Some(&pace),
                 limit: None,
+                stop: None,
+                page: None,
             };
             let result = dlq::redrive(&pool, &filter, options, |done, total| {
                 bar.set_length(total);

@@ -6,9 +6,10 @@ use std::num::NonZeroU32;
 
 use chrono::{DateTime, Utc};
 use futures::stream::{self, StreamExt};
-use governor::{Quota, RateLimiter};
+use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use serde::{Deserialize, Serialize};
 use sqlx::{PgPool, Postgres, QueryBuilder};
+use tokio_util::sync::CancellationToken;
 
 use crate::db::text::pg_text;
 use crate::db::DbError;
@@ -301,6 +302,8 @@ pub struct RedriveReport {
     pub matched: u64,
     /// Entries put back on the retry schedule (0 for a dry run).
     pub redriven: u64,
+    /// Ended early by [`RedriveOptions::stop`]; the rest stay in the DLQ.
+    pub stopped: bool,
 }
 
 /// How a redrive runs.
@@ -309,10 +312,21 @@ pub struct RedriveOptions<'a> {
     pub handoff: Option<&'a Handoff>,
     /// Who asks (`operator:<name>` or `key:<id>`), kept on the entries and in the audit log.
     pub actor: &'a str,
-    /// Entries per second, at most.
-    pub rate: Option<NonZeroU32>,
+    /// Paces the entries (shared by every redrive it should bound together, such as one
+    /// account's parallel jobs); none: as fast as the broker takes them.
+    pub pace: Option<&'a DefaultDirectRateLimiter>,
     /// Entries redriven per call, at most (oldest first); the rest stay for the next call.
     pub limit: Option<u64>,
+    /// Stops between pages when cancelled (the report says so); nothing is left claimed.
+    pub stop: Option<&'a CancellationToken>,
+    /// Entries claimed, sent and marked at a time (`progress` and `stop` are seen between
+    /// pages); none: 500.
+    pub page: Option<NonZeroU32>,
+}
+
+/// A pace of `per_second` entries, for [`RedriveOptions::pace`].
+pub fn pace(per_second: NonZeroU32) -> DefaultDirectRateLimiter {
+    RateLimiter::direct(Quota::per_second(per_second))
 }
 
 /// Puts every live entry matching `filter` back on the retry schedule: each task is produced to
@@ -330,35 +344,37 @@ pub async fn redrive(
     let total = options.limit.map_or(matching, |l| l.min(matching));
     let Some(handoff) = options.handoff else {
         progress(total, total);
-        return Ok(RedriveReport { matched: matching, redriven: 0 });
+        return Ok(RedriveReport { matched: matching, redriven: 0, stopped: false });
     };
-    let limiter = options.rate.map(|r| RateLimiter::direct(Quota::per_second(r)));
-    let mut report = RedriveReport { matched: matching, redriven: 0 };
+    let limiter = options.pace;
+    let mut report = RedriveReport { matched: matching, redriven: 0, stopped: false };
     let mut after = None;
     while report.redriven < total {
-        let page_size = PAGE.min((total - report.redriven) as i64);
+        if options.stop.is_some_and(CancellationToken::is_cancelled) {
+            report.stopped = true;
+            break;
+        }
+        let page = options.page.map_or(PAGE, |p| i64::from(p.get()));
+        let page_size = page.min((total - report.redriven) as i64);
         let ids = claim(pool, &filter, after, page_size).await?;
         let Some(&last) = ids.last() else { break };
         after = Some(last);
         let details = details(pool, &ids).await?;
         let results: Vec<(DeadLetterId, Result<(), HandoffError>)> = stream::iter(details)
-            .map(|d| {
-                let limiter = limiter.as_ref();
-                async move {
-                    if let Some(l) = limiter {
-                        l.until_ready().await;
-                    }
-                    let origin =
-                        d.origin.as_deref().and_then(|o| o.parse::<Origin>().ok()).unwrap_or_else(
-                            || Origin {
-                                topic: d.topic.clone(),
-                                partition: d.partition,
-                                offset: d.kafka_offset,
-                            },
-                        );
-                    let traceparent = d.traceparent.clone().unwrap_or_default();
-                    (d.id, handoff.to_retry(&d.task.0, 0, &origin, &traceparent).await)
+            .map(|d| async move {
+                if let Some(l) = limiter {
+                    l.until_ready().await;
                 }
+                let origin =
+                    d.origin.as_deref().and_then(|o| o.parse::<Origin>().ok()).unwrap_or_else(
+                        || Origin {
+                            topic: d.topic.clone(),
+                            partition: d.partition,
+                            offset: d.kafka_offset,
+                        },
+                    );
+                let traceparent = d.traceparent.clone().unwrap_or_default();
+                (d.id, handoff.to_retry(&d.task.0, 0, &origin, &traceparent).await)
             })
             .buffer_unordered(IN_FLIGHT)
             .collect()

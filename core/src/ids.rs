@@ -57,11 +57,13 @@ uuid_id!(
     /// An API key's public id (the key itself is stored only as a hash).
     ApiKeyId
 );
+uuid_id!(
+    /// A DLQ redrive started through the API.
+    RedriveJobId
+);
 
-/// An event's id: a UUIDv7 chosen by ingest, or the client's `Idempotency-Key`.
-///
-/// It is the `webhook-id` receivers deduplicate on, so it is kept as the exact string the
-/// client sent rather than normalised.
+/// An event's id: a UUIDv7 chosen by ingest, or derived from the client's `Idempotency-Key`
+/// ([`EventId::for_key`]). It is the `webhook-id` receivers deduplicate on.
 #[derive(
     Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, sqlx::Type,
 )]

@@ -30,4 +30,4 @@ pub mod trace_context;
 #[cfg(feature = "testkit")]
 pub mod testkit;
 
-pub use ids::{AccountId, ApiKeyId, DeadLetterId, EndpointId, EventId};
+pub use ids::{AccountId, ApiKeyId, DeadLetterId, EndpointId, EventId, RedriveJobId};

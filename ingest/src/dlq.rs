@@ -1,19 +1,20 @@
 //! `GET /v1/dlq`, `GET /v1/dlq/{id}` and `POST /v1/dlq/redrive`: an account's own dead-letter
 //! entries. Every query carries the caller's account; another account's ids are 404.
 
-use std::num::NonZeroU32;
-
 use axum::body::Body;
 use axum::extract::{Path, RawQuery, State};
-use axum::http::HeaderMap;
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
 use axum::Json;
 use chrono::{DateTime, Utc};
-use hookstream_core::dlq::{self, DeadLetter, Filter, RedriveOptions, RedriveReport};
-use hookstream_core::{DeadLetterId, EndpointId};
+use hookstream_core::db::redrive_jobs::{self, RedriveJob};
+use hookstream_core::dlq::{self, DeadLetter, Filter, RedriveOptions};
+use hookstream_core::{DeadLetterId, EndpointId, RedriveJobId};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
 use crate::error::{ApiError, ErrorBody};
+use crate::redrive::JobSpec;
 use crate::request::{parse_query, parse_stored_json, read_limited, require_json};
 use crate::state::AppState;
 
@@ -59,7 +60,7 @@ pub struct DeadLetterPage {
 }
 
 /// Which entries `POST /v1/dlq/redrive` puts back on the retry schedule.
-#[derive(Debug, Default, Deserialize, ToSchema)]
+#[derive(Debug, Default, Deserialize, Serialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RedriveRequest {
     /// Only this endpoint.
@@ -193,18 +194,20 @@ pub async fn show(
         .ok_or(ApiError::NotFound)
 }
 
-/// Put the account's matching entries back on the retry schedule.
+/// Put the account's matching entries back on the retry schedule: starts a job and answers
+/// at once with it (a dry run answers with the count instead).
 #[utoipa::path(
     post,
     path = "/v1/dlq/redrive",
     request_body = RedriveRequest,
     responses(
-        (status = 200, description = "What was (or, for a dry run, would be) redriven", body = RedriveResponse),
+        (status = 200, description = "Dry run: what would be redriven", body = RedriveResponse),
+        (status = 202, description = "The job, started; read its progress at `Location`", body = RedriveJob),
         (status = 400, description = "Malformed JSON", body = ErrorBody),
         (status = 401, description = "Missing, invalid or revoked key", body = ErrorBody),
         (status = 415, description = "Not application/json", body = ErrorBody),
         (status = 422, description = "A bad filter, naming it", body = ErrorBody),
-        (status = 503, description = "Broker or database unavailable; entries not redriven stay in the DLQ", body = ErrorBody),
+        (status = 503, description = "Database unavailable; nothing started", body = ErrorBody),
     ),
     security(("api_key" = [])),
     tag = "dlq"
@@ -213,7 +216,7 @@ pub async fn redrive(
     State(state): State<AppState>,
     headers: HeaderMap,
     body: Body,
-) -> Result<Json<RedriveResponse>, ApiError> {
+) -> Result<Response, ApiError> {
     let owner = state.auth.authenticate(&headers).await?;
     require_json(&headers)?;
     let bytes = read_limited(&headers, body, state.settings.max_body_bytes).await?;
@@ -222,34 +225,70 @@ pub async fn redrive(
     let filter = Filter {
         account: Some(owner.account_id),
         endpoint: r.endpoint_id,
-        event_type: r.event_type,
+        event_type: r.event_type.clone(),
         from: r.from,
         to: r.to,
-        error_class: r.error_class,
+        error_class: r.error_class.clone(),
         include_redriven: false,
     };
-    let handoff = state.publisher.handoff();
     let actor = format!("key:{}", owner.key_id);
-    let options = RedriveOptions {
-        handoff: (!r.dry_run).then_some(&handoff),
-        actor: &actor,
-        rate: NonZeroU32::new(state.settings.redrive_rate),
-        limit: Some(state.settings.redrive_max),
+    if r.dry_run {
+        let options = RedriveOptions {
+            handoff: None,
+            actor: &actor,
+            pace: None,
+            limit: None,
+            stop: None,
+            page: None,
+        };
+        let report =
+            dlq::redrive(&state.pool, &filter, options, |_, _| {}).await.map_err(|e| match e {
+                dlq::RedriveError::Db(e) => unavailable(e),
+                dlq::RedriveError::Handoff { .. } => unavailable(e),
+            })?;
+        let answer = RedriveResponse { matched: report.matched, redriven: 0, dry_run: true };
+        return Ok(Json(answer).into_response());
+    }
+    let spec = JobSpec {
+        account: owner.account_id,
+        actor,
+        filter,
+        filter_json: serde_json::to_value(&r).unwrap_or_default(),
+        limit: state.settings.redrive_max,
     };
-    let report: RedriveReport =
-        dlq::redrive(&state.pool, &filter, options, |_, _| {}).await.map_err(|e| match e {
-            dlq::RedriveError::Db(e) => unavailable(e),
-            dlq::RedriveError::Handoff { .. } => {
-                tracing::error!(error = %e, "redrive stopped");
-                ApiError::Unavailable {
-                    what: "broker",
-                    retry_after_secs: u64::from(state.settings.unavailable_retry_after_secs),
-                }
-            }
-        })?;
-    Ok(Json(RedriveResponse {
-        matched: report.matched,
-        redriven: report.redriven,
-        dry_run: r.dry_run,
-    }))
+    let job = state
+        .redrives
+        .start(&state.pool, state.publisher.handoff(), spec)
+        .await
+        .map_err(unavailable)?;
+    let location = format!("/v1/dlq/redrive/{}", job.id);
+    Ok((StatusCode::ACCEPTED, [(header::LOCATION, location)], Json(job)).into_response())
+}
+
+/// A redrive job: its state and progress.
+#[utoipa::path(
+    get,
+    path = "/v1/dlq/redrive/{id}",
+    params(("id" = String, Path, format = Uuid, description = "Job id, as POST /v1/dlq/redrive answered")),
+    responses(
+        (status = 200, description = "The job", body = RedriveJob),
+        (status = 401, description = "Missing, invalid or revoked key", body = ErrorBody),
+        (status = 404, description = "No such job in this account", body = ErrorBody),
+        (status = 503, description = "Database unavailable", body = ErrorBody),
+    ),
+    security(("api_key" = [])),
+    tag = "dlq"
+)]
+pub async fn redrive_job(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Json<RedriveJob>, ApiError> {
+    let owner = state.auth.authenticate(&headers).await?;
+    let id: RedriveJobId = id.parse().map_err(|_| ApiError::NotFound)?;
+    redrive_jobs::get(&state.pool, owner.account_id, id)
+        .await
+        .map_err(unavailable)?
+        .map(Json)
+        .ok_or(ApiError::NotFound)
 }

@@ -14,6 +14,7 @@ pub mod idempotency;
 pub mod openapi;
 pub mod publish;
 pub mod rate_limit;
+pub mod redrive;
 pub mod request;
 pub mod state;
 
@@ -39,6 +40,7 @@ use crate::encode::Encoder;
 use crate::idempotency::IdempotencyKeys;
 use crate::publish::Publisher;
 use crate::rate_limit::IntakeLimits;
+use crate::redrive::Redrives;
 use crate::state::AppState;
 
 /// Runs ingest until `shutdown` is cancelled: stops accepting, finishes in-flight requests,
@@ -58,7 +60,9 @@ pub async fn run(config: IngestConfig, shutdown: CancellationToken) -> Result<()
              delivery.allow_private_targets on (they say so at start when it is off)"
         );
     }
+    let redrives = Redrives::new(NonZeroU32::new(settings.redrive_rate).unwrap_or(NonZeroU32::MIN));
     let state = AppState {
+        redrives: redrives.clone(),
         auth: KeyResolver::new(
             backends.database.clone(),
             settings.key_cache_ttl,
@@ -86,6 +90,8 @@ pub async fn run(config: IngestConfig, shutdown: CancellationToken) -> Result<()
     });
     tracing::info!(listen = %config.http.listen, admin = %config.admin.listen, "ingest listening");
     http_server::serve(listener, app, &config.http, "ingest", shutdown, drain).await;
+    // Jobs stop between pages (a page takes about a second at the default pace).
+    redrives.shutdown(Duration::from_secs(2)).await;
     publisher.flush(service::FINAL_STEPS - Duration::from_secs(1)).await;
     match admin_server.await {
         Ok(Err(e)) => tracing::warn!(error = %e, "admin server stopped with an error"),
@@ -110,6 +116,7 @@ fn router(state: AppState) -> Router {
         .route("/v1/audit", get(audit::list))
         .route("/v1/dlq", get(dlq::list))
         .route("/v1/dlq/redrive", post(dlq::redrive))
+        .route("/v1/dlq/redrive/{id}", get(dlq::redrive_job))
         .route("/v1/dlq/{id}", get(dlq::show))
         .route(
             "/openapi.json",

@@ -16,6 +16,7 @@ use crate::events::{
 use hookstream_core::db::audit::Entry;
 use hookstream_core::db::deliveries::{AttemptLog, Delivery, EndpointStats};
 use hookstream_core::db::endpoints::Endpoint;
+use hookstream_core::db::redrive_jobs::RedriveJob;
 use hookstream_core::dlq::DeadLetter;
 
 /// hookstream's public API.
@@ -28,6 +29,7 @@ use hookstream_core::dlq::DeadLetter;
         crate::dlq::list,
         crate::dlq::show,
         crate::dlq::redrive,
+        crate::dlq::redrive_job,
         crate::deliveries::for_event,
         crate::endpoints::create,
         crate::endpoints::list,
@@ -40,7 +42,7 @@ use hookstream_core::dlq::DeadLetter;
     ),
     components(schemas(
         EventRequest, BatchEventRequest, BatchRequest, Accepted, BatchResult, BatchResponse,
-        ErrorBody, ErrorDetail, DeadLetter, DeadLetterPage, RedriveRequest, RedriveResponse,
+        ErrorBody, ErrorDetail, DeadLetter, DeadLetterPage, RedriveRequest, RedriveResponse, RedriveJob,
         Endpoint, EndpointPage, CreateEndpoint, UpdateEndpoint, RateLimitBody, CreatedEndpoint,
         RotatedSecret, EndpointStats, EventDeliveries, Delivery, AttemptLog, AuditPage, Entry
     )),

@@ -10,6 +10,7 @@ use crate::config::IngestSettings;
 use crate::idempotency::IdempotencyKeys;
 use crate::publish::Publisher;
 use crate::rate_limit::IntakeLimits;
+use crate::redrive::Redrives;
 
 /// Handler state, cheap to clone.
 #[derive(Clone)]
@@ -28,4 +29,6 @@ pub struct AppState {
     pub publisher: Publisher,
     /// Postgres (management and DLQ queries, always scoped to the caller's account).
     pub pool: PgPool,
+    /// DLQ redrive jobs running here.
+    pub redrives: Redrives,
 }

@@ -5,6 +5,7 @@ pub mod api_keys;
 pub mod audit;
 pub mod deliveries;
 pub mod endpoints;
+pub mod redrive_jobs;
 pub mod text;
 
 use sqlx::migrate::Migrator;

@@ -27,7 +27,8 @@ async fn migrating_twice_is_a_no_op_and_creates_every_table() {
             "delivery_attempts",
             "endpoint_changes",
             "endpoint_secrets",
-            "endpoints"
+            "endpoints",
+            "redrive_jobs"
         ]
     );
 }

@@ -77,7 +77,43 @@ async fn get(ingest: &Ingest, token: &str, path_and_query: &str) -> (StatusCode,
     (status, r.json().await.unwrap_or(Value::Null))
 }
 
+/// Starts a redrive job: it must answer at once (202, the job running, its `Location`).
+async fn start_job(ingest: &Ingest, token: &str, body: Value) -> String {
+    let started = std::time::Instant::now();
+    let r = ingest
+        .http
+        .post(format!("{}/v1/dlq/redrive", ingest.base))
+        .bearer_auth(token)
+        .json(&body)
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(r.status(), StatusCode::ACCEPTED);
+    let location = r.headers()["location"].to_str().expect("location").to_owned();
+    let job: Value = r.json().await.expect("job");
+    assert_eq!(job["state"], "running", "{job}");
+    assert_eq!(location, format!("/v1/dlq/redrive/{}", job["id"].as_str().expect("id")));
+    assert!(started.elapsed() < Duration::from_secs(5), "the request waited for the job");
+    location
+}
+
+/// Reads a job until it has ended; its last state.
+async fn finished_job(ingest: &Ingest, token: &str, location: &str) -> Value {
+    testkit::eventually(Duration::from_secs(60), "the redrive job ended", || async {
+        let (status, job) = get(ingest, token, location).await;
+        assert_eq!(status, StatusCode::OK, "{job}");
+        (job["state"] != "running").then_some(job)
+    })
+    .await
+}
+
+/// A redrive job run to its end.
 async fn redrive(ingest: &Ingest, token: &str, body: Value) -> (StatusCode, Value) {
+    let location = start_job(ingest, token, body).await;
+    (StatusCode::OK, finished_job(ingest, token, &location).await)
+}
+
+async fn dry_run(ingest: &Ingest, token: &str, body: Value) -> (StatusCode, Value) {
     let r = ingest
         .http
         .post(format!("{}/v1/dlq/redrive", ingest.base))
@@ -149,7 +185,7 @@ async fn an_account_lists_shows_and_redrives_only_its_own_dead_letters() {
 
     // A dry run changes nothing.
     let (status, report) =
-        redrive(&ingest, &token, json!({"event_type": "subscriber.created", "dry_run": true}))
+        dry_run(&ingest, &token, json!({"event_type": "subscriber.created", "dry_run": true}))
             .await;
     assert_eq!(status, StatusCode::OK, "{report}");
     assert_eq!((report["matched"].as_u64(), report["redriven"].as_u64()), (Some(2), Some(0)));
@@ -164,7 +200,8 @@ async fn an_account_lists_shows_and_redrives_only_its_own_dead_letters() {
     let (status, report) =
         redrive(&ingest, &token, json!({"event_type": "subscriber.created"})).await;
     assert_eq!(status, StatusCode::OK, "{report}");
-    assert_eq!(report["redriven"].as_u64(), Some(2));
+    assert_eq!(report["state"], "done", "{report}");
+    assert_eq!((report["matched"].as_u64(), report["redriven"].as_u64()), (Some(2), Some(2)));
     assert_eq!((live(&ingest, a).await, live(&ingest, b).await), (1, 2));
     let topics = ingest.topics.topics();
     let first_tier = topics.retry(topics.retry_delays()[0]);
@@ -199,6 +236,48 @@ async fn an_account_lists_shows_and_redrives_only_its_own_dead_letters() {
     .await
     .expect("audit");
     assert_eq!(audited, 1, "the real redrive is audited; the dry run and the empty one are not");
+    // Another account's job is 404, as is an id that is no job.
+    let location = format!("/v1/dlq/redrive/{}", report["id"].as_str().expect("id"));
+    assert_eq!(get(&ingest, &b_token, &location).await.0, StatusCode::NOT_FOUND);
+    assert_eq!(get(&ingest, &token, "/v1/dlq/redrive/a%00b").await.0, StatusCode::NOT_FOUND);
+    ingest.stop().await;
+}
+
+#[tokio::test]
+async fn a_redrive_answers_at_once_and_parallel_jobs_of_one_account_share_its_pace() {
+    const RATE: u32 = 20;
+    let settings = hookstream_ingest::IngestSettings {
+        redrive_rate: RATE,
+        ..hookstream_ingest::IngestSettings::default()
+    };
+    let ingest = Ingest::start_with(testkit::kafka_config(), settings).await;
+    testkit::create_topics(&ingest.topics.topics().all_retries(), 4).await;
+    let a = ingest.account;
+    let ep = endpoint(&ingest, a).await;
+    dead(&ingest, a, ep, "subscriber.created", 100).await;
+    dead(&ingest, a, ep, "subscriber.deleted", 100).await;
+    let token = ingest.token.clone();
+    let started = std::time::Instant::now();
+    let created = start_job(&ingest, &token, json!({"event_type": "subscriber.created"})).await;
+    let deleted = start_job(&ingest, &token, json!({"event_type": "subscriber.deleted"})).await;
+    // Progress is readable while it runs.
+    let partial = testkit::eventually(Duration::from_secs(20), "progress under way", || async {
+        let (_, job) = get(&ingest, &token, &created).await;
+        let n = job["redriven"].as_u64().unwrap_or(0);
+        (job["state"] == "running" && n > 0 && n < 100).then_some(n)
+    })
+    .await;
+    assert!(partial < 100);
+    for location in [&created, &deleted] {
+        let job = finished_job(&ingest, &token, location).await;
+        assert_eq!(job["state"], "done", "{job}");
+        assert_eq!(job["redriven"].as_u64(), Some(100), "{job}");
+    }
+    // 200 entries at one pace of 20/s (a burst of 20 at first) take at least 9 s; with a pace
+    // each, the two jobs would have taken 4 s.
+    let took = started.elapsed();
+    assert!(took >= Duration::from_secs(8), "two jobs of one account took {took:?}");
+    assert_eq!(live(&ingest, a).await, 0);
     ingest.stop().await;
 }
 
@@ -243,4 +322,46 @@ async fn concurrent_redrives_of_one_filter_put_each_entry_back_once() {
         .collect();
     assert_eq!(ids.len(), 300, "no entry produced twice");
     ingest.stop().await;
+}
+
+#[tokio::test]
+async fn a_job_stopped_by_shutdown_is_recorded_interrupted_and_leaves_nothing_claimed() {
+    let settings = hookstream_ingest::IngestSettings {
+        redrive_rate: 10,
+        ..hookstream_ingest::IngestSettings::default()
+    };
+    let ingest = Ingest::start_with(testkit::kafka_config(), settings).await;
+    testkit::create_topics(&ingest.topics.topics().all_retries(), 4).await;
+    let a = ingest.account;
+    let ep = endpoint(&ingest, a).await;
+    dead(&ingest, a, ep, "subscriber.created", 100).await;
+    let token = ingest.token.clone();
+    let location = start_job(&ingest, &token, json!({"event_type": "subscriber.created"})).await;
+    testkit::eventually(Duration::from_secs(10), "a first page sent", || async {
+        let (_, job) = get(&ingest, &token, &location).await;
+        (job["redriven"].as_u64().unwrap_or(0) > 0).then_some(())
+    })
+    .await;
+    let mut ingest = ingest;
+    ingest.halt().await;
+    let pool = ingest.db.pool.clone();
+    let id: uuid::Uuid = location.rsplit('/').next().expect("id").parse().expect("uuid");
+    let (state, redriven): (String, i64) =
+        sqlx::query_as("SELECT state, redriven FROM redrive_jobs WHERE id = $1")
+            .bind(id)
+            .fetch_one(&pool)
+            .await
+            .expect("job");
+    assert_eq!(state, "interrupted");
+    assert!((1..100).contains(&redriven), "{redriven}");
+    let filter = dlq::Filter { account: Some(a), ..dlq::Filter::default() };
+    assert_eq!(dlq::count(&pool, &filter).await.expect("count"), 100 - redriven, "the rest stay");
+    let claimed: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM dead_letters WHERE redrive_claimed_until > now() AND redriven_at IS NULL",
+    )
+    .fetch_one(&pool)
+    .await
+    .expect("claimed");
+    assert_eq!(claimed, 0, "nothing left claimed, so nothing is sent twice");
+    drop(ingest);
 }

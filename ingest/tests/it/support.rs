@@ -113,6 +113,11 @@ impl Ingest {
 
     /// Stops ingest and waits for it to finish.
     pub(crate) async fn stop(mut self) {
+        self.halt().await;
+    }
+
+    /// Shuts the service down and waits for it, keeping its database for inspection.
+    pub(crate) async fn halt(&mut self) {
         self.shutdown.cancel();
         if let Some(task) = self.task.take() {
             task.await.expect("ingest task");
