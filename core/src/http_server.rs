@@ -30,6 +30,7 @@ use tower_http::add_extension::AddExtension;
 use tower_http::timeout::TimeoutLayer;
 
 use crate::config::HttpConfig;
+use crate::unparsable::UnparsableAnswers;
 
 /// Serves `router` on `listener` until `shutdown`, then drains open connections for at most
 /// `drain`. `name` labels the metrics (`http_connections_open{server}`, …).
@@ -89,8 +90,8 @@ pub async fn serve(
         let _ = stream.set_nodelay(true);
         let conn = open.add();
         let service = AddExtension::new(router.clone(), Arc::clone(&conn));
-        let connection =
-            http.serve_connection(TokioIo::new(stream), TowerToHyperService::new(service));
+        let io = TokioIo::new(UnparsableAnswers::new(stream));
+        let connection = http.serve_connection(io, TowerToHyperService::new(service));
         let gauge = Gauge::new(slot, name);
         let (open, stop) = (Arc::clone(&open), closing.clone());
         connections.spawn(async move {
@@ -307,6 +308,11 @@ async fn json_errors(request: Request, next: Next) -> Response {
 }
 
 fn error_response(status: StatusCode, message: String) -> Response {
+    (status, axum::Json(error_body(status, &message))).into_response()
+}
+
+/// The JSON error format, `{"error": {"code", "message"}}`, with the code named after `status`.
+pub(crate) fn error_body(status: StatusCode, message: &str) -> serde_json::Value {
     let code = match status {
         StatusCode::BAD_REQUEST => "bad_request".to_owned(),
         StatusCode::UNAUTHORIZED => "unauthorized".to_owned(),
@@ -318,8 +324,7 @@ fn error_response(status: StatusCode, message: String) -> Response {
             .to_ascii_lowercase()
             .replace(|c: char| !c.is_ascii_alphanumeric(), "_"),
     };
-    let body = serde_json::json!({"error": {"code": code, "message": message}});
-    (status, axum::Json(body)).into_response()
+    serde_json::json!({"error": {"code": code, "message": message}})
 }
 
 #[cfg(test)]

@@ -26,6 +26,7 @@ pub mod telemetry;
 pub mod tier;
 pub mod topics;
 pub mod trace_context;
+mod unparsable;
 
 #[cfg(feature = "testkit")]
 pub mod testkit;

@@ -192,6 +192,32 @@ async fn two_thousand_idle_connections_are_capped_then_closed_and_a_busy_client_
     ingest.stop().await;
 }
 
+#[tokio::test]
+async fn requests_hyper_cannot_parse_are_answered_in_the_json_error_format() {
+    let ingest = tuned(|_| {}).await;
+    let long_target = format!("GET /{} HTTP/1.1\r\nHost: x\r\n\r\n", "a".repeat(70_000));
+    let headers: String = (0..300).map(|i| format!("x-h{i}: v\r\n")).collect();
+    let many_headers = format!("GET /healthz HTTP/1.1\r\nHost: x\r\n{headers}\r\n");
+    for (request, status, code) in [
+        ("GARBAGE\r\n\r\n".to_owned(), 400, "bad_request"),
+        (long_target, 414, "uri_too_long"),
+        (many_headers, 431, "request_header_fields_too_large"),
+    ] {
+        let mut s = TcpStream::connect(addr(&ingest)).await.expect("connect");
+        // The server may answer and close before the whole request is written.
+        let _ = s.write_all(request.as_bytes()).await;
+        let mut answer = Vec::new();
+        let _ = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut answer)).await;
+        let text = String::from_utf8_lossy(&answer);
+        assert!(text.starts_with(&format!("HTTP/1.1 {status} ")), "{code}: {text}");
+        let (head, body) = text.split_once("\r\n\r\n").expect("head and body");
+        assert!(head.to_ascii_lowercase().contains("content-type: application/json"), "{text}");
+        let v: Value = serde_json::from_str(body).unwrap_or_else(|e| panic!("{e}: {text}"));
+        assert_eq!(v["error"]["code"], code, "{text}");
+    }
+    ingest.stop().await;
+}
+
 /// One connection of a keyless flood: `GET /healthz` with no key every second on a kept-alive
 /// connection, reopened whenever the server closes it, until `stop`.
 async fn flooder(addr: String, stop: tokio_util::sync::CancellationToken) {
