@@ -54,8 +54,7 @@ async fn a_retrier_killed_while_tasks_wait_loses_none_and_delivers_none_early() 
     let a = world.account().await;
     let ep = world.endpoint(a, receiver.url("/ep")).await;
     let start = Utc::now().timestamp_millis();
-    // Due 4 s to 6 s from now, on both partitions of the last tier. One record per produce
-    // request: the local broker cannot resume inside a multi-record batch (README).
+    // Due 4 s to 6 s from now, on both partitions of the last tier.
     let mut due: HashMap<String, DateTime<Utc>> = HashMap::new();
     for i in 0..TASKS {
         let task = world.task(a, ep);
