@@ -72,7 +72,7 @@ pub(crate) struct FilterArgs {
     to: Option<DateTime<Utc>>,
     /// Only this error class.
     #[arg(long, value_parser = parse_error_class)]
-    error_class: Option<String>,
+    error_class: Option<dlq::ErrorClass>,
 }
 
 impl FilterArgs {
@@ -94,15 +94,8 @@ impl FilterArgs {
     }
 }
 
-fn parse_error_class(s: &str) -> Result<String, String> {
-    if dlq::ERROR_CLASSES.contains(&s) || s == "other" {
-        Ok(s.to_owned())
-    } else {
-        Err(format!(
-            "unknown error class {s:?}: expected one of {}, other",
-            dlq::ERROR_CLASSES.join(", ")
-        ))
-    }
+fn parse_error_class(s: &str) -> Result<dlq::ErrorClass, String> {
+    s.parse().map_err(|e: dlq::UnknownErrorClass| e.to_string())
 }
 
 pub(crate) async fn run(config: &CliConfig, cmd: DlqCommand) -> anyhow::Result<()> {

@@ -174,9 +174,33 @@ impl KafkaConfig {
         }
         positive("kafka.produce_timeout", self.produce_timeout)?;
         positive("kafka.fetch_wait", self.fetch_wait)?;
-        positive("kafka.connect_timeout", self.connect_timeout)
+        positive("kafka.connect_timeout", self.connect_timeout)?;
+        // `kafka.properties` are applied last; these would silently undo a guarantee.
+        if let Some((key, why)) =
+            RESERVED_PROPERTIES.iter().find(|(key, _)| self.properties.contains_key(*key))
+        {
+            return Err(ConfigError::invalid(
+                &format!("kafka.properties.\"{key}\""),
+                format!("hookstream sets it: {why}"),
+            ));
+        }
+        Ok(())
     }
 }
+
+/// librdkafka properties that `kafka.properties` may not set: each has a setting of its own,
+/// or changing it would lose, skip or duplicate events.
+pub const RESERVED_PROPERTIES: &[(&str, &str)] = &[
+    ("bootstrap.servers", "set kafka.brokers"),
+    ("group.id", "set the service's group_id"),
+    ("group.protocol", "set kafka.group_protocol"),
+    ("message.timeout.ms", "set kafka.produce_timeout"),
+    ("enable.auto.commit", "an offset is committed only once its work is done"),
+    ("enable.auto.offset.store", "an offset is stored only once its work is done"),
+    ("auto.offset.reset", "a new group starts from the earliest record, skipping none"),
+    ("enable.idempotence", "a retried produce must not write an event twice"),
+    ("acks", "an event is accepted only once every in-sync replica has it"),
+];
 
 /// The consumer group protocol of `kafka.group_protocol` (librdkafka's `group.protocol`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -522,6 +546,17 @@ mod tests {
         let text = std::fs::read_to_string(path).expect("example config");
         let c = load_toml(&text).expect("example config is valid");
         assert_eq!(c.topics.dlq_retention, Duration::from_secs(14 * 24 * 3600));
+    }
+
+    #[test]
+    fn kafka_properties_may_not_undo_a_guarantee() {
+        for key in ["acks", "enable.auto.commit", "auto.offset.reset", "bootstrap.servers"] {
+            let toml = format!("[kafka.properties]\n\"{key}\" = \"1\"\n");
+            let err = load_toml(&toml).err().expect("must fail");
+            assert!(err.to_string().contains(&format!("kafka.properties.\"{key}\"")), "{err}");
+        }
+        let ok = load_toml("[kafka.properties]\n\"fetch.max.bytes\" = \"1048576\"\n");
+        assert!(ok.is_ok(), "{:?}", ok.err());
     }
 
     fn load_toml(toml: &str) -> Result<TestConfig, ConfigError> {

@@ -22,32 +22,106 @@ const PAGE: i64 = 500;
 /// Redrive produces awaited at once.
 const IN_FLIGHT: usize = 64;
 
-/// Why a failure ended in the DLQ, coarsely, for filtering.
-pub const ERROR_CLASSES: [&str; 8] = [
-    "http_4xx",
-    "http_5xx",
-    "gone",
-    "timeout",
-    "connection",
-    "circuit_open",
-    "refused",
-    "endpoint_unavailable",
-];
+/// Why an entry is dead, coarsely: what the DLQ is filtered by (`other` when none fits).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum ErrorClass {
+    /// A final 4xx other than 408, 410 and 429.
+    #[serde(rename = "http_4xx")]
+    Http4xx,
+    /// 5xx, 408 or 429 until the schedule ran out.
+    #[serde(rename = "http_5xx")]
+    Http5xx,
+    /// 410: the receiver said the endpoint is gone.
+    #[serde(rename = "gone")]
+    Gone,
+    /// No answer in time.
+    #[serde(rename = "timeout")]
+    Timeout,
+    /// No connection.
+    #[serde(rename = "connection")]
+    Connection,
+    /// The endpoint's circuit was open.
+    #[serde(rename = "circuit_open")]
+    CircuitOpen,
+    /// The target is an internal address (the SSRF guard).
+    #[serde(rename = "refused")]
+    Refused,
+    /// The endpoint was disabled or deleted.
+    #[serde(rename = "endpoint_unavailable")]
+    EndpointUnavailable,
+    /// None of the above.
+    #[serde(rename = "other")]
+    Other,
+}
 
-/// The error class of a final status and error (`other` when none fits).
-pub fn error_class(status: Option<u16>, error: Option<&str>) -> &'static str {
-    match (status, error.unwrap_or_default()) {
-        (Some(410), _) => "gone",
-        (Some(s), _) if (500..600).contains(&s) || s == 408 || s == 429 => "http_5xx",
-        (Some(s), _) if (400..500).contains(&s) => "http_4xx",
-        (_, e) if e.starts_with("circuit open") => "circuit_open",
-        (_, e) if e.starts_with(crate::delivery::guard::REFUSED) || e.contains("not allowed") => {
-            "refused"
+impl ErrorClass {
+    /// Every class.
+    pub const ALL: [ErrorClass; 9] = [
+        ErrorClass::Http4xx,
+        ErrorClass::Http5xx,
+        ErrorClass::Gone,
+        ErrorClass::Timeout,
+        ErrorClass::Connection,
+        ErrorClass::CircuitOpen,
+        ErrorClass::Refused,
+        ErrorClass::EndpointUnavailable,
+        ErrorClass::Other,
+    ];
+
+    /// Its name, as stored and filtered by.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorClass::Http4xx => "http_4xx",
+            ErrorClass::Http5xx => "http_5xx",
+            ErrorClass::Gone => "gone",
+            ErrorClass::Timeout => "timeout",
+            ErrorClass::Connection => "connection",
+            ErrorClass::CircuitOpen => "circuit_open",
+            ErrorClass::Refused => "refused",
+            ErrorClass::EndpointUnavailable => "endpoint_unavailable",
+            ErrorClass::Other => "other",
         }
-        (_, e) if e.starts_with("endpoint ") => "endpoint_unavailable",
-        (_, e) if e.contains("timed out") || e.contains("timeout") => "timeout",
-        (_, e) if e.contains("connect") || e.contains("error sending request") => "connection",
-        _ => "other",
+    }
+}
+
+impl std::fmt::Display for ErrorClass {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A name that is no [`ErrorClass`]; the message lists them.
+#[derive(Debug, thiserror::Error)]
+#[error("unknown error class {0:?}; expected one of {names}", names = ErrorClass::ALL.map(ErrorClass::as_str).join(", "))]
+pub struct UnknownErrorClass(pub String);
+
+impl std::str::FromStr for ErrorClass {
+    type Err = UnknownErrorClass;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        ErrorClass::ALL
+            .into_iter()
+            .find(|c| c.as_str() == s)
+            .ok_or_else(|| UnknownErrorClass(s.to_owned()))
+    }
+}
+
+/// The error class of a final status and error.
+pub fn error_class(status: Option<u16>, error: Option<&str>) -> ErrorClass {
+    match (status, error.unwrap_or_default()) {
+        (Some(410), _) => ErrorClass::Gone,
+        (Some(s), _) if (500..600).contains(&s) || s == 408 || s == 429 => ErrorClass::Http5xx,
+        (Some(s), _) if (400..500).contains(&s) => ErrorClass::Http4xx,
+        (_, e) if e.starts_with("circuit open") => ErrorClass::CircuitOpen,
+        (_, e) if e.starts_with(crate::delivery::guard::REFUSED) || e.contains("not allowed") => {
+            ErrorClass::Refused
+        }
+        (_, e) if e.starts_with("endpoint ") => ErrorClass::EndpointUnavailable,
+        (_, e) if e.contains("timed out") || e.contains("timeout") => ErrorClass::Timeout,
+        (_, e) if e.contains("connect") || e.contains("error sending request") => {
+            ErrorClass::Connection
+        }
+        _ => ErrorClass::Other,
     }
 }
 
@@ -132,7 +206,7 @@ pub struct Filter {
     /// Dead-lettered before.
     pub to: Option<DateTime<Utc>>,
     /// Only this error class.
-    pub error_class: Option<String>,
+    pub error_class: Option<ErrorClass>,
     /// Also entries redriven before (lists only; a redrive never takes them).
     pub include_redriven: bool,
 }
@@ -165,7 +239,7 @@ impl Filter {
             q.push(" AND dead_at < ").push_bind(to);
         }
         if let Some(c) = &self.error_class {
-            q.push(" AND error_class = ").push_bind(c.clone());
+            q.push(" AND error_class = ").push_bind(c.as_str());
         }
         if !self.include_redriven {
             q.push(" AND redriven_at IS NULL");
@@ -206,7 +280,7 @@ pub async fn index(pool: &PgPool, rows: &[NewDeadLetter]) -> Result<u64, DbError
             .push_bind(pg_text(t.envelope.event_id.as_str()).into_owned())
             .push_bind(t.endpoint_id)
             .push_bind(pg_text(&t.envelope.event_type).into_owned())
-            .push_bind(error_class(t.last_status, t.last_error.as_deref()))
+            .push_bind(error_class(t.last_status, t.last_error.as_deref()).as_str())
             .push_bind(t.last_status.map(i32::from))
             .push_bind(t.last_error.as_deref().map(|e| pg_text(e).into_owned()))
             .push_bind(t.attempt as i32)
@@ -545,27 +619,34 @@ mod tests {
     fn every_ssrf_refusal_is_classed_refused() {
         // Both paths: an IP literal checked before sending, and a name the resolver refused.
         let refusal = crate::delivery::guard::InternalTarget("127.0.0.1".into()).to_string();
-        assert_eq!(error_class(None, Some(&refusal)), "refused");
+        assert_eq!(error_class(None, Some(&refusal)).as_str(), "refused");
         let resolved = crate::delivery::guard::InternalTarget("localhost".into()).to_string();
-        assert_eq!(error_class(None, Some(&resolved)), "refused");
+        assert_eq!(error_class(None, Some(&resolved)).as_str(), "refused");
     }
 
     #[test]
     fn final_failures_are_classed() {
-        assert_eq!(error_class(Some(400), None), "http_4xx");
-        assert_eq!(error_class(Some(410), None), "gone");
-        assert_eq!(error_class(Some(503), Some("http 503")), "http_5xx");
-        assert_eq!(error_class(Some(429), None), "http_5xx");
-        assert_eq!(error_class(None, Some("circuit open: endpoint failing")), "circuit_open");
-        assert_eq!(error_class(None, Some("endpoint disabled or deleted")), "endpoint_unavailable");
+        assert_eq!(error_class(Some(400), None).as_str(), "http_4xx");
+        assert_eq!(error_class(Some(410), None).as_str(), "gone");
+        assert_eq!(error_class(Some(503), Some("http 503")).as_str(), "http_5xx");
+        assert_eq!(error_class(Some(429), None).as_str(), "http_5xx");
         assert_eq!(
-            error_class(None, Some("error sending request: operation timed out")),
+            error_class(None, Some("circuit open: endpoint failing")).as_str(),
+            "circuit_open"
+        );
+        assert_eq!(
+            error_class(None, Some("endpoint disabled or deleted")).as_str(),
+            "endpoint_unavailable"
+        );
+        assert_eq!(
+            error_class(None, Some("error sending request: operation timed out")).as_str(),
             "timeout"
         );
         assert_eq!(
-            error_class(None, Some("error sending request: tcp connect error: Connection refused")),
+            error_class(None, Some("error sending request: tcp connect error: Connection refused"))
+                .as_str(),
             "connection"
         );
-        assert_eq!(error_class(None, None), "other");
+        assert_eq!(error_class(None, None).as_str(), "other");
     }
 }

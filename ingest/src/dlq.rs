@@ -8,7 +8,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use chrono::{DateTime, Utc};
 use hookstream_core::db::redrive_jobs::{self, RedriveJob};
-use hookstream_core::dlq::{self, DeadLetter, Filter, RedriveOptions};
+use hookstream_core::dlq::{self, DeadLetter, ErrorClass, Filter, RedriveOptions};
 use hookstream_core::{DeadLetterId, EndpointId, RedriveJobId};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
@@ -90,29 +90,22 @@ pub struct RedriveResponse {
     pub dry_run: bool,
 }
 
+/// Checks a filter's time window and error class (the class, parsed, for the filter).
 fn check(
     from: Option<DateTime<Utc>>,
     to: Option<DateTime<Utc>>,
     error_class: Option<&str>,
     field_prefix: &str,
-) -> Result<(), ApiError> {
+) -> Result<Option<ErrorClass>, ApiError> {
     if let (Some(from), Some(to)) = (from, to) {
         if to <= from {
             return Err(ApiError::invalid(format!("{field_prefix}to"), "must be after `from`"));
         }
     }
-    if let Some(c) = error_class {
-        if !dlq::ERROR_CLASSES.contains(&c) && c != "other" {
-            return Err(ApiError::invalid(
-                format!("{field_prefix}error_class"),
-                format!(
-                    "unknown error class; expected one of {}, other",
-                    dlq::ERROR_CLASSES.join(", ")
-                ),
-            ));
-        }
-    }
-    Ok(())
+    error_class
+        .map(|c| c.parse::<ErrorClass>())
+        .transpose()
+        .map_err(|e| ApiError::invalid(format!("{field_prefix}error_class"), e.to_string()))
 }
 
 fn unavailable(e: impl std::fmt::Display) -> ApiError {
@@ -141,7 +134,7 @@ pub async fn list(
 ) -> Result<Json<DeadLetterPage>, ApiError> {
     let owner = state.auth.authenticate(&headers).await?;
     let q: ListQuery = parse_query(query.as_deref().unwrap_or_default())?;
-    check(q.from, q.to, q.error_class.as_deref(), "")?;
+    let error_class = check(q.from, q.to, q.error_class.as_deref(), "")?;
     let limit = q.limit.unwrap_or(DEFAULT_LIMIT);
     if !(1..=MAX_LIMIT).contains(&limit) {
         return Err(ApiError::invalid("limit", format!("must be between 1 and {MAX_LIMIT}")));
@@ -152,7 +145,7 @@ pub async fn list(
         event_type: q.event_type,
         from: q.from,
         to: q.to,
-        error_class: q.error_class,
+        error_class,
         include_redriven: q.include_redriven.unwrap_or(false),
     };
     let mut data =
@@ -221,14 +214,14 @@ pub async fn redrive(
     require_json(&headers)?;
     let bytes = read_limited(&headers, body, state.settings.max_body_bytes).await?;
     let r: RedriveRequest = parse_stored_json(&bytes)?;
-    check(r.from, r.to, r.error_class.as_deref(), "/")?;
+    let error_class = check(r.from, r.to, r.error_class.as_deref(), "/")?;
     let filter = Filter {
         account: Some(owner.account_id),
         endpoint: r.endpoint_id,
         event_type: r.event_type.clone(),
         from: r.from,
         to: r.to,
-        error_class: r.error_class.clone(),
+        error_class,
         include_redriven: false,
     };
     let actor = format!("key:{}", owner.key_id);

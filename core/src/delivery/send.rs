@@ -247,7 +247,7 @@ mod tests {
             let attempt = sender.send(&target, &envelope(), "").await;
             let error = attempt.error.expect("an error");
             assert!(error.starts_with(guard::REFUSED), "{url}: {error}");
-            assert_eq!(crate::dlq::error_class(None, Some(&error)), "refused", "{url}");
+            assert_eq!(crate::dlq::error_class(None, Some(&error)).as_str(), "refused", "{url}");
             assert!(matches!(attempt.outcome, Outcome::Permanent { .. }), "{url}");
         }
     }
