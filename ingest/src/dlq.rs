@@ -8,7 +8,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use chrono::{DateTime, Utc};
 use hookstream_core::db::redrive_jobs::{self, RedriveJob};
-use hookstream_core::dlq::{self, DeadLetter, ErrorClass, Filter, RedriveOptions};
+use hookstream_core::dlq::{self, DeadLetter, ErrorClass, Filter};
 use hookstream_core::{DeadLetterId, EndpointId, RedriveJobId};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
@@ -226,20 +226,8 @@ pub async fn redrive(
     };
     let actor = format!("key:{}", owner.key_id);
     if r.dry_run {
-        let options = RedriveOptions {
-            handoff: None,
-            actor: &actor,
-            pace: None,
-            limit: None,
-            stop: None,
-            page: None,
-        };
-        let report =
-            dlq::redrive(&state.pool, &filter, options, |_, _| {}).await.map_err(|e| match e {
-                dlq::RedriveError::Db(e) => unavailable(e),
-                dlq::RedriveError::Handoff { .. } => unavailable(e),
-            })?;
-        let answer = RedriveResponse { matched: report.matched, redriven: 0, dry_run: true };
+        let matched = dlq::count(&state.pool, &filter).await.map_err(unavailable)?.max(0) as u64;
+        let answer = RedriveResponse { matched, redriven: 0, dry_run: true };
         return Ok(Json(answer).into_response());
     }
     let spec = JobSpec {
