@@ -28,7 +28,4 @@ pub mod topics;
 pub mod trace_context;
 mod unparsable;
 
-#[cfg(feature = "testkit")]
-pub mod testkit;
-
 pub use ids::{AccountId, ApiKeyId, DeadLetterId, EndpointId, EventId, RedriveJobId};

@@ -2,7 +2,7 @@
 
 use std::process::Output;
 
-use hookstream_core::testkit::{self, TestDatabase};
+use hookstream_testkit::{self as testkit, TestDatabase};
 use serde_json::Value;
 
 async fn hookstream(db: &TestDatabase, args: &[&str]) -> Output {

@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use hookstream_core::kafka;
-use hookstream_core::testkit::{self, TestDatabase};
+use hookstream_testkit::{self as testkit, TestDatabase};
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, DefaultConsumerContext};
 use rdkafka::producer::FutureRecord;
 use rdkafka::{Offset, TopicPartitionList};

@@ -8,8 +8,8 @@ use chrono::Utc;
 use hookstream_core::db::accounts;
 use hookstream_core::db::endpoints::{self, NewEndpoint};
 use hookstream_core::delivery::sign::SigningSecret;
-use hookstream_core::testkit::{self, eventually, TestDatabase};
 use hookstream_core::tier::Tier;
+use hookstream_testkit::{self as testkit, eventually, TestDatabase};
 use serde_json::{json, Value};
 
 #[tokio::test]

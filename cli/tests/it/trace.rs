@@ -6,11 +6,11 @@ use std::time::Duration;
 use hookstream_core::config::{AdminConfig, HttpConfig};
 use hookstream_core::db::{accounts, api_keys, endpoints};
 use hookstream_core::delivery::DeliveryConfig;
-use hookstream_core::testkit::{self, eventually, Receiver, TestDatabase};
 use hookstream_core::tier::Tier;
 use hookstream_dispatcher::{DispatcherConfig, DispatcherSettings};
 use hookstream_ingest::{IngestConfig, IngestSettings};
 use hookstream_retrier::{RetrierConfig, RetrierSettings};
+use hookstream_testkit::{self as testkit, eventually, Receiver, TestDatabase};
 use tokio_util::sync::CancellationToken;
 
 fn trace_id(traceparent: &str) -> &str {

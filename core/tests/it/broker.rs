@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use hookstream_core::kafka::{self, TopicCreation, TopicSpec};
 use hookstream_core::producer::{HealingProducer, ProduceError};
-use hookstream_core::testkit::{self, eventually, unique};
+use hookstream_testkit::{self as testkit, eventually, unique};
 use rdkafka::consumer::{CommitMode, Consumer, DefaultConsumerContext, StreamConsumer};
 use rdkafka::message::{BorrowedMessage, Header, Headers, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};

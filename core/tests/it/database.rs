@@ -1,6 +1,6 @@
 //! Migrations against the real Postgres.
 
-use hookstream_core::testkit::TestDatabase;
+use hookstream_testkit::TestDatabase;
 
 #[tokio::test]
 async fn migrating_twice_is_a_no_op_and_creates_every_table() {

@@ -47,12 +47,12 @@ async fn an_unreachable_database_is_named_without_its_password() {
 #[tokio::test]
 async fn services_fail_to_start_naming_the_missing_backend() {
     let live_db = DatabaseConfig {
-        url: hookstream_core::testkit::admin_database_url(),
+        url: hookstream_testkit::admin_database_url(),
         ..DatabaseConfig::default()
     };
     let err = service::connect(&dead_kafka(), &live_db).await.err().expect("must fail");
     assert!(matches!(err, ServiceError::Kafka(_)), "{err}");
-    let err = service::connect(&hookstream_core::testkit::kafka_config(), &dead_database())
+    let err = service::connect(&hookstream_testkit::kafka_config(), &dead_database())
         .await
         .err()
         .expect("must fail");

@@ -8,8 +8,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use hookstream_core::envelope::Priority;
-use hookstream_core::testkit::{self, eventually, Receiver};
 use hookstream_core::tier::RateLimit;
+use hookstream_testkit::{self as testkit, eventually, Receiver};
 
 use crate::support::World;
 

@@ -5,8 +5,8 @@ use std::time::Duration;
 
 use hookstream_core::db::endpoints;
 use hookstream_core::envelope::{DeliveryTask, Priority};
-use hookstream_core::testkit::{self, eventually, Receiver};
 use hookstream_dispatcher::DispatcherSettings;
+use hookstream_testkit::{self as testkit, eventually, Receiver};
 use rdkafka::message::Headers;
 use rdkafka::Message;
 

@@ -3,9 +3,9 @@
 use std::time::{Duration, Instant};
 
 use hookstream_core::envelope::Priority;
-use hookstream_core::testkit::{eventually, Receiver};
 use hookstream_core::tier::RateLimit;
 use hookstream_dispatcher::DispatcherSettings;
+use hookstream_testkit::{eventually, Receiver};
 
 use crate::support::{Running, World};
 

@@ -6,7 +6,7 @@ mod fairness;
 mod poison;
 mod support;
 
-use hookstream_core::testkit;
+use hookstream_testkit as testkit;
 
 #[tokio::test]
 async fn starts_fails_clearly_and_stops_on_sigterm() {

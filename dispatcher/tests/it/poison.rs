@@ -10,9 +10,9 @@ use axum::http::{header, StatusCode};
 use axum::response::Response;
 use axum::routing::post;
 use hookstream_core::envelope::Priority;
-use hookstream_core::testkit::{eventually, Receiver};
 use hookstream_core::{AccountId, EventId};
 use hookstream_dispatcher::{DispatcherConfig, DispatcherSettings};
+use hookstream_testkit::{eventually, Receiver};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::support::{Running, World};
@@ -295,11 +295,11 @@ async fn a_receiver_that_never_answers_times_out_without_holding_anyone_else() {
 
 #[tokio::test]
 async fn shutdown_keeps_its_deadline_with_the_broker_and_postgres_gone() {
-    let mut broker = hookstream_core::testkit::OwnBroker::start().await;
+    let mut broker = hookstream_testkit::OwnBroker::start().await;
     let kafka = broker.kafka_config();
-    let topics = hookstream_core::testkit::topics_config(2);
-    hookstream_core::testkit::create_topics_on(&kafka, &topics.topics().all(), 2).await;
-    let db = hookstream_core::testkit::TestDatabase::new().await;
+    let topics = hookstream_testkit::topics_config(2);
+    hookstream_testkit::create_topics_on(&kafka, &topics.topics().all(), 2).await;
+    let db = hookstream_testkit::TestDatabase::new().await;
     let receiver = Receiver::start().await;
     let account = hookstream_core::db::accounts::create(
         &db.pool,
@@ -322,10 +322,10 @@ async fn shutdown_keeps_its_deadline_with_the_broker_and_postgres_gone() {
     let envs = [
         ("HOOKSTREAM_TOPICS__PREFIX", topics.prefix.clone()),
         ("HOOKSTREAM_DELIVERY__ALLOW_PRIVATE_TARGETS", "true".to_owned()),
-        ("HOOKSTREAM_DISPATCHER__GROUP_ID", hookstream_core::testkit::unique("dispatcher-")),
+        ("HOOKSTREAM_DISPATCHER__GROUP_ID", hookstream_testkit::unique("dispatcher-")),
     ];
     let topic = topics.topics().events(Priority::Normal);
-    hookstream_core::testkit::assert_shutdown_deadline_with_dependencies_gone(
+    hookstream_testkit::assert_shutdown_deadline_with_dependencies_gone(
         env!("CARGO_BIN_EXE_hookstream-dispatcher"),
         &envs,
         &mut broker,

@@ -4,9 +4,9 @@ use std::collections::HashSet;
 use std::time::Duration;
 
 use hookstream_core::envelope::{EventEnvelope, Priority};
-use hookstream_core::testkit;
 use hookstream_core::trace_context::TraceParent;
 use hookstream_core::EventId;
+use hookstream_testkit as testkit;
 use rdkafka::message::Headers;
 use rdkafka::Message;
 use serde_json::{json, Value};

@@ -1,8 +1,8 @@
 //! `/v1/endpoints`, `/v1/events/{id}/deliveries`, `/v1/audit`: round trips, validation, and
 //! isolation between accounts, through HTTP against a real Postgres.
 
-use hookstream_core::testkit;
 use hookstream_ingest::IngestSettings;
+use hookstream_testkit as testkit;
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 

@@ -4,8 +4,8 @@
 use std::time::{Duration, Instant};
 
 use hookstream_core::config::KafkaConfig;
-use hookstream_core::testkit::{self, eventually, OwnBroker};
 use hookstream_ingest::IngestSettings;
+use hookstream_testkit::{self as testkit, eventually, OwnBroker};
 
 use crate::support::{created, Ingest};
 

@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use apache_avro::types::Value as Avro;
 use hookstream_core::schema::ENVELOPE_AVSC;
-use hookstream_core::testkit;
 use hookstream_ingest::IngestSettings;
+use hookstream_testkit as testkit;
 use rdkafka::Message;
 use serde_json::Value;
 

@@ -4,10 +4,10 @@ use std::time::Duration;
 
 use hookstream_core::config::{AdminConfig, HttpConfig, KafkaConfig, TopicsConfig};
 use hookstream_core::db::{accounts, api_keys};
-use hookstream_core::testkit::{self, eventually, TestDatabase};
 use hookstream_core::tier::Tier;
 use hookstream_core::{AccountId, ApiKeyId};
 use hookstream_ingest::{IngestConfig, IngestSettings};
+use hookstream_testkit::{self as testkit, eventually, TestDatabase};
 use tokio_util::sync::CancellationToken;
 
 /// A running ingest with one account and its key.

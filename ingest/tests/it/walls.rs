@@ -5,8 +5,8 @@
 
 use std::time::{Duration, Instant};
 
-use hookstream_core::testkit;
 use hookstream_ingest::{IngestConfig, IngestSettings};
+use hookstream_testkit as testkit;
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};

@@ -6,7 +6,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use hookstream_core::testkit::{self, eventually, Receiver};
+use hookstream_testkit::{self as testkit, eventually, Receiver};
 
 use crate::support::World;
 

@@ -5,7 +5,7 @@ mod schedule;
 mod support;
 mod walls;
 
-use hookstream_core::testkit;
+use hookstream_testkit as testkit;
 
 #[tokio::test]
 async fn starts_fails_clearly_and_stops_on_sigterm() {

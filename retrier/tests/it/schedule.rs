@@ -7,7 +7,7 @@ use chrono::Utc;
 use hookstream_core::db::deliveries;
 use hookstream_core::dlq::{self, Filter};
 use hookstream_core::envelope::DeliveryTask;
-use hookstream_core::testkit::{self, eventually, Hit, Receiver};
+use hookstream_testkit::{self as testkit, eventually, Hit, Receiver};
 use rdkafka::Message;
 
 use crate::support::{Running, World};

@@ -12,12 +12,12 @@ use hookstream_core::delivery::DeliveryConfig;
 use hookstream_core::envelope::{
     headers, DeliveryTask, EventEnvelope, Origin, Priority, SCHEMA_VERSION,
 };
-use hookstream_core::testkit::{self, TestDatabase};
 use hookstream_core::tier::Tier;
 use hookstream_core::trace_context::TraceParent;
 use hookstream_core::{kafka, AccountId, EndpointId, EventId};
 use hookstream_dispatcher::{DispatcherConfig, DispatcherSettings};
 use hookstream_retrier::{RetrierConfig, RetrierSettings};
+use hookstream_testkit::{self as testkit, TestDatabase};
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use serde_json::json;

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use hookstream_core::testkit::{self, eventually, Receiver};
+use hookstream_testkit::{self as testkit, eventually, Receiver};
 use serde_json::json;
 
 use crate::support::{Running, World};

@@ -1,6 +1,6 @@
 //! Shared kit for integration tests: every test gets its own topic prefix and its own
 //! database, so tests run in parallel against the one local broker and Postgres and leave
-//! nothing behind. Enabled with the `testkit` feature (dev-dependencies only).
+//! nothing behind. A dev-dependency only: never in a service binary.
 //!
 //! `HOOKSTREAM_TEST_BROKERS` and `HOOKSTREAM_TEST_DATABASE_URL` point it at the services that
 //! `scripts/dev-up.sh` started; the defaults match that script's defaults.
@@ -13,8 +13,8 @@ use std::time::Duration;
 use sqlx::{Connection, PgConnection, PgPool};
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{DatabaseConfig, KafkaConfig, TopicsConfig};
-use crate::kafka::{self, TopicSpec};
+use hookstream_core::config::{DatabaseConfig, KafkaConfig, TopicsConfig};
+use hookstream_core::kafka::{self, TopicSpec};
 
 /// Bootstrap servers of the test broker.
 pub fn brokers() -> String {
@@ -101,8 +101,8 @@ impl TestDatabase {
             max_connections: 5,
             connect_timeout: Duration::from_secs(5),
         };
-        let pool = crate::db::connect(&config).await.expect("connect test db");
-        crate::db::migrate(&pool).await.expect("migrate test db");
+        let pool = hookstream_core::db::connect(&config).await.expect("connect test db");
+        hookstream_core::db::migrate(&pool).await.expect("migrate test db");
         Self { pool, config, name }
     }
 }
