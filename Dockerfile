@@ -6,7 +6,7 @@ RUN apt-get update && apt-get install -y --no-install-recommends cmake libssl-de
     && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 COPY . .
-RUN cargo build --release --locked --bins \
+RUN cargo build --release --locked -p hookstream-cli -p hookstream-ingest -p hookstream-dispatcher -p hookstream-retrier \
     && mkdir /out \
     && cp target/release/hookstream target/release/hookstream-ingest \
           target/release/hookstream-dispatcher target/release/hookstream-retrier /out/

@@ -7,7 +7,7 @@ source "$(dirname "$0")/lib.sh"
 
 "$HS_ROOT/scripts/dev-up.sh" >/dev/null
 log "building release binaries"
-cargo build --quiet --release -p hookstream-cli -p hookstream-dispatcher --manifest-path "$HS_ROOT/Cargo.toml"
+cargo build --quiet --release -p hookstream-testbed -p hookstream-dispatcher --manifest-path "$HS_ROOT/Cargo.toml"
 bin=$CARGO_TARGET_DIR/release
 mkdir -p "$HS_ROOT/bench"
 {
@@ -15,6 +15,6 @@ mkdir -p "$HS_ROOT/bench"
   echo
   echo "$(date -u +%Y-%m-%dT%H:%MZ), $(nproc) cores, $(free -g | awk '/Mem:/ {print $2}') GiB; broker: Apache Kafka $HOOKSTREAM_KAFKA_VERSION (one node, heap $HOOKSTREAM_BROKER_HEAP); sink, dispatcher, broker and Postgres on one machine, loopback."
   echo
-  "$bin/hookstream" bench-dispatch --dispatcher-bin "$bin/hookstream-dispatcher" \
+  "$bin/hookstream-testbed" bench-dispatch --dispatcher-bin "$bin/hookstream-dispatcher" \
     --events "${BENCH_EVENTS:-100000}" --concurrency "${BENCH_CONCURRENCY:-256}"
 } | tee "$HS_ROOT/bench/dispatcher.md"

@@ -17,7 +17,7 @@ port=${BENCH_PORT:-18080}
 
 "$HS_ROOT/scripts/dev-up.sh" >/dev/null
 log "building release binaries"
-cargo build --quiet --release -p hookstream-cli -p hookstream-ingest --manifest-path "$HS_ROOT/Cargo.toml"
+cargo build --quiet --release -p hookstream-testbed -p hookstream-ingest --manifest-path "$HS_ROOT/Cargo.toml"
 bin=$CARGO_TARGET_DIR/release
 work=$(mktemp -d)
 trap 'kill "${ingest_pid:-}" 2>/dev/null || true; rm -rf "$work"' EXIT
@@ -29,7 +29,7 @@ for i in $(seq "$accounts"); do
 done
 
 log "(a) bare producer, ${seconds}s, $conns in flight, $payload-byte messages"
-bare=$("$bin/hookstream" bench-produce --duration "${seconds}s" --in-flight "$conns" --payload-bytes "$payload" --keys "$accounts")
+bare=$("$bin/hookstream-testbed" bench-produce --duration "${seconds}s" --in-flight "$conns" --payload-bytes "$payload" --keys "$accounts")
 echo "$bare"
 
 HOOKSTREAM_HTTP__LISTEN=127.0.0.1:$port HOOKSTREAM_ADMIN__LISTEN=127.0.0.1:$((port + 1)) HOOKSTREAM_TELEMETRY__LOG_LEVEL=warn "$bin/hookstream-ingest" &
@@ -37,9 +37,9 @@ ingest_pid=$!
 wait_for_port "$port" "ingest" 30
 
 log "(b) ingest at max rate, ${seconds}s, $conns connections"
-max=$("$bin/hookstream" loadgen --url "http://127.0.0.1:$port" --keys-file "$work/keys" --connections "$conns" --duration "${seconds}s" --payload-bytes "$payload" --json)
+max=$("$bin/hookstream-testbed" loadgen --url "http://127.0.0.1:$port" --keys-file "$work/keys" --connections "$conns" --duration "${seconds}s" --payload-bytes "$payload" --json)
 log "(c) ingest at $rate events/s, ${seconds}s"
-fixed=$("$bin/hookstream" loadgen --url "http://127.0.0.1:$port" --keys-file "$work/keys" --connections "$conns" --rate "$rate" --duration "${seconds}s" --payload-bytes "$payload" --json)
+fixed=$("$bin/hookstream-testbed" loadgen --url "http://127.0.0.1:$port" --keys-file "$work/keys" --connections "$conns" --rate "$rate" --duration "${seconds}s" --payload-bytes "$payload" --json)
 rss_kb=$(awk '/VmHWM/ {print $2}' "/proc/$ingest_pid/status")
 
 bare_rate=$(sed -E 's/.* ([0-9.]+) msgs\/s.*/\1/' <<<"$bare")

@@ -7,7 +7,7 @@ source "$(dirname "$0")/lib.sh"
 
 "$HS_ROOT/scripts/dev-up.sh" >/dev/null
 log "building release binaries"
-cargo build --quiet --release -p hookstream-cli -p hookstream-retrier --manifest-path "$HS_ROOT/Cargo.toml"
+cargo build --quiet --release -p hookstream-testbed -p hookstream-retrier --manifest-path "$HS_ROOT/Cargo.toml"
 bin=$CARGO_TARGET_DIR/release
 mkdir -p "$HS_ROOT/bench"
 {
@@ -15,6 +15,6 @@ mkdir -p "$HS_ROOT/bench"
   echo
   echo "$(date -u +%Y-%m-%dT%H:%MZ), $(nproc) cores, $(free -g | awk '/Mem:/ {print $2}') GiB; broker: Apache Kafka $HOOKSTREAM_KAFKA_VERSION (one node, heap $HOOKSTREAM_BROKER_HEAP); sink, retrier, broker and Postgres on one machine, loopback. Default schedule 1s,5s,25s,125s,625s; tasks go to the 1s tier."
   echo
-  "$bin/hookstream" bench-retry --retrier-bin "$bin/hookstream-retrier" \
+  "$bin/hookstream-testbed" bench-retry --retrier-bin "$bin/hookstream-retrier" \
     --rate "${BENCH_RATE:-1000}" --duration "${BENCH_DURATION:-30s}" --redrive "${BENCH_REDRIVE:-20000}"
 } | tee "$HS_ROOT/bench/retrier.md"

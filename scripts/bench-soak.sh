@@ -75,9 +75,9 @@ export HOOKSTREAM_BROKER_PROPERTIES="log.roll.ms=60000 log.retention.check.inter
 run=$HOOKSTREAM_DEV_DIR/run
 mkdir -p "$run"
 log "$rate events/s for ${seconds}s over 20 accounts (retention $retention)"
-"$bin/hookstream" seed --accounts 20 --endpoint-url "http://127.0.0.1:$sink_port/soak/{n}" \
+"$bin/hookstream-testbed" seed --accounts 20 --endpoint-url "http://127.0.0.1:$sink_port/soak/{n}" \
   --keys-out "$run/keys" --name soak >/dev/null
-"$bin/hookstream" sink --listen "127.0.0.1:$sink_port" --record "$run/sink.tsv" --json \
+"$bin/hookstream-testbed" sink --listen "127.0.0.1:$sink_port" --record "$run/sink.tsv" --json \
   >"$run/sink.report" &
 pids+=($!)
 wait_for_port "$sink_port" sink 30
@@ -106,7 +106,7 @@ start_ms=$(date +%s%3N)
   done
 ) >"$run/samples.tsv" &
 sampler=$!
-"$bin/hookstream" loadgen --url "http://127.0.0.1:$ingest_port" --keys-file "$run/keys" \
+"$bin/hookstream-testbed" loadgen --url "http://127.0.0.1:$ingest_port" --keys-file "$run/keys" \
   --rate "$rate" --duration "${seconds}s" --connections 64 --payload-bytes 1024 \
   --ids-out "$run/ids" --json >"$run/load.json"
 accepted=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["accepted"])' "$run/load.json")
@@ -116,7 +116,7 @@ for _ in $(seq 300); do
 done
 kill "$sampler"
 wait "$sampler" 2>/dev/null || true
-"$bin/hookstream" reconcile --ids "$run/ids" --sink-record "$run/sink.tsv" --json \
+"$bin/hookstream-testbed" reconcile --ids "$run/ids" --sink-record "$run/sink.tsv" --json \
   >"$run/reconcile.json" || true
 tsv=${out%.md}.tsv
 cp "$run/samples.tsv" "$tsv"

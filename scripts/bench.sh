@@ -77,7 +77,7 @@ start_services() {
   done
 }
 start_sink() { # record file
-  "$bin/hookstream" sink --listen "127.0.0.1:$sink_port" --record "$1" --json >"$1.report" &
+  "$bin/hookstream-testbed" sink --listen "127.0.0.1:$sink_port" --record "$1" --json >"$1.report" &
   pids+=($!)
   wait_for_port "$sink_port" sink 30
 }
@@ -106,12 +106,12 @@ broker_pid=$(cat "$BROKER_PID")
 
 log "end to end: $e2e_rate events/s for ${e2e_seconds}s over 20 accounts"
 use_topics e2e
-"$bin/hookstream" seed --accounts 20 --endpoint-url "http://127.0.0.1:$sink_port/e2e$$/{n}" \
+"$bin/hookstream-testbed" seed --accounts 20 --endpoint-url "http://127.0.0.1:$sink_port/e2e$$/{n}" \
   --keys-out "$work/e2e.keys" --name "bench-e2e" >/dev/null
 start_sink "$work/e2e.tsv"
 start_services
 broker_cpu0=$(cpu_s "$broker_pid")
-"$bin/hookstream" loadgen --url "http://127.0.0.1:$ingest_port" --keys-file "$work/e2e.keys" \
+"$bin/hookstream-testbed" loadgen --url "http://127.0.0.1:$ingest_port" --keys-file "$work/e2e.keys" \
   --rate "$e2e_rate" --duration "${e2e_seconds}s" --connections 64 --payload-bytes 1024 \
   --ids-out "$work/e2e.ids" --json >"$work/e2e.load.json"
 {
@@ -125,19 +125,19 @@ wait_delivered "$work/e2e.tsv" "$(accepted "$work/e2e.load.json")" 120
 curl -sf "http://127.0.0.1:$sink_port/_sink/report" >"$work/e2e.sink.json"
 # Every accepted event accounted for on every endpoint it is owed to; the table judges the
 # result, so a loss must not stop the run here.
-"$bin/hookstream" reconcile --ids "$work/e2e.ids" --sink-record "$work/e2e.tsv" --json \
+"$bin/hookstream-testbed" reconcile --ids "$work/e2e.ids" --sink-record "$work/e2e.tsv" --json \
   >"$work/e2e.reconcile.json" || true
 stop_all
 
 log "fairness: 20 small accounts at $((fair_rate / 10)) events/s for ${fair_seconds}s, alone"
-"$bin/hookstream" seed --accounts 21 --endpoint-url "http://127.0.0.1:$sink_port/fair$$/{n}" \
+"$bin/hookstream-testbed" seed --accounts 21 --endpoint-url "http://127.0.0.1:$sink_port/fair$$/{n}" \
   --first-delivery-rate "$hot_limit" --keys-out "$work/fair.keys" --name "bench-fair" \
   | cut -f1 >"$work/fair.accounts"
 hot=$(head -1 "$work/fair.accounts")
 head -1 "$work/fair.keys" >"$work/hot.keys"
 tail -n +2 "$work/fair.keys" >"$work/small.keys"
 small_load() { # name
-  "$bin/hookstream" loadgen --url "http://127.0.0.1:$ingest_port" --keys-file "$work/small.keys" \
+  "$bin/hookstream-testbed" loadgen --url "http://127.0.0.1:$ingest_port" --keys-file "$work/small.keys" \
     --rate "$((fair_rate / 10))" --duration "${fair_seconds}s" --connections 32 \
     --payload-bytes 1024 --json >"$work/$1.load.json"
 }
@@ -152,7 +152,7 @@ log "fairness: the same, beside a hot account sending $((fair_rate * 9 / 10))/s 
 use_topics hot
 start_sink "$work/hot.tsv"
 start_services
-"$bin/hookstream" loadgen --url "http://127.0.0.1:$ingest_port" --keys-file "$work/hot.keys" \
+"$bin/hookstream-testbed" loadgen --url "http://127.0.0.1:$ingest_port" --keys-file "$work/hot.keys" \
   --rate "$((fair_rate * 9 / 10))" --duration "${fair_seconds}s" --connections 48 \
   --payload-bytes 1024 --json >"$work/hotonly.load.json" &
 hot_load=$!

@@ -94,9 +94,9 @@ faults() { # JSON body for the sink's fault control
 }
 
 log "seeding $accounts accounts with one endpoint each on the sink"
-"$bin/hookstream" seed --accounts "$accounts" --keys-out "$run_dir/keys" \
+"$bin/hookstream-testbed" seed --accounts "$accounts" --keys-out "$run_dir/keys" \
   --endpoint-url "http://127.0.0.1:$sink_port/a/{n}" --name faults >"$run_dir/accounts"
-"$bin/hookstream" sink --listen "127.0.0.1:$sink_port" --fail-rate "$fail_rate" \
+"$bin/hookstream-testbed" sink --listen "127.0.0.1:$sink_port" --fail-rate "$fail_rate" \
   --record "$run_dir/sink.tsv" --json >"$run_dir/sink-report.json" 2>>"$run_dir/sink.log" &
 echo $! >"$pids_dir/sink.pid"
 disown
@@ -155,7 +155,7 @@ resume() { # phase [bound]: writes run/resume.<phase> ("seconds bound", or "none
 # Connections: enough for the rate while every request waits out the produce timeout (5 s).
 phases=()
 load() { # name seconds
-  "$bin/hookstream" loadgen --url "http://127.0.0.1:$ingest_port" --keys-file "$run_dir/keys" \
+  "$bin/hookstream-testbed" loadgen --url "http://127.0.0.1:$ingest_port" --keys-file "$run_dir/keys" \
     --rate "$rate" --duration "$2s" --connections $((rate * 6)) --payload-bytes 512 \
     --ids-out "$run_dir/ids.$1" --json >"$run_dir/load.$1.json"
   phases+=("$1")
@@ -215,7 +215,7 @@ drain_total=0
 for d in ${schedule//,/ }; do drain_total=$((drain_total + ${d%s})); done
 deadline=$((SECONDS + drain_total + 90))
 sleep "$((drain_total / 2))"
-until "$bin/hookstream" reconcile --ids "$run_dir/ids" --sink-record "$run_dir/sink.tsv" \
+until "$bin/hookstream-testbed" reconcile --ids "$run_dir/ids" --sink-record "$run_dir/sink.tsv" \
   --max-duplicates "$bound" --json >"$run_dir/reconcile.json" 2>"$run_dir/reconcile.err"; do
   if [ "$SECONDS" -ge "$deadline" ]; then
     break
@@ -223,7 +223,7 @@ until "$bin/hookstream" reconcile --ids "$run_dir/ids" --sink-record "$run_dir/s
   sleep 5
 done
 ok=true
-"$bin/hookstream" reconcile --ids "$run_dir/ids" --sink-record "$run_dir/sink.tsv" \
+"$bin/hookstream-testbed" reconcile --ids "$run_dir/ids" --sink-record "$run_dir/sink.tsv" \
   --max-duplicates "$bound" --json >"$run_dir/reconcile.json" 2>"$run_dir/reconcile.err" || ok=false
 curl -sSf "http://127.0.0.1:$sink_port/_sink/report" >"$run_dir/sink-report.json"
 

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The README's Quickstart as a script, checked: starts `scripts/run.sh --local` and
-# `scripts/hookstream sink --print`, creates an account, a key and an endpoint pointing at the
+# `scripts/testbed sink --print`, creates an account, a key and an endpoint pointing at the
 # sink, posts one event, and waits until the sink prints it with its signature verified. Then
 # stops everything (run.sh stops its broker and Postgres). Exits 0 only if the webhook arrived.
 #
@@ -54,7 +54,7 @@ grep -q "hookstream running" "$out/run.log" || die "run.sh --local did not start
 wait_for_port "$HOOKSTREAM_HTTP_PORT" ingest 60
 
 # 2. The receiver.
-"$here/hookstream" sink --print --listen "127.0.0.1:$sink_port" >"$out/sink.out" 2>"$out/sink.err" &
+"$here/testbed" sink --print --listen "127.0.0.1:$sink_port" >"$out/sink.out" 2>"$out/sink.err" &
 sink_pid=$!
 wait_for_port "$sink_port" sink 60
 

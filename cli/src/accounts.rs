@@ -8,8 +8,8 @@ use hookstream_core::db::api_keys;
 use hookstream_core::tier::{RateLimit, Tier};
 use hookstream_core::{AccountId, ApiKeyId};
 
-use crate::config_file::CliConfig;
-use crate::operator;
+use hookstream_core::tool::operator;
+use hookstream_core::tool::ToolConfig;
 
 #[derive(Subcommand)]
 pub(crate) enum AccountsCommand {
@@ -115,7 +115,7 @@ fn limit(rate: Option<u32>, burst: Option<u32>) -> Option<RateLimit> {
     rate.map(|r| RateLimit { per_second: r, burst: burst.unwrap_or(r) })
 }
 
-pub(crate) async fn run_accounts(config: &CliConfig, cmd: AccountsCommand) -> anyhow::Result<()> {
+pub(crate) async fn run_accounts(config: &ToolConfig, cmd: AccountsCommand) -> anyhow::Result<()> {
     let pool = hookstream_core::db::connect(&config.database).await?;
     let actor = operator();
     match cmd {
@@ -129,7 +129,10 @@ pub(crate) async fn run_accounts(config: &CliConfig, cmd: AccountsCommand) -> an
         }
         AccountsCommand::List { limit, after, json } => {
             if !(1..=10_000).contains(&limit) {
-                return Err(crate::UsageError("--limit must be between 1 and 10000".into()).into());
+                return Err(hookstream_core::tool::UsageError(
+                    "--limit must be between 1 and 10000".into(),
+                )
+                .into());
             }
             let list = accounts::list(&pool, after, limit).await?;
             if json {
@@ -195,7 +198,7 @@ fn effective(rate: Option<i32>, burst: Option<i32>, default: RateLimit) -> RateL
     }
 }
 
-pub(crate) async fn run_keys(config: &CliConfig, cmd: KeysCommand) -> anyhow::Result<()> {
+pub(crate) async fn run_keys(config: &ToolConfig, cmd: KeysCommand) -> anyhow::Result<()> {
     let pool = hookstream_core::db::connect(&config.database).await?;
     let actor = operator();
     match cmd {

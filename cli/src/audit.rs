@@ -5,7 +5,7 @@ use comfy_table::{presets, Table};
 use hookstream_core::db::audit;
 use hookstream_core::AccountId;
 
-use crate::config_file::CliConfig;
+use hookstream_core::tool::ToolConfig;
 
 #[derive(Args)]
 pub(crate) struct AuditArgs {
@@ -23,9 +23,12 @@ pub(crate) struct AuditArgs {
     json: bool,
 }
 
-pub(crate) async fn run(config: &CliConfig, args: AuditArgs) -> anyhow::Result<()> {
+pub(crate) async fn run(config: &ToolConfig, args: AuditArgs) -> anyhow::Result<()> {
     if !(1..=10_000).contains(&args.limit) {
-        return Err(crate::UsageError("--limit must be between 1 and 10000".into()).into());
+        return Err(hookstream_core::tool::UsageError(
+            "--limit must be between 1 and 10000".into(),
+        )
+        .into());
     }
     let pool = hookstream_core::db::connect(&config.database).await?;
     let entries = audit::list(&pool, args.account, args.after, args.limit).await?;

@@ -13,8 +13,8 @@ use hookstream_core::producer::HealingProducer;
 use hookstream_core::{AccountId, DeadLetterId, EndpointId};
 use indicatif::{ProgressBar, ProgressStyle};
 
-use crate::config_file::CliConfig;
-use crate::UsageError;
+use hookstream_core::tool::ToolConfig;
+use hookstream_core::tool::UsageError;
 
 #[derive(Subcommand)]
 pub(crate) enum DlqCommand {
@@ -98,7 +98,7 @@ fn parse_error_class(s: &str) -> Result<dlq::ErrorClass, String> {
     s.parse().map_err(|e: dlq::UnknownErrorClass| e.to_string())
 }
 
-pub(crate) async fn run(config: &CliConfig, cmd: DlqCommand) -> anyhow::Result<()> {
+pub(crate) async fn run(config: &ToolConfig, cmd: DlqCommand) -> anyhow::Result<()> {
     let pool = hookstream_core::db::connect(&config.database).await?;
     match cmd {
         DlqCommand::List { filter, include_redriven, limit, after, json } => {
@@ -161,7 +161,7 @@ pub(crate) async fn run(config: &CliConfig, cmd: DlqCommand) -> anyhow::Result<(
             );
             bar.enable_steady_tick(Duration::from_millis(200));
             let started = Instant::now();
-            let actor = crate::operator();
+            let actor = hookstream_core::tool::operator();
             let pace = dlq::pace(rate);
             let options = RedriveOptions {
                 handoff: (!dry_run).then_some(&handoff),

@@ -12,7 +12,7 @@ use rdkafka::consumer::{BaseConsumer, Consumer, DefaultConsumerContext};
 use rdkafka::{Message, Offset, TopicPartitionList};
 use serde::Serialize;
 
-use crate::config_file::CliConfig;
+use hookstream_core::tool::ToolConfig;
 
 const TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -51,7 +51,7 @@ pub(crate) struct GroupLag {
     partitions: Vec<PartitionLag>,
 }
 
-pub(crate) async fn run(config: &CliConfig, args: LagArgs) -> anyhow::Result<()> {
+pub(crate) async fn run(config: &ToolConfig, args: LagArgs) -> anyhow::Result<()> {
     let kafka_config = config.kafka.clone();
     let prefix = args.topic_prefix.clone().unwrap_or_else(|| config.topics.prefix.clone());
     let groups = args.group.clone();

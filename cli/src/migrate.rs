@@ -1,8 +1,8 @@
 //! `hookstream migrate`.
 
-use crate::config_file::CliConfig;
+use hookstream_core::tool::ToolConfig;
 
-pub(crate) async fn run(config: &CliConfig) -> anyhow::Result<()> {
+pub(crate) async fn run(config: &ToolConfig) -> anyhow::Result<()> {
     let pool = hookstream_core::db::connect(&config.database).await?;
     let applied = hookstream_core::db::migrate(&pool).await?;
     if applied == 0 {

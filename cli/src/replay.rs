@@ -27,8 +27,8 @@ use rdkafka::consumer::{Consumer, DefaultConsumerContext, StreamConsumer};
 use rdkafka::message::Headers;
 use rdkafka::{Message, Offset, TopicPartitionList};
 
-use crate::config_file::CliConfig;
-use crate::UsageError;
+use hookstream_core::tool::ToolConfig;
+use hookstream_core::tool::UsageError;
 
 const TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -68,7 +68,7 @@ struct Progress {
     undecodable: u64,
 }
 
-pub(crate) async fn run(config: &CliConfig, args: ReplayArgs) -> anyhow::Result<()> {
+pub(crate) async fn run(config: &ToolConfig, args: ReplayArgs) -> anyhow::Result<()> {
     if let Some(to) = args.to {
         if to <= args.from {
             return Err(

@@ -3,7 +3,7 @@
 use clap::Subcommand;
 use hookstream_core::kafka::{self, topic_specs, TopicCreation};
 
-use crate::config_file::CliConfig;
+use hookstream_core::tool::ToolConfig;
 
 #[derive(Subcommand)]
 pub(crate) enum TopicsCommand {
@@ -14,7 +14,7 @@ pub(crate) enum TopicsCommand {
     List,
 }
 
-pub(crate) async fn run(config: &CliConfig, cmd: TopicsCommand) -> anyhow::Result<()> {
+pub(crate) async fn run(config: &ToolConfig, cmd: TopicsCommand) -> anyhow::Result<()> {
     let specs = topic_specs(&config.topics);
     match cmd {
         TopicsCommand::List => {

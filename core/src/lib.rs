@@ -24,6 +24,7 @@ pub mod service;
 pub mod shutdown;
 pub mod telemetry;
 pub mod tier;
+pub mod tool;
 pub mod topics;
 pub mod trace_context;
 mod unparsable;

@@ -4,5 +4,4 @@ mod accounts;
 mod dlq;
 mod lag;
 mod replay;
-mod sink;
 mod trace;

@@ -30,8 +30,8 @@ use rand::Rng;
 use serde::{Deserialize, Serialize};
 use sqlx::PgPool;
 
-use crate::config_file::CliConfig;
-use crate::UsageError;
+use hookstream_core::tool::ToolConfig;
+use hookstream_core::tool::UsageError;
 
 #[derive(Args)]
 pub(crate) struct SinkArgs {
@@ -137,7 +137,7 @@ struct Sink {
     print: bool,
 }
 
-pub(crate) async fn run(config: &CliConfig, args: SinkArgs) -> anyhow::Result<()> {
+pub(crate) async fn run(config: &ToolConfig, args: SinkArgs) -> anyhow::Result<()> {
     if !(0.0..=1.0).contains(&args.fail_rate) {
         return Err(UsageError("--fail-rate takes a share between 0 and 1".into()).into());
     }

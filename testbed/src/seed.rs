@@ -9,8 +9,8 @@ use hookstream_core::db::{accounts, api_keys, endpoints};
 use hookstream_core::tier::{RateLimit, Tier};
 use tokio::io::AsyncWriteExt;
 
-use crate::config_file::CliConfig;
-use crate::UsageError;
+use hookstream_core::tool::ToolConfig;
+use hookstream_core::tool::UsageError;
 
 #[derive(Args)]
 pub(crate) struct SeedArgs {
@@ -34,7 +34,7 @@ pub(crate) struct SeedArgs {
     name: String,
 }
 
-pub(crate) async fn run(config: &CliConfig, args: SeedArgs) -> anyhow::Result<()> {
+pub(crate) async fn run(config: &ToolConfig, args: SeedArgs) -> anyhow::Result<()> {
     if args.accounts == 0 {
         return Err(UsageError("--accounts must be at least 1".into()).into());
     }
@@ -42,7 +42,7 @@ pub(crate) async fn run(config: &CliConfig, args: SeedArgs) -> anyhow::Result<()
         return Err(UsageError("rates must be at least 1/s".into()).into());
     }
     let pool = hookstream_core::db::connect(&config.database).await?;
-    let actor = crate::operator();
+    let actor = hookstream_core::tool::operator();
     let mut keys = String::new();
     for n in 0..args.accounts {
         let account =

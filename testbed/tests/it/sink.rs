@@ -1,4 +1,4 @@
-//! `hookstream sink`: verifies signatures with the endpoint's secret from Postgres, records
+//! `hookstream-testbed sink`: verifies signatures with the endpoint's secret from Postgres, records
 //! each accepted delivery once (duplicates apart), injects the failures it is told to, and
 //! reports what it saw.
 
@@ -32,7 +32,7 @@ async fn the_sink_verifies_records_and_fails_on_demand() {
         secrets.push((endpoint.id, SigningSecret::parse(&secret).expect("secret")));
     }
     let record = std::env::temp_dir().join(testkit::unique("sink-record-"));
-    let sink = tokio::process::Command::new(env!("CARGO_BIN_EXE_hookstream"))
+    let sink = tokio::process::Command::new(env!("CARGO_BIN_EXE_hookstream-testbed"))
         .args(["sink", "--listen", &format!("127.0.0.1:{port}"), "--gone", "/s/gone", "--json"])
         .arg("--record")
         .arg(&record)

@@ -25,8 +25,8 @@ use rdkafka::producer::FutureRecord;
 use rdkafka::util::Timeout;
 use serde_json::{json, Value};
 
-use crate::config_file::CliConfig;
 use crate::proc_stats::{hwm_kb, rss_kb};
+use hookstream_core::tool::ToolConfig;
 
 #[derive(Args)]
 pub(crate) struct BenchRetryArgs {
@@ -49,7 +49,7 @@ pub(crate) struct BenchRetryArgs {
 
 type Lateness = Arc<Mutex<Histogram<u64>>>;
 
-pub(crate) async fn run(config: &CliConfig, args: BenchRetryArgs) -> anyhow::Result<()> {
+pub(crate) async fn run(config: &ToolConfig, args: BenchRetryArgs) -> anyhow::Result<()> {
     // The sink: lateness of each delivery against the due time the task carries in its data.
     let lateness: Lateness = Arc::new(Mutex::new(Histogram::new_with_bounds(1, 600_000_000, 3)?));
     let recorded = Arc::clone(&lateness);

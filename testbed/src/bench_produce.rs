@@ -11,8 +11,8 @@ use hookstream_core::kafka::{self, TopicSpec};
 use rdkafka::producer::FutureRecord;
 use rdkafka::util::Timeout;
 
-use crate::config_file::CliConfig;
 use crate::loadgen::padded_body;
+use hookstream_core::tool::ToolConfig;
 
 #[derive(Args)]
 pub(crate) struct BenchProduceArgs {
@@ -30,7 +30,7 @@ pub(crate) struct BenchProduceArgs {
     keys: usize,
 }
 
-pub(crate) async fn run(config: &CliConfig, args: BenchProduceArgs) -> anyhow::Result<()> {
+pub(crate) async fn run(config: &ToolConfig, args: BenchProduceArgs) -> anyhow::Result<()> {
     kafka::wait_for_cluster(&config.kafka).await?;
     let topic = format!("{}bench.produce", config.topics.prefix);
     let admin = kafka::admin(&config.kafka, "hookstream-bench")?;

@@ -13,8 +13,8 @@ use hookstream_core::dlq;
 use hookstream_core::AccountId;
 use serde::Serialize;
 
-use crate::config_file::CliConfig;
-use crate::UsageError;
+use hookstream_core::tool::ToolConfig;
+use hookstream_core::tool::UsageError;
 
 #[derive(Args)]
 pub(crate) struct ReconcileArgs {
@@ -137,7 +137,7 @@ fn account(
     out
 }
 
-pub(crate) async fn run(config: &CliConfig, args: ReconcileArgs) -> anyhow::Result<()> {
+pub(crate) async fn run(config: &ToolConfig, args: ReconcileArgs) -> anyhow::Result<()> {
     let read = |path: &PathBuf| {
         std::fs::read_to_string(path)
             .map_err(|e| UsageError(format!("cannot read {}: {e}", path.display())))

@@ -20,8 +20,8 @@ use rdkafka::producer::FutureRecord;
 use rdkafka::util::Timeout;
 use serde_json::json;
 
-use crate::config_file::CliConfig;
 use crate::proc_stats::{hwm_kb, rss_kb};
+use hookstream_core::tool::ToolConfig;
 
 /// Endpoints per account in the benchmark.
 const FAN_OUT: usize = 4;
@@ -42,7 +42,7 @@ pub(crate) struct BenchDispatchArgs {
     loop_duration: Duration,
 }
 
-pub(crate) async fn run(config: &CliConfig, args: BenchDispatchArgs) -> anyhow::Result<()> {
+pub(crate) async fn run(config: &ToolConfig, args: BenchDispatchArgs) -> anyhow::Result<()> {
     let hits = Arc::new(AtomicU64::new(0));
     let counter = Arc::clone(&hits);
     let app = axum::Router::new().route(
