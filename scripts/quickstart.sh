@@ -6,8 +6,8 @@
 #
 # Runs in an environment of its own (state under .dev/quickstart, ports below), so it can run
 # beside the dev environment and inside scripts/test.sh. The same commands as the README, with
-# these ports: QUICKSTART_PORT_BASE (default 18300) + 0 ingest, +1 sink, +2/+3/+6 admin ports,
-# +4 broker, +5 Postgres, +7 the broker's controller. HOOKSTREAM_PROFILE=debug reuses the test build (the README's run is release).
+# these ports: QUICKSTART_PORT_BASE (default 18300) + 0 ingest, +1 sink, +2/+3/+6/+9 admin ports,
+# +4 broker, +5 Postgres, +7 the broker's controller, +8 the management API. HOOKSTREAM_PROFILE=debug reuses the test build (the README's run is release).
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 base=${QUICKSTART_PORT_BASE:-18300}
@@ -17,6 +17,7 @@ sink_port=$((base + 1))
 export HOOKSTREAM_DISPATCHER_ADMIN_PORT=$((base + 2)) HOOKSTREAM_RETRIER_ADMIN_PORT=$((base + 3))
 export HOOKSTREAM_KAFKA_PORT=$((base + 4)) HOOKSTREAM_PG_PORT=$((base + 5))
 export HOOKSTREAM_INGEST_ADMIN_PORT=$((base + 6)) HOOKSTREAM_KAFKA_CONTROLLER_PORT=$((base + 7))
+export HOOKSTREAM_API_PORT=$((base + 8)) HOOKSTREAM_API_ADMIN_PORT=$((base + 9))
 unset HOOKSTREAM_KAFKA__BROKERS HOOKSTREAM_DATABASE__URL HOOKSTREAM_TEST_BROKERS \
   HOOKSTREAM_TEST_DATABASE_URL HOOKSTREAM_HTTP__LISTEN
 export HOOKSTREAM_PROFILE=${HOOKSTREAM_PROFILE:-release}
@@ -52,6 +53,7 @@ for _ in $(seq 7200); do
 done
 grep -q "hookstream running" "$out/run.log" || die "run.sh --local did not start within an hour (log: $out/run.log)"
 wait_for_port "$HOOKSTREAM_HTTP_PORT" ingest 60
+wait_for_port "$HOOKSTREAM_API_PORT" api 60
 
 # 2. The receiver.
 "$here/testbed" sink --print --listen "127.0.0.1:$sink_port" >"$out/sink.out" 2>"$out/sink.err" &
@@ -62,7 +64,7 @@ wait_for_port "$sink_port" sink 60
 key=$("$here/hookstream" keys issue --account "$("$here/hookstream" accounts create --name acme)")
 
 # 4. An endpoint at the receiver.
-curl -sf "localhost:$HOOKSTREAM_HTTP_PORT/v1/endpoints" -H "authorization: Bearer $key" \
+curl -sf "localhost:$HOOKSTREAM_API_PORT/v1/endpoints" -H "authorization: Bearer $key" \
   -H 'content-type: application/json' \
   -d "{\"url\":\"http://127.0.0.1:$sink_port/hooks/acme\",\"event_types\":[\"*\"]}" >"$out/endpoint.json" \
   || die "creating the endpoint failed"

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs the whole pipeline locally: dev-up (installs what is missing, starts the broker and
-# Postgres, creates topics, migrates), then ingest, dispatcher and retrier in the foreground,
+# Postgres, creates topics, migrates), then ingest, the management API, dispatcher and retrier
+# in the foreground,
 # built in release mode. A service that crashes is restarted (and the log says so); one that
 # exits with 2 (bad configuration) stops everything. Ctrl-C or SIGTERM stops the services, then
 # the broker and Postgres: nothing is left running, also when start-up fails part way.
@@ -19,20 +20,25 @@ export HOOKSTREAM_PROFILE=${HOOKSTREAM_PROFILE:-release}
 source "$(dirname "$0")/lib.sh"
 
 if [ "$profile" = local ]; then
-  # The one local switch: ingest's checks at endpoint creation and the delivery guard in the
+  # The one local switch: the API's checks at endpoint creation and the delivery guard in the
   # dispatcher and retrier must agree, or endpoints are accepted that nothing delivers to.
-  export HOOKSTREAM_INGEST__ALLOW_HTTP_ENDPOINTS=true
-  export HOOKSTREAM_INGEST__ALLOW_PRIVATE_ENDPOINTS=true
+  export HOOKSTREAM_API__ALLOW_HTTP_ENDPOINTS=true
+  export HOOKSTREAM_API__ALLOW_PRIVATE_ENDPOINTS=true
   export HOOKSTREAM_DELIVERY__ALLOW_PRIVATE_TARGETS=true
 fi
 
 HOOKSTREAM_HTTP_PORT=${HOOKSTREAM_HTTP_PORT:-8080}
+HOOKSTREAM_API_PORT=${HOOKSTREAM_API_PORT:-8081}
+HOOKSTREAM_API_ADMIN_PORT=${HOOKSTREAM_API_ADMIN_PORT:-9093}
 HOOKSTREAM_DISPATCHER_ADMIN_PORT=${HOOKSTREAM_DISPATCHER_ADMIN_PORT:-9091}
 HOOKSTREAM_RETRIER_ADMIN_PORT=${HOOKSTREAM_RETRIER_ADMIN_PORT:-9092}
 HOOKSTREAM_INGEST_ADMIN_PORT=${HOOKSTREAM_INGEST_ADMIN_PORT:-9090}
-export HOOKSTREAM_HTTP__LISTEN=${HOOKSTREAM_HTTP__LISTEN:-127.0.0.1:$HOOKSTREAM_HTTP_PORT}
+# Each HTTP service gets its own listen address below (the same config key, http.listen).
+unset HOOKSTREAM_HTTP__LISTEN
 # Before anything starts: a port in use is named now, not as a service's bind error later.
 require_free_port "$HOOKSTREAM_HTTP_PORT" ingest HOOKSTREAM_HTTP_PORT
+require_free_port "$HOOKSTREAM_API_PORT" api HOOKSTREAM_API_PORT
+require_free_port "$HOOKSTREAM_API_ADMIN_PORT" "api admin" HOOKSTREAM_API_ADMIN_PORT
 require_free_port "$HOOKSTREAM_DISPATCHER_ADMIN_PORT" "dispatcher admin" HOOKSTREAM_DISPATCHER_ADMIN_PORT
 require_free_port "$HOOKSTREAM_RETRIER_ADMIN_PORT" "retrier admin" HOOKSTREAM_RETRIER_ADMIN_PORT
 require_free_port "$HOOKSTREAM_INGEST_ADMIN_PORT" "ingest admin" HOOKSTREAM_INGEST_ADMIN_PORT
@@ -81,10 +87,14 @@ supervise dispatcher HOOKSTREAM_ADMIN__LISTEN="127.0.0.1:$HOOKSTREAM_DISPATCHER_
 pids+=($!)
 supervise retrier HOOKSTREAM_ADMIN__LISTEN="127.0.0.1:$HOOKSTREAM_RETRIER_ADMIN_PORT" &
 pids+=($!)
-supervise ingest HOOKSTREAM_ADMIN__LISTEN="127.0.0.1:$HOOKSTREAM_INGEST_ADMIN_PORT" &
+supervise ingest HOOKSTREAM_HTTP__LISTEN="127.0.0.1:$HOOKSTREAM_HTTP_PORT" \
+  HOOKSTREAM_ADMIN__LISTEN="127.0.0.1:$HOOKSTREAM_INGEST_ADMIN_PORT" &
+pids+=($!)
+supervise api HOOKSTREAM_HTTP__LISTEN="127.0.0.1:$HOOKSTREAM_API_PORT" \
+  HOOKSTREAM_ADMIN__LISTEN="127.0.0.1:$HOOKSTREAM_API_ADMIN_PORT" &
 pids+=($!)
 
-log "hookstream running ($profile profile, $HOOKSTREAM_PROFILE build, Apache Kafka $HOOKSTREAM_KAFKA_VERSION): ingest http://$HOOKSTREAM_HTTP__LISTEN (admin 127.0.0.1:$HOOKSTREAM_INGEST_ADMIN_PORT), dispatcher admin 127.0.0.1:$HOOKSTREAM_DISPATCHER_ADMIN_PORT, retrier admin 127.0.0.1:$HOOKSTREAM_RETRIER_ADMIN_PORT (Ctrl-C stops)"
+log "hookstream running ($profile profile, $HOOKSTREAM_PROFILE build, Apache Kafka $HOOKSTREAM_KAFKA_VERSION): ingest http://127.0.0.1:$HOOKSTREAM_HTTP_PORT (admin 127.0.0.1:$HOOKSTREAM_INGEST_ADMIN_PORT), api http://127.0.0.1:$HOOKSTREAM_API_PORT (admin 127.0.0.1:$HOOKSTREAM_API_ADMIN_PORT), dispatcher admin 127.0.0.1:$HOOKSTREAM_DISPATCHER_ADMIN_PORT, retrier admin 127.0.0.1:$HOOKSTREAM_RETRIER_ADMIN_PORT (Ctrl-C stops)"
 # Returns when a service stops for good (bad configuration, or stopped from outside) or a
 # signal arrives.
 wait -n "${pids[@]}" || true

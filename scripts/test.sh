@@ -18,7 +18,7 @@ log "cargo clippy"
 cargo clippy --quiet --workspace --all-targets -- -D warnings
 log "Helm chart, dashboard and alert rules"
 "$HS_ROOT/scripts/check-chart.sh"
-log "schemathesis against the running ingest's /openapi.json"
+log "schemathesis against the running ingest's and API's /openapi.json"
 "$HS_ROOT/scripts/schemathesis.sh"
 log "tests"
 # nextest (scripts/install.sh provides it) runs each test in a process of its own: tests

@@ -89,7 +89,7 @@ async fn metrics(State(health): State<Health>) -> String {
 }
 
 /// Serves `router` on `addr` until `shutdown` is cancelled, with the default walls of
-/// [`crate::http_server`].
+/// [`crate::http::server`].
 pub async fn serve(
     addr: SocketAddr,
     router: Router,
@@ -98,7 +98,14 @@ pub async fn serve(
     let listener = tokio::net::TcpListener::bind(addr).await?;
     tracing::info!(%addr, "admin http listening");
     let limits = crate::config::HttpConfig::on(addr);
-    crate::http_server::serve(listener, router, &limits, "admin", shutdown, Duration::from_secs(2))
-        .await;
+    crate::http::server::serve(
+        listener,
+        router,
+        &limits,
+        "admin",
+        shutdown,
+        Duration::from_secs(2),
+    )
+    .await;
     Ok(())
 }

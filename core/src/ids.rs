@@ -91,12 +91,19 @@ impl EventId {
     /// An id as a client sends it back (in a path): only what [`EventId::new`] and
     /// [`EventId::for_key`] make, a UUID; anything else names no event.
     pub fn parse(s: &str) -> Option<Self> {
-        Uuid::parse_str(s).ok().map(|u| Self(u.to_string()))
+        s.parse().ok()
     }
 
     /// The id as a string slice.
     pub fn as_str(&self) -> &str {
         &self.0
+    }
+}
+
+impl std::str::FromStr for EventId {
+    type Err = uuid::Error;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Uuid::parse_str(s).map(|u| Self(u.to_string()))
     }
 }
 

@@ -12,7 +12,7 @@ pub mod db;
 pub mod delivery;
 pub mod dlq;
 pub mod envelope;
-pub mod http_server;
+pub mod http;
 pub mod ids;
 pub mod kafka;
 pub mod offsets;
@@ -27,6 +27,5 @@ pub mod tier;
 pub mod tool;
 pub mod topics;
 pub mod trace_context;
-mod unparsable;
 
 pub use ids::{AccountId, ApiKeyId, DeadLetterId, EndpointId, EventId, RedriveJobId};

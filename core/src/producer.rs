@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 use rdkafka::error::KafkaError;
 use rdkafka::message::ToBytes;
 use rdkafka::producer::future_producer::Delivery;
-use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use rdkafka::util::Timeout;
 
 use crate::config::KafkaConfig;
@@ -81,6 +81,17 @@ impl HealingProducer {
     /// The producer to send with now (a cheap handle; keep it for one send).
     pub fn current(&self) -> FutureProducer {
         self.inner.producer.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Waits up to `timeout` for queued records to be acknowledged (at shutdown).
+    pub async fn flush(&self, timeout: Duration) {
+        let producer = self.current();
+        let flushed = tokio::task::spawn_blocking(move || producer.flush(Timeout::After(timeout)));
+        match flushed.await {
+            Ok(Ok(())) => tracing::info!(client = %self.inner.client_id, "producer flushed"),
+            Ok(Err(e)) => tracing::warn!(error = %e, "producer flush incomplete"),
+            Err(e) => tracing::warn!(error = %e, "producer flush task failed"),
+        }
     }
 
     /// Produces `record` and waits for the broker's acknowledgement with an offset, up to

@@ -75,19 +75,6 @@ pub struct IngestSettings {
     /// Confluent-compatible schema registry; when set, events are written as Avro in the
     /// Confluent wire format instead of JSON.
     pub schema_registry_url: Option<url::Url>,
-    /// DLQ entries `POST /v1/dlq/redrive` puts back per second, at most.
-    pub redrive_rate: u32,
-    /// DLQ entries one `POST /v1/dlq/redrive` puts back, at most (call again for more).
-    pub redrive_max: u64,
-    /// Accept `http://` endpoint URLs (otherwise https only).
-    pub allow_http_endpoints: bool,
-    /// Accept endpoint URLs on private, loopback or link-local addresses (tests, on-premises).
-    /// The dispatcher's `delivery.allow_private_targets` must agree for deliveries to go out.
-    pub allow_private_endpoints: bool,
-    /// How long the previous signing secret stays valid after a rotation (both signatures are
-    /// sent meanwhile).
-    #[serde(with = "humantime_serde")]
-    pub secret_rotation_overlap: Duration,
     /// The longest a shutdown takes, from SIGTERM to exit: open requests get all of it but the
     /// last 5 s (kept for the producer's flush); past it the process exits with code 1.
     #[serde(with = "humantime_serde")]
@@ -106,11 +93,6 @@ impl Default for IngestSettings {
             unknown_key_lookups_per_second: 50,
             unavailable_retry_after_secs: 5,
             schema_registry_url: None,
-            redrive_rate: 500,
-            redrive_max: 10_000,
-            allow_http_endpoints: false,
-            allow_private_endpoints: false,
-            secret_rotation_overlap: Duration::from_secs(24 * 3600),
             shutdown_deadline: Duration::from_secs(15),
         }
     }
@@ -153,12 +135,6 @@ impl ServiceConfig for IngestConfig {
                 "ingest.unknown_key_lookups_per_second",
                 "must be at least 1",
             ));
-        }
-        if ingest.redrive_rate == 0 {
-            return Err(ConfigError::invalid("ingest.redrive_rate", "must be at least 1"));
-        }
-        if ingest.redrive_max == 0 {
-            return Err(ConfigError::invalid("ingest.redrive_max", "must be at least 1"));
         }
         Ok(())
     }

@@ -13,11 +13,11 @@ use hookstream_core::{AccountId, EventId};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use crate::error::{ApiError, ErrorBody, ErrorDetail};
 use crate::idempotency::{self, Acceptance};
 use crate::publish::PublishError;
-use crate::request::{from_value, parse_json, read_limited, require_json};
 use crate::state::AppState;
+use hookstream_core::http::extract::{from_value, parse_json, read_limited, require_json};
+use hookstream_core::http::{ApiError, Caller, ErrorBody, ErrorDetail};
 
 /// One event, as a producer sends it.
 #[derive(Debug, Clone, Deserialize, ToSchema)]
@@ -124,10 +124,10 @@ pub struct BatchResponse {
 )]
 pub async fn post_event(
     State(state): State<AppState>,
+    Caller(owner): Caller,
     headers: HeaderMap,
     body: Body,
 ) -> Result<(StatusCode, [(&'static str, String); 1], Json<Accepted>), ApiError> {
-    let owner = state.auth.authenticate(&headers).await?;
     require_json(&headers)?;
     let bytes = read_limited(&headers, body, state.settings.max_body_bytes).await?;
     let request: EventRequest = parse_json(&bytes)?;
@@ -167,10 +167,10 @@ pub async fn post_event(
 )]
 pub async fn post_batch(
     State(state): State<AppState>,
+    Caller(owner): Caller,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Json<BatchResponse>, ApiError> {
-    let owner = state.auth.authenticate(&headers).await?;
     require_json(&headers)?;
     let bytes = read_limited(&headers, body, state.settings.max_body_bytes).await?;
     let batch: BatchRequest = parse_json(&bytes)?;
@@ -376,7 +376,7 @@ mod fuzz {
     use serde_json::{json, Value};
 
     use super::*;
-    use crate::request::parse_json;
+    use hookstream_core::http::extract::parse_json;
 
     fn check(bytes: &[u8], schemas: &Schemas) -> Result<(), ApiError> {
         let request: EventRequest = parse_json(bytes)?;

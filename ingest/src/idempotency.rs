@@ -12,7 +12,7 @@ use std::time::Duration;
 use hookstream_core::{AccountId, EventId};
 use moka::future::Cache;
 
-use crate::error::ApiError;
+use hookstream_core::http::ApiError;
 
 /// The longest key accepted.
 pub const MAX_KEY_LEN: usize = EventId::MAX_LEN;

@@ -5,15 +5,13 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use hookstream_core::config::KafkaConfig;
-use hookstream_core::delivery::handoff::Handoff;
 use hookstream_core::envelope::{headers, EventEnvelope};
 use hookstream_core::kafka::KafkaClientError;
 use hookstream_core::producer::{HealingProducer, ProduceError};
 use hookstream_core::topics::Topics;
 use hookstream_core::trace_context::TraceParent;
 use rdkafka::message::{Header, OwnedHeaders};
-use rdkafka::producer::{FutureRecord, Producer};
-use rdkafka::util::Timeout;
+use rdkafka::producer::FutureRecord;
 
 use crate::encode::{EncodeError, Encoder};
 
@@ -94,23 +92,8 @@ impl Publisher {
         }
     }
 
-    /// A hand-off to the retry tiers over the current producer (for DLQ redrives).
-    pub fn handoff(&self) -> Handoff {
-        Handoff::new(
-            self.inner.producer.clone(),
-            self.inner.topics.clone(),
-            self.inner.kafka.produce_timeout,
-        )
-    }
-
     /// Waits for queued messages to be acknowledged (at shutdown).
     pub async fn flush(&self, timeout: Duration) {
-        let producer = self.inner.producer.current();
-        let flushed = tokio::task::spawn_blocking(move || producer.flush(Timeout::After(timeout)));
-        match flushed.await {
-            Ok(Ok(())) => tracing::info!("producer flushed"),
-            Ok(Err(e)) => tracing::warn!(error = %e, "producer flush incomplete"),
-            Err(e) => tracing::warn!(error = %e, "producer flush task failed"),
-        }
+        self.inner.producer.flush(timeout).await;
     }
 }

@@ -6,7 +6,7 @@ use hookstream_core::rate_limit::KeyedLimiters;
 use hookstream_core::tier::RateLimit;
 use hookstream_core::AccountId;
 
-use crate::error::ApiError;
+use hookstream_core::http::ApiError;
 
 /// Intake limiters by account.
 #[derive(Clone, Default)]

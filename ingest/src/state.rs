@@ -2,15 +2,14 @@
 
 use std::sync::Arc;
 
+use axum::extract::FromRef;
+use hookstream_core::http::{BodyLimit, KeyResolver};
 use hookstream_core::schema::Schemas;
-use sqlx::PgPool;
 
-use crate::auth::KeyResolver;
 use crate::config::IngestSettings;
 use crate::idempotency::IdempotencyKeys;
 use crate::publish::Publisher;
 use crate::rate_limit::IntakeLimits;
-use crate::redrive::Redrives;
 
 /// Handler state, cheap to clone.
 #[derive(Clone)]
@@ -27,8 +26,16 @@ pub struct AppState {
     pub idempotency: IdempotencyKeys,
     /// The producer.
     pub publisher: Publisher,
-    /// Postgres (management and DLQ queries, always scoped to the caller's account).
-    pub pool: PgPool,
-    /// DLQ redrive jobs running here.
-    pub redrives: Redrives,
+}
+
+impl FromRef<AppState> for KeyResolver {
+    fn from_ref(state: &AppState) -> Self {
+        state.auth.clone()
+    }
+}
+
+impl FromRef<AppState> for BodyLimit {
+    fn from_ref(state: &AppState) -> Self {
+        BodyLimit(state.settings.max_body_bytes)
+    }
 }

@@ -87,7 +87,7 @@ pub(crate) async fn run(config: &ToolConfig, args: BenchDispatchArgs) -> anyhow:
                 event_types: vec!["*".into()],
                 rate_limit: None,
             };
-            endpoints::create(&pool, account.id, &new, "operator:bench").await?;
+            crate::seed::create_endpoint(&pool, account.id, new, "operator:bench").await?;
         }
         account_ids.push(account.id);
     }

@@ -94,7 +94,7 @@ pub(crate) async fn run(config: &ToolConfig, args: BenchRetryArgs) -> anyhow::Re
             };
             targets.push((
                 account.id,
-                endpoints::create(&pool, account.id, &new, "operator:bench").await?.0.id,
+                crate::seed::create_endpoint(&pool, account.id, new, "operator:bench").await?.id,
             ));
         }
     }

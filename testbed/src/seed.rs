@@ -5,8 +5,12 @@
 use std::path::PathBuf;
 
 use clap::Args;
+use hookstream_core::db::endpoint_rules::EndpointRules;
 use hookstream_core::db::{accounts, api_keys, endpoints};
+use hookstream_core::schema::Schemas;
 use hookstream_core::tier::{RateLimit, Tier};
+use hookstream_core::AccountId;
+use sqlx::PgPool;
 use tokio::io::AsyncWriteExt;
 
 use hookstream_core::tool::ToolConfig;
@@ -64,7 +68,7 @@ pub(crate) async fn run(config: &ToolConfig, args: SeedArgs) -> anyhow::Result<(
             event_types: vec!["*".into()],
             rate_limit: None,
         };
-        let (endpoint, _) = endpoints::create(&pool, account.id, &new, &actor).await?;
+        let endpoint = create_endpoint(&pool, account.id, new.clone(), &actor).await?;
         let (_, key) = api_keys::issue(&pool, account.id, &args.name, &actor).await?;
         keys.push_str(&key.key);
         keys.push('\n');
@@ -75,4 +79,17 @@ pub(crate) async fn run(config: &ToolConfig, args: SeedArgs) -> anyhow::Result<(
     file.flush().await?;
     eprintln!("{} accounts; keys in {}", args.accounts, args.keys_out.display());
     Ok(())
+}
+
+/// Creates an endpoint through the installation's endpoint rules, with http:// and loopback
+/// targets allowed (the testbed's sinks listen on loopback).
+pub(crate) async fn create_endpoint(
+    pool: &PgPool,
+    account: AccountId,
+    new: endpoints::NewEndpoint,
+    actor: &str,
+) -> anyhow::Result<endpoints::Endpoint> {
+    let rules = EndpointRules::new(true, true, &Schemas::load()?);
+    let new = rules.check_new(new).await?;
+    Ok(endpoints::create(pool, account, &new, actor).await?.0)
 }

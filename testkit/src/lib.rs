@@ -628,3 +628,100 @@ pub async fn assert_shutdown_deadline_with_dependencies_gone<W, Fut>(
         "with the broker and Postgres gone, shutdown took {took:?} ({status:?}) for a {deadline:?} deadline"
     );
 }
+
+/// `new` as the endpoint rules pass it, with http:// and loopback targets allowed (the test
+/// receivers listen on loopback).
+pub async fn checked(
+    new: hookstream_core::db::endpoints::NewEndpoint,
+) -> hookstream_core::db::endpoint_rules::Checked<hookstream_core::db::endpoints::NewEndpoint> {
+    let schemas = hookstream_core::schema::Schemas::load().expect("schemas");
+    hookstream_core::db::endpoint_rules::EndpointRules::new(true, true, &schemas)
+        .check_new(new)
+        .await
+        .expect("a valid endpoint")
+}
+
+/// An account with a live API key, on a test database.
+pub struct Tenant {
+    /// The account.
+    pub account: hookstream_core::AccountId,
+    /// The key's id (the audit log names `key:<id>`).
+    pub key_id: hookstream_core::ApiKeyId,
+    /// The key itself.
+    pub token: String,
+}
+
+impl Tenant {
+    /// A new small-tier account named `name` with one key.
+    pub async fn create(pool: &PgPool, name: &str) -> Self {
+        use hookstream_core::db::{accounts, api_keys};
+        let account =
+            accounts::create(pool, name, hookstream_core::tier::Tier::Small, "operator:test")
+                .await
+                .expect("account");
+        let (key_id, key) =
+            api_keys::issue(pool, account.id, name, "operator:test").await.expect("key");
+        Self { account: account.id, key_id, token: key.key }
+    }
+}
+
+/// An HTTP service (ingest, the API) running in this test process on its own ports.
+pub struct InProcess {
+    /// `http://127.0.0.1:<port>`: the public port.
+    pub base: String,
+    /// `/readyz` and `/metrics` (not on the public port).
+    pub admin_base: String,
+    /// A client for it.
+    pub http: reqwest::Client,
+    shutdown: CancellationToken,
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl InProcess {
+    /// Runs `run(public port, admin port, shutdown)` on a task and waits until `/healthz`
+    /// answers on the public port.
+    pub async fn start<F, Fut, E>(name: &'static str, run: F) -> Self
+    where
+        F: FnOnce(u16, u16, CancellationToken) -> Fut,
+        Fut: Future<Output = Result<(), E>> + Send + 'static,
+        E: std::fmt::Display,
+    {
+        let (port, admin_port) = (free_port(), free_port());
+        let shutdown = CancellationToken::new();
+        let service = run(port, admin_port, shutdown.clone());
+        let task = tokio::spawn(async move {
+            if let Err(e) = service.await {
+                panic!("{name} failed: {e}");
+            }
+        });
+        let base = format!("http://127.0.0.1:{port}");
+        let http = reqwest::Client::new();
+        let health = format!("{base}/healthz");
+        eventually(Duration::from_secs(20), &format!("{name} listening"), || {
+            let (http, health) = (http.clone(), health.clone());
+            async move { http.get(&health).send().await.ok().map(|_| ()) }
+        })
+        .await;
+        Self {
+            base,
+            admin_base: format!("http://127.0.0.1:{admin_port}"),
+            http,
+            shutdown,
+            task: Some(task),
+        }
+    }
+
+    /// Shuts the service down and waits for it.
+    pub async fn halt(&mut self) {
+        self.shutdown.cancel();
+        if let Some(task) = self.task.take() {
+            task.await.expect("service task");
+        }
+    }
+}
+
+impl Drop for InProcess {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
+}

@@ -66,7 +66,14 @@ async fn a_filtered_redrive_delivers_once_the_endpoint_recovers_and_a_dry_run_ch
         event_types: vec!["*".into()],
         rate_limit: None,
     };
-    endpoints::create(&db.pool, a, &new, "operator:test").await.expect("endpoint");
+    endpoints::create(
+        &db.pool,
+        a,
+        &hookstream_testkit::checked(new.clone()).await,
+        "operator:test",
+    )
+    .await
+    .expect("endpoint");
 
     let stop = CancellationToken::new();
     let admin = || AdminConfig { listen: ([127, 0, 0, 1], testkit::free_port()).into() };

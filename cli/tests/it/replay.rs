@@ -54,7 +54,16 @@ async fn a_time_window_of_one_account_is_delivered_again_and_marked_as_replay() 
         };
         let pool = db.pool.clone();
         async move {
-            endpoints::create(&pool, account, &new, "operator:test").await.expect("endpoint").0.id
+            endpoints::create(
+                &pool,
+                account,
+                &hookstream_testkit::checked(new.clone()).await,
+                "operator:test",
+            )
+            .await
+            .expect("endpoint")
+            .0
+            .id
         }
     };
     let a_all = endpoint(a, "/a-all", &["*"]).await;

@@ -34,7 +34,14 @@ async fn the_receiver_gets_the_trace_ingest_started_on_every_attempt() {
         event_types: vec!["*".into()],
         rate_limit: None,
     };
-    endpoints::create(&db.pool, a, &new, "operator:test").await.expect("endpoint");
+    endpoints::create(
+        &db.pool,
+        a,
+        &hookstream_testkit::checked(new.clone()).await,
+        "operator:test",
+    )
+    .await
+    .expect("endpoint");
     let delivery = DeliveryConfig {
         allow_private_targets: true,
         record_flush_interval: Duration::from_millis(100),

@@ -5,6 +5,7 @@ use serde::Serialize;
 use sqlx::PgPool;
 
 use super::audit::{self, Change};
+use super::endpoint_rules::Checked;
 use super::DbError;
 use crate::delivery::sign::SigningSecret;
 use crate::ids::{AccountId, EndpointId};
@@ -98,7 +99,7 @@ fn json(e: &Endpoint) -> Option<serde_json::Value> {
 pub async fn create(
     pool: &PgPool,
     account_id: AccountId,
-    new: &NewEndpoint,
+    new: &Checked<NewEndpoint>,
     actor: &str,
 ) -> Result<(Endpoint, String), DbError> {
     let id = EndpointId::new();
@@ -177,7 +178,7 @@ pub async fn update(
     pool: &PgPool,
     account_id: AccountId,
     id: EndpointId,
-    patch: &EndpointPatch,
+    patch: &Checked<EndpointPatch>,
     actor: &str,
 ) -> Result<Option<Endpoint>, DbError> {
     let mut tx = pool.begin().await?;

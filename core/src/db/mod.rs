@@ -4,6 +4,7 @@ pub mod accounts;
 pub mod api_keys;
 pub mod audit;
 pub mod deliveries;
+pub mod endpoint_rules;
 pub mod endpoints;
 pub mod redrive_jobs;
 pub mod text;

@@ -112,7 +112,7 @@ impl EndpointCache {
 
     /// Says so, loudly, when `delivery.allow_private_targets` is off and some enabled endpoints
     /// point at a loopback or internal address literal (or `localhost`): ingest accepted them
-    /// (its `ingest.allow_private_endpoints` is on) but the guard refuses every delivery to
+    /// (its `api.allow_private_endpoints` is on) but the guard refuses every delivery to
     /// them. Run once at start, after the first load.
     pub fn warn_if_guard_disagrees(&self, allow_private_targets: bool) {
         if allow_private_targets {
@@ -130,7 +130,7 @@ impl EndpointCache {
                 example = %example,
                 "settings disagree: enabled endpoints point at loopback or internal addresses, \
                  but delivery.allow_private_targets is off, so every delivery to them is refused; \
-                 set it to match ingest.allow_private_endpoints (scripts/run.sh --local sets both)"
+                 set it to match api.allow_private_endpoints (scripts/run.sh --local sets both)"
             );
         }
     }

@@ -315,9 +315,14 @@ async fn shutdown_keeps_its_deadline_with_the_broker_and_postgres_gone() {
         event_types: vec!["*".into()],
         rate_limit: None,
     };
-    hookstream_core::db::endpoints::create(&db.pool, account.id, &new, "operator:test")
-        .await
-        .expect("endpoint");
+    hookstream_core::db::endpoints::create(
+        &db.pool,
+        account.id,
+        &hookstream_testkit::checked(new.clone()).await,
+        "operator:test",
+    )
+    .await
+    .expect("endpoint");
     let producer = hookstream_core::kafka::producer(&kafka, "shutdown-test").expect("producer");
     let envs = [
         ("HOOKSTREAM_TOPICS__PREFIX", topics.prefix.clone()),

@@ -56,9 +56,14 @@ impl World {
             event_types: types.iter().map(|t| t.to_string()).collect(),
             rate_limit: limit,
         };
-        let (e, secret) = endpoints::create(&self.db.pool, account, &new, "operator:test")
-            .await
-            .expect("endpoint");
+        let (e, secret) = endpoints::create(
+            &self.db.pool,
+            account,
+            &hookstream_testkit::checked(new.clone()).await,
+            "operator:test",
+        )
+        .await
+        .expect("endpoint");
         (e.id, secret)
     }
 

@@ -6,9 +6,9 @@ use tokio_util::sync::CancellationToken;
 
 use axum::http::{header, HeaderMap};
 use hookstream_core::db::{accounts, api_keys};
+use hookstream_core::http::ApiError;
+use hookstream_core::http::KeyResolver;
 use hookstream_core::tier::{RateLimit, Tier};
-use hookstream_ingest::auth::KeyResolver;
-use hookstream_ingest::error::ApiError;
 use hookstream_ingest::IngestSettings;
 use hookstream_testkit::{self as testkit, eventually};
 use serde_json::{json, Value};

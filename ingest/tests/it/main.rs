@@ -1,9 +1,7 @@
 //! Integration tests of ingest against the local broker and Postgres, through HTTP.
 
-mod dlq;
 mod errors;
 mod events;
-mod management;
 mod openapi;
 mod outage;
 mod registry;

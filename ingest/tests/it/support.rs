@@ -1,14 +1,9 @@
 //! Starting ingest in-process against a test database and topic prefix.
 
-use std::time::Duration;
-
-use hookstream_core::config::{AdminConfig, HttpConfig, KafkaConfig, TopicsConfig};
-use hookstream_core::db::{accounts, api_keys};
-use hookstream_core::tier::Tier;
+use hookstream_core::config::{AdminConfig, KafkaConfig, TopicsConfig};
 use hookstream_core::{AccountId, ApiKeyId};
 use hookstream_ingest::{IngestConfig, IngestSettings};
-use hookstream_testkit::{self as testkit, eventually, TestDatabase};
-use tokio_util::sync::CancellationToken;
+use hookstream_testkit::{self as testkit, InProcess, Tenant, TestDatabase};
 
 /// A running ingest with one account and its key.
 pub(crate) struct Ingest {
@@ -22,8 +17,7 @@ pub(crate) struct Ingest {
     pub(crate) kafka: KafkaConfig,
     pub(crate) db: TestDatabase,
     pub(crate) http: reqwest::Client,
-    shutdown: CancellationToken,
-    task: Option<tokio::task::JoinHandle<()>>,
+    service: InProcess,
 }
 
 impl Ingest {
@@ -46,61 +40,39 @@ impl Ingest {
         let topics = testkit::topics_config(4);
         testkit::create_topics_on(&kafka, &topics.topics().all_events(), 4).await;
         let db = TestDatabase::new().await;
-        let account = accounts::create(&db.pool, "test account", Tier::Small, "operator:test")
-            .await
-            .expect("account");
-        let (key_id, key) =
-            api_keys::issue(&db.pool, account.id, "test", "operator:test").await.expect("key");
-        let port = testkit::free_port();
-        let admin_port = testkit::free_port();
+        let tenant = Tenant::create(&db.pool, "test account").await;
         let mut config = IngestConfig {
             kafka: kafka.clone(),
             topics: topics.clone(),
             database: db.config.clone(),
-            http: HttpConfig::on(([127, 0, 0, 1], port).into()),
-            admin: AdminConfig { listen: ([127, 0, 0, 1], admin_port).into() },
             ingest: settings,
             ..IngestConfig::default()
         };
         tune(&mut config);
-        let shutdown = CancellationToken::new();
-        let token = shutdown.clone();
-        let task = tokio::spawn(async move {
-            if let Err(e) = hookstream_ingest::run(config, token).await {
-                panic!("ingest failed: {e}");
-            }
-        });
-        let base = format!("http://127.0.0.1:{port}");
-        let http = reqwest::Client::new();
-        let health = format!("{base}/healthz");
-        eventually(Duration::from_secs(20), "ingest listening", || {
-            let (http, health) = (http.clone(), health.clone());
-            async move { http.get(&health).send().await.ok().map(|_| ()) }
+        let service = InProcess::start("ingest", move |port, admin_port, shutdown| {
+            config.http.listen = ([127, 0, 0, 1], port).into();
+            config.admin = AdminConfig { listen: ([127, 0, 0, 1], admin_port).into() };
+            hookstream_ingest::run(config, shutdown)
         })
         .await;
         Self {
-            base,
-            admin_base: format!("http://127.0.0.1:{admin_port}"),
-            account: account.id,
-            key_id,
-            token: key.key,
+            base: service.base.clone(),
+            admin_base: service.admin_base.clone(),
+            account: tenant.account,
+            key_id: tenant.key_id,
+            token: tenant.token,
             topics,
             kafka,
             db,
-            http,
-            shutdown,
-            task: Some(task),
+            http: service.http.clone(),
+            service,
         }
     }
 
     /// A new account with its own key on this ingest's database.
     pub(crate) async fn another_account(&self) -> (AccountId, String) {
-        let a = accounts::create(&self.db.pool, "other", Tier::Small, "operator:test")
-            .await
-            .expect("account");
-        let (_, key) =
-            api_keys::issue(&self.db.pool, a.id, "other", "operator:test").await.expect("key");
-        (a.id, key.key)
+        let t = Tenant::create(&self.db.pool, "other").await;
+        (t.account, t.token)
     }
 
     /// `POST {path}` with JSON and this account's key.
@@ -118,16 +90,7 @@ impl Ingest {
 
     /// Shuts the service down and waits for it, keeping its database for inspection.
     pub(crate) async fn halt(&mut self) {
-        self.shutdown.cancel();
-        if let Some(task) = self.task.take() {
-            task.await.expect("ingest task");
-        }
-    }
-}
-
-impl Drop for Ingest {
-    fn drop(&mut self) {
-        self.shutdown.cancel();
+        self.service.halt().await;
     }
 }
 

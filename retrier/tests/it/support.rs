@@ -64,11 +64,16 @@ impl World {
             event_types: vec!["*".into()],
             rate_limit: None,
         };
-        endpoints::create(&self.db.pool, account, &new, "operator:test")
-            .await
-            .expect("endpoint")
-            .0
-            .id
+        endpoints::create(
+            &self.db.pool,
+            account,
+            &hookstream_testkit::checked(new.clone()).await,
+            "operator:test",
+        )
+        .await
+        .expect("endpoint")
+        .0
+        .id
     }
 
     pub(crate) fn dispatcher(&self) -> DispatcherConfig {

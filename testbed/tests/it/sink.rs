@@ -27,8 +27,14 @@ async fn the_sink_verifies_records_and_fails_on_demand() {
             event_types: vec!["*".into()],
             rate_limit: None,
         };
-        let (endpoint, secret) =
-            endpoints::create(&db.pool, account.id, &new, "operator:test").await.expect("e");
+        let (endpoint, secret) = endpoints::create(
+            &db.pool,
+            account.id,
+            &hookstream_testkit::checked(new.clone()).await,
+            "operator:test",
+        )
+        .await
+        .expect("e");
         secrets.push((endpoint.id, SigningSecret::parse(&secret).expect("secret")));
     }
     let record = std::env::temp_dir().join(testkit::unique("sink-record-"));

@@ -1,21 +1,21 @@
 //! `/v1/endpoints`, `/v1/events/{id}/deliveries`, `/v1/audit`: round trips, validation, and
 //! isolation between accounts, through HTTP against a real Postgres.
 
-use hookstream_ingest::IngestSettings;
+use hookstream_api::ApiSettings;
 use hookstream_testkit as testkit;
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 
-use crate::support::Ingest;
+use crate::support::Api;
 
 async fn call(
-    ingest: &Ingest,
+    api: &Api,
     token: &str,
     method: Method,
     path: &str,
     body: Option<Value>,
 ) -> (StatusCode, Value) {
-    let mut r = ingest.http.request(method, format!("{}{path}", ingest.base)).bearer_auth(token);
+    let mut r = api.http.request(method, format!("{}{path}", api.base)).bearer_auth(token);
     if let Some(b) = body {
         r = r.json(&b);
     }
@@ -25,11 +25,11 @@ async fn call(
     (status, serde_json::from_str(&text).unwrap_or(Value::Null))
 }
 
-/// Ingest that accepts loopback http endpoints (as a test installation would).
-async fn permissive() -> Ingest {
-    Ingest::start_with(
+/// Api that accepts loopback http endpoints (as a test installation would).
+async fn permissive() -> Api {
+    Api::start_with(
         testkit::kafka_config(),
-        IngestSettings {
+        ApiSettings {
             allow_http_endpoints: true,
             allow_private_endpoints: true,
             ..Default::default()
@@ -38,21 +38,21 @@ async fn permissive() -> Ingest {
     .await
 }
 
-async fn audit_count(ingest: &Ingest, action: &str, target: &str) -> i64 {
+async fn audit_count(api: &Api, action: &str, target: &str) -> i64 {
     sqlx::query_scalar("SELECT count(*) FROM audit_log WHERE action = $1 AND target_id = $2")
         .bind(action)
         .bind(target)
-        .fetch_one(&ingest.db.pool)
+        .fetch_one(&api.db.pool)
         .await
         .expect("audit")
 }
 
 #[tokio::test]
 async fn an_endpoint_goes_through_create_read_update_rotate_and_delete_each_audited_once() {
-    let ingest = permissive().await;
-    let t = ingest.token.clone();
+    let api = permissive().await;
+    let t = api.token.clone();
     let (status, created) = call(
-        &ingest,
+        &api,
         &t,
         Method::POST,
         "/v1/endpoints",
@@ -72,14 +72,13 @@ async fn an_endpoint_goes_through_create_read_update_rotate_and_delete_each_audi
         (Some(50), Some(50))
     );
 
-    let (status, shown) =
-        call(&ingest, &t, Method::GET, &format!("/v1/endpoints/{id}"), None).await;
+    let (status, shown) = call(&api, &t, Method::GET, &format!("/v1/endpoints/{id}"), None).await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(shown["description"], "orders");
     assert!(shown.get("secret").is_none(), "the secret is shown only at creation");
 
     let (status, dup) = call(
-        &ingest,
+        &api,
         &t,
         Method::POST,
         "/v1/endpoints",
@@ -90,12 +89,12 @@ async fn an_endpoint_goes_through_create_read_update_rotate_and_delete_each_audi
     // The same URL spelled otherwise (case, default port) is the same URL.
     for spelling in ["HTTP://127.0.0.1:9/hook", "http://127.0.0.1:9/./hook"] {
         let (status, dup) =
-            call(&ingest, &t, Method::POST, "/v1/endpoints", Some(json!({"url": spelling}))).await;
+            call(&api, &t, Method::POST, "/v1/endpoints", Some(json!({"url": spelling}))).await;
         assert_eq!(status, StatusCode::CONFLICT, "{spelling}: {dup}");
     }
 
     let (status, patched) = call(
-        &ingest,
+        &api,
         &t,
         Method::PATCH,
         &format!("/v1/endpoints/{id}"),
@@ -112,7 +111,7 @@ async fn an_endpoint_goes_through_create_read_update_rotate_and_delete_each_audi
 
     for i in 0..3 {
         call(
-            &ingest,
+            &api,
             &t,
             Method::POST,
             "/v1/endpoints",
@@ -120,35 +119,34 @@ async fn an_endpoint_goes_through_create_read_update_rotate_and_delete_each_audi
         )
         .await;
     }
-    let (_, page) = call(&ingest, &t, Method::GET, "/v1/endpoints?limit=2", None).await;
+    let (_, page) = call(&api, &t, Method::GET, "/v1/endpoints?limit=2", None).await;
     assert_eq!(page["data"].as_array().map(Vec::len), Some(2));
     let cursor = page["next_cursor"].as_str().expect("cursor");
     let (_, rest) =
-        call(&ingest, &t, Method::GET, &format!("/v1/endpoints?limit=2&cursor={cursor}"), None)
-            .await;
+        call(&api, &t, Method::GET, &format!("/v1/endpoints?limit=2&cursor={cursor}"), None).await;
     assert_eq!(rest["data"].as_array().map(Vec::len), Some(2));
     assert!(rest["next_cursor"].is_null());
 
     let (status, rotated) =
-        call(&ingest, &t, Method::POST, &format!("/v1/endpoints/{id}/rotate-secret"), None).await;
+        call(&api, &t, Method::POST, &format!("/v1/endpoints/{id}/rotate-secret"), None).await;
     assert_eq!(status, StatusCode::OK, "{rotated}");
     assert_ne!(rotated["secret"], created["secret"]);
     let (status, stats) =
-        call(&ingest, &t, Method::GET, &format!("/v1/endpoints/{id}/stats?window=1h"), None).await;
+        call(&api, &t, Method::GET, &format!("/v1/endpoints/{id}/stats?window=1h"), None).await;
     assert_eq!(status, StatusCode::OK, "{stats}");
     assert_eq!(stats["delivered"], 0);
 
-    let (status, _) = call(&ingest, &t, Method::DELETE, &format!("/v1/endpoints/{id}"), None).await;
+    let (status, _) = call(&api, &t, Method::DELETE, &format!("/v1/endpoints/{id}"), None).await;
     assert_eq!(status, StatusCode::NO_CONTENT);
-    let (status, _) = call(&ingest, &t, Method::GET, &format!("/v1/endpoints/{id}"), None).await;
+    let (status, _) = call(&api, &t, Method::GET, &format!("/v1/endpoints/{id}"), None).await;
     assert_eq!(status, StatusCode::NOT_FOUND);
 
     for action in
         ["endpoint.create", "endpoint.update", "endpoint.rotate_secret", "endpoint.delete"]
     {
-        assert_eq!(audit_count(&ingest, action, &id).await, 1, "{action} audited once");
+        assert_eq!(audit_count(&api, action, &id).await, 1, "{action} audited once");
     }
-    let (_, audit) = call(&ingest, &t, Method::GET, "/v1/audit?limit=1000", None).await;
+    let (_, audit) = call(&api, &t, Method::GET, "/v1/audit?limit=1000", None).await;
     let mine: Vec<&Value> = audit["data"]
         .as_array()
         .expect("data")
@@ -157,16 +155,16 @@ async fn an_endpoint_goes_through_create_read_update_rotate_and_delete_each_audi
         .collect();
     assert_eq!(mine.len(), 4, "the account reads its audit log");
     let update = mine.iter().find(|e| e["action"] == "endpoint.update").expect("update");
-    assert_eq!(update["actor"], format!("key:{}", ingest.key_id));
+    assert_eq!(update["actor"], format!("key:{}", api.key_id));
     assert_eq!(update["before"]["enabled"], true);
     assert_eq!(update["after"]["enabled"], false);
-    ingest.stop().await;
+    api.stop().await;
 }
 
 #[tokio::test]
 async fn bad_endpoint_settings_are_refused_naming_the_field() {
-    let ingest = Ingest::start().await; // defaults: https only, no private targets
-    let t = ingest.token.clone();
+    let api = Api::start().await; // defaults: https only, no private targets
+    let t = api.token.clone();
     let long = "x".repeat(1001);
     let long_url = format!("https://93.184.216.34/{}", "a".repeat(2100));
     let cases: Vec<(Value, &str)> = vec![
@@ -196,8 +194,7 @@ async fn bad_endpoint_settings_are_refused_naming_the_field() {
         (json!({"description": "no url"}), "/url"),
     ];
     for (body, field) in cases {
-        let (status, v) =
-            call(&ingest, &t, Method::POST, "/v1/endpoints", Some(body.clone())).await;
+        let (status, v) = call(&api, &t, Method::POST, "/v1/endpoints", Some(body.clone())).await;
         assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}: {v}");
         assert_eq!(v["error"]["code"], "invalid_request", "{body}: {v}");
         assert_eq!(v["error"]["field"], field, "{body}: {v}");
@@ -214,14 +211,14 @@ async fn bad_endpoint_settings_are_refused_naming_the_field() {
         "https://[5f00::1]/hook",
     ] {
         let (status, v) =
-            call(&ingest, &t, Method::POST, "/v1/endpoints", Some(json!({"url": url}))).await;
+            call(&api, &t, Method::POST, "/v1/endpoints", Some(json!({"url": url}))).await;
         assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{url}: {v}");
         let message = v["error"]["message"].as_str().unwrap_or_default();
         assert!(message.contains("public addresses only"), "{url}: {v}");
         assert!(!message.contains("allow_private"), "{url}: {v}");
     }
     let (status, ok) = call(
-        &ingest,
+        &api,
         &t,
         Method::POST,
         "/v1/endpoints",
@@ -229,14 +226,14 @@ async fn bad_endpoint_settings_are_refused_naming_the_field() {
     )
     .await;
     assert_eq!(status, StatusCode::CREATED, "a public https URL is fine: {ok}");
-    let (status, v) = call(&ingest, &t, Method::GET, "/v1/endpoints?limit=0", None).await;
+    let (status, v) = call(&api, &t, Method::GET, "/v1/endpoints?limit=0", None).await;
     assert_eq!(
         (status, v["error"]["field"].as_str()),
         (StatusCode::UNPROCESSABLE_ENTITY, Some("limit"))
     );
     let id = ok["id"].as_str().expect("id");
     let (status, v) =
-        call(&ingest, &t, Method::GET, &format!("/v1/endpoints/{id}/stats?window=forever"), None)
+        call(&api, &t, Method::GET, &format!("/v1/endpoints/{id}/stats?window=forever"), None)
             .await;
     assert_eq!(
         (status, v["error"]["field"].as_str()),
@@ -244,19 +241,19 @@ async fn bad_endpoint_settings_are_refused_naming_the_field() {
     );
     let entries: i64 =
         sqlx::query_scalar("SELECT count(*) FROM audit_log WHERE action = 'endpoint.create'")
-            .fetch_one(&ingest.db.pool)
+            .fetch_one(&api.db.pool)
             .await
             .expect("audit");
     assert_eq!(entries, 1, "refused requests change nothing");
-    ingest.stop().await;
+    api.stop().await;
 }
 
 #[tokio::test]
 async fn another_accounts_ids_are_404_on_every_route_and_nothing_changes() {
-    let ingest = permissive().await;
-    let (b, b_token) = ingest.another_account().await;
+    let api = permissive().await;
+    let (b, b_token) = api.another_account().await;
     let (_, made) = call(
-        &ingest,
+        &api,
         &b_token,
         Method::POST,
         "/v1/endpoints",
@@ -272,32 +269,32 @@ async fn another_accounts_ids_are_404_on_every_route_and_nothing_changes() {
     .bind(b)
     .bind(&b_event)
     .bind(b_ep.parse::<uuid::Uuid>().expect("uuid"))
-    .execute(&ingest.db.pool)
+    .execute(&api.db.pool)
     .await
     .expect("delivery");
     let snapshot = || async {
         let e: Value =
             sqlx::query_scalar("SELECT to_jsonb(e) FROM endpoints e WHERE id = $1::uuid")
                 .bind(&b_ep)
-                .fetch_one(&ingest.db.pool)
+                .fetch_one(&api.db.pool)
                 .await
                 .expect("endpoint");
         let secrets: i64 = sqlx::query_scalar(
             "SELECT count(*) FROM endpoint_secrets WHERE endpoint_id = $1::uuid",
         )
         .bind(&b_ep)
-        .fetch_one(&ingest.db.pool)
+        .fetch_one(&api.db.pool)
         .await
         .expect("secrets");
         let audit: i64 = sqlx::query_scalar("SELECT count(*) FROM audit_log WHERE account_id = $1")
             .bind(b)
-            .fetch_one(&ingest.db.pool)
+            .fetch_one(&api.db.pool)
             .await
             .expect("audit");
         (e, secrets, audit)
     };
     let before = snapshot().await;
-    let a = ingest.token.clone();
+    let a = api.token.clone();
     let routes: Vec<(Method, String, Option<Value>)> = vec![
         (Method::GET, format!("/v1/endpoints/{b_ep}"), None),
         (
@@ -312,26 +309,25 @@ async fn another_accounts_ids_are_404_on_every_route_and_nothing_changes() {
         (Method::GET, format!("/v1/dlq/{}", uuid::Uuid::now_v7()), None),
     ];
     for (method, path, body) in routes {
-        let (status, v) = call(&ingest, &a, method.clone(), &path, body).await;
+        let (status, v) = call(&api, &a, method.clone(), &path, body).await;
         assert_eq!(status, StatusCode::NOT_FOUND, "{method} {path} with A's key: {v}");
         assert_eq!(v["error"]["code"], "not_found", "{method} {path}");
     }
-    let (_, listed) = call(&ingest, &a, Method::GET, "/v1/endpoints", None).await;
+    let (_, listed) = call(&api, &a, Method::GET, "/v1/endpoints", None).await;
     assert!(listed["data"].as_array().expect("data").is_empty(), "A lists none of B's endpoints");
-    let (_, audit) = call(&ingest, &a, Method::GET, "/v1/audit", None).await;
+    let (_, audit) = call(&api, &a, Method::GET, "/v1/audit", None).await;
     assert!(
         audit["data"]
             .as_array()
             .expect("data")
             .iter()
-            .all(|e| e["account_id"] == ingest.account.to_string()),
+            .all(|e| e["account_id"] == api.account.to_string()),
         "A reads only its own audit log"
     );
     assert_eq!(snapshot().await, before, "B's endpoint, secrets and audit log are untouched");
     let (status, mine) =
-        call(&ingest, &b_token, Method::GET, &format!("/v1/events/{b_event}/deliveries"), None)
-            .await;
+        call(&api, &b_token, Method::GET, &format!("/v1/events/{b_event}/deliveries"), None).await;
     assert_eq!(status, StatusCode::OK, "B sees its own: {mine}");
     assert_eq!(mine["data"][0]["state"], "delivered");
-    ingest.stop().await;
+    api.stop().await;
 }

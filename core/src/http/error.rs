@@ -155,3 +155,9 @@ impl IntoResponse for ApiError {
         response
     }
 }
+
+impl From<crate::db::endpoint_rules::Invalid> for ApiError {
+    fn from(e: crate::db::endpoint_rules::Invalid) -> Self {
+        ApiError::Invalid { field: e.field, message: e.message }
+    }
+}

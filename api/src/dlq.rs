@@ -1,27 +1,21 @@
 //! `GET /v1/dlq`, `GET /v1/dlq/{id}` and `POST /v1/dlq/redrive`: an account's own dead-letter
 //! entries. Every query carries the caller's account; another account's ids are 404.
 
-use axum::body::Body;
-use axum::extract::{Path, RawQuery, State};
-use axum::http::{header, HeaderMap, StatusCode};
+use axum::extract::State;
+use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use chrono::{DateTime, Utc};
 use hookstream_core::db::redrive_jobs::{self, RedriveJob};
 use hookstream_core::dlq::{self, DeadLetter, ErrorClass, Filter};
+use hookstream_core::http::extract::page_limit;
+use hookstream_core::http::{page, ApiError, Caller, ErrorBody, JsonBody, PathId, Query};
 use hookstream_core::{DeadLetterId, EndpointId, RedriveJobId};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
-use crate::error::{ApiError, ErrorBody};
 use crate::redrive::JobSpec;
-use crate::request::{parse_query, parse_stored_json, read_limited, require_json};
 use crate::state::AppState;
-
-/// Entries per page unless `limit` says otherwise.
-const DEFAULT_LIMIT: i64 = 100;
-/// Entries per page, at most.
-const MAX_LIMIT: i64 = 1000;
 
 /// Filters of `GET /v1/dlq`.
 #[derive(Debug, Default, Deserialize, IntoParams)]
@@ -84,7 +78,7 @@ pub struct RedriveRequest {
 pub struct RedriveResponse {
     /// Live entries the filter matched.
     pub matched: u64,
-    /// Entries put back on the retry schedule (at most `ingest.redrive_max` per call).
+    /// Entries put back on the retry schedule (at most `api.redrive_max` per call).
     pub redriven: u64,
     /// Whether this was a dry run.
     pub dry_run: bool,
@@ -129,18 +123,13 @@ fn unavailable(e: impl std::fmt::Display) -> ApiError {
 )]
 pub async fn list(
     State(state): State<AppState>,
-    headers: HeaderMap,
-    RawQuery(query): RawQuery,
+    caller: Caller,
+    Query(q): Query<ListQuery>,
 ) -> Result<Json<DeadLetterPage>, ApiError> {
-    let owner = state.auth.authenticate(&headers).await?;
-    let q: ListQuery = parse_query(query.as_deref().unwrap_or_default())?;
     let error_class = check(q.from, q.to, q.error_class.as_deref(), "")?;
-    let limit = q.limit.unwrap_or(DEFAULT_LIMIT);
-    if !(1..=MAX_LIMIT).contains(&limit) {
-        return Err(ApiError::invalid("limit", format!("must be between 1 and {MAX_LIMIT}")));
-    }
+    let limit = page_limit(q.limit)?;
     let filter = Filter {
-        account: Some(owner.account_id),
+        account: Some(caller.account()),
         endpoint: q.endpoint_id,
         event_type: q.event_type,
         from: q.from,
@@ -148,14 +137,8 @@ pub async fn list(
         error_class,
         include_redriven: q.include_redriven.unwrap_or(false),
     };
-    let mut data =
-        dlq::list(&state.pool, &filter, q.cursor, limit + 1).await.map_err(unavailable)?;
-    let next_cursor = if data.len() as i64 > limit {
-        data.truncate(limit as usize);
-        data.last().map(|e| e.id)
-    } else {
-        None
-    };
+    let rows = dlq::list(&state.pool, &filter, q.cursor, limit + 1).await.map_err(unavailable)?;
+    let (data, next_cursor) = page(rows, limit, |e| e.id);
     Ok(Json(DeadLetterPage { data, next_cursor }))
 }
 
@@ -175,12 +158,10 @@ pub async fn list(
 )]
 pub async fn show(
     State(state): State<AppState>,
-    headers: HeaderMap,
-    Path(id): Path<String>,
+    caller: Caller,
+    PathId(id): PathId<DeadLetterId>,
 ) -> Result<Json<dlq::DeadLetterDetail>, ApiError> {
-    let owner = state.auth.authenticate(&headers).await?;
-    let id: DeadLetterId = id.parse().map_err(|_| ApiError::NotFound)?;
-    dlq::get(&state.pool, Some(owner.account_id), id)
+    dlq::get(&state.pool, Some(caller.account()), id)
         .await
         .map_err(unavailable)?
         .map(Json)
@@ -207,16 +188,12 @@ pub async fn show(
 )]
 pub async fn redrive(
     State(state): State<AppState>,
-    headers: HeaderMap,
-    body: Body,
+    caller: Caller,
+    JsonBody(r): JsonBody<RedriveRequest>,
 ) -> Result<Response, ApiError> {
-    let owner = state.auth.authenticate(&headers).await?;
-    require_json(&headers)?;
-    let bytes = read_limited(&headers, body, state.settings.max_body_bytes).await?;
-    let r: RedriveRequest = parse_stored_json(&bytes)?;
     let error_class = check(r.from, r.to, r.error_class.as_deref(), "/")?;
     let filter = Filter {
-        account: Some(owner.account_id),
+        account: Some(caller.account()),
         endpoint: r.endpoint_id,
         event_type: r.event_type.clone(),
         from: r.from,
@@ -224,22 +201,21 @@ pub async fn redrive(
         error_class,
         include_redriven: false,
     };
-    let actor = format!("key:{}", owner.key_id);
     if r.dry_run {
         let matched = dlq::count(&state.pool, &filter).await.map_err(unavailable)?.max(0) as u64;
         let answer = RedriveResponse { matched, redriven: 0, dry_run: true };
         return Ok(Json(answer).into_response());
     }
     let spec = JobSpec {
-        account: owner.account_id,
-        actor,
+        account: caller.account(),
+        actor: caller.actor(),
         filter,
         filter_json: serde_json::to_value(&r).unwrap_or_default(),
         limit: state.settings.redrive_max,
     };
     let job = state
         .redrives
-        .start(&state.pool, state.publisher.handoff(), spec)
+        .start(&state.pool, state.handoff.clone(), spec)
         .await
         .map_err(unavailable)?;
     let location = format!("/v1/dlq/redrive/{}", job.id);
@@ -262,12 +238,10 @@ pub async fn redrive(
 )]
 pub async fn redrive_job(
     State(state): State<AppState>,
-    headers: HeaderMap,
-    Path(id): Path<String>,
+    caller: Caller,
+    PathId(id): PathId<RedriveJobId>,
 ) -> Result<Json<RedriveJob>, ApiError> {
-    let owner = state.auth.authenticate(&headers).await?;
-    let id: RedriveJobId = id.parse().map_err(|_| ApiError::NotFound)?;
-    redrive_jobs::get(&state.pool, owner.account_id, id)
+    redrive_jobs::get(&state.pool, caller.account(), id)
         .await
         .map_err(unavailable)?
         .map(Json)

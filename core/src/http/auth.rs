@@ -1,12 +1,12 @@
 //! Bearer API keys, resolved from an in-memory directory of every live key so the hot path
 //! makes no database round trip.
 //!
-//! The directory is reloaded whole every `ingest.key_cache_ttl`: a revoked key leaves it at the
+//! The directory is reloaded whole every `key_cache_ttl`: a revoked key leaves it at the
 //! next reload, also if nobody used it since, so revocation takes effect within that time. While
-//! Postgres is unreachable the last directory keeps authenticating (up to `ingest.key_stale_ttl`
+//! Postgres is unreachable the last directory keeps authenticating (up to `key_stale_ttl`
 //! after its last successful load), and a key revoked before the outage is already gone from it.
 //! A key not in the directory (issued since the last load, or not a key at all) costs one
-//! lookup, but such lookups are bounded (`ingest.unknown_key_lookups_per_second`): a flood of
+//! lookup, but such lookups are bounded (`unknown_key_lookups_per_second`): a flood of
 //! random keys cannot load the database or slow real clients, and never displaces a real key.
 
 use std::collections::HashMap;
@@ -14,14 +14,17 @@ use std::num::NonZeroU32;
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
+use axum::extract::{FromRef, FromRequestParts};
+use axum::http::request::Parts;
 use axum::http::{header, HeaderMap};
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
-use hookstream_core::api_key;
-use hookstream_core::db::api_keys::{self, KeyOwner};
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 
-use crate::error::ApiError;
+use super::error::ApiError;
+use crate::api_key;
+use crate::db::api_keys::{self, KeyOwner};
+use crate::AccountId;
 
 /// Longest wait for a key lookup: beyond it the database counts as down.
 const LOOKUP_TIMEOUT: Duration = Duration::from_secs(1);
@@ -81,7 +84,7 @@ impl KeyResolver {
     async fn reload(&self) {
         match api_keys::load_live(&self.pool).await {
             Ok(rows) => {
-                metrics::gauge!("ingest_live_api_keys").set(rows.len() as f64);
+                metrics::gauge!("http_live_api_keys").set(rows.len() as f64);
                 let mut d = self.directory.write().unwrap_or_else(|p| p.into_inner());
                 d.keys = rows.into_iter().collect();
                 d.loaded_at = Some(Instant::now());
@@ -114,12 +117,14 @@ impl KeyResolver {
             // Not known: a key issued since the last load, a revoked one, or none at all.
             Some(None) => {}
             None => {
-                tracing::warn!("the API key directory is older than ingest.key_stale_ttl; refusing until it loads");
+                tracing::warn!(
+                    "the API key directory is older than key_stale_ttl; refusing until it loads"
+                );
                 return Err(ApiError::Unavailable { what: "key store", retry_after_secs: 1 });
             }
         }
         if self.unknown_lookups.check().is_err() {
-            metrics::counter!("ingest_unknown_key_lookups_refused_total").increment(1);
+            metrics::counter!("http_unknown_key_lookups_refused_total").increment(1);
             return Err(ApiError::Unavailable { what: "key store", retry_after_secs: 1 });
         }
         let found = tokio::time::timeout(LOOKUP_TIMEOUT, api_keys::find_by_hash(&self.pool, &hash))
@@ -139,6 +144,35 @@ impl KeyResolver {
                 Err(ApiError::Unavailable { what: "key store", retry_after_secs: 1 })
             }
         }
+    }
+}
+
+/// The authenticated caller, the owner of the request's API key: a handler that takes it runs
+/// only for a live key (401 otherwise, 503 while keys cannot be checked).
+#[derive(Debug, Clone)]
+pub struct Caller(pub KeyOwner);
+
+impl Caller {
+    /// The caller's account: every query a handler makes is scoped by it.
+    pub fn account(&self) -> AccountId {
+        self.0.account_id
+    }
+
+    /// The actor written into the audit log: `key:<key id>`.
+    pub fn actor(&self) -> String {
+        format!("key:{}", self.0.key_id)
+    }
+}
+
+impl<S> FromRequestParts<S> for Caller
+where
+    KeyResolver: FromRef<S>,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        KeyResolver::from_ref(state).authenticate(&parts.headers).await.map(Caller)
     }
 }
 

@@ -1,16 +1,15 @@
 //! `GET /v1/events/{id}/deliveries`: where one of the account's events went, per endpoint,
 //! with every attempt.
 
-use axum::extract::{Path, State};
-use axum::http::HeaderMap;
+use axum::extract::State;
 use axum::Json;
 use hookstream_core::db::deliveries::{self, Delivery};
+use hookstream_core::http::{ApiError, Caller, ErrorBody, PathId};
 use hookstream_core::EventId;
 use serde::Serialize;
 use utoipa::ToSchema;
 
 use crate::endpoints::unavailable;
-use crate::error::{ApiError, ErrorBody};
 use crate::state::AppState;
 
 /// An event's deliveries.
@@ -38,13 +37,10 @@ pub struct EventDeliveries {
 )]
 pub async fn for_event(
     State(state): State<AppState>,
-    headers: HeaderMap,
-    Path(id): Path<String>,
+    caller: Caller,
+    PathId(id): PathId<EventId>,
 ) -> Result<Json<EventDeliveries>, ApiError> {
-    let owner = state.auth.authenticate(&headers).await?;
-    // Not an id this service makes (a NUL, say, which Postgres refuses): no such event.
-    let id = EventId::parse(&id).ok_or(ApiError::NotFound)?;
-    let data = deliveries::for_event(&state.pool, owner.account_id, id.as_str())
+    let data = deliveries::for_event(&state.pool, caller.account(), id.as_str())
         .await
         .map_err(unavailable)?;
     if data.is_empty() {

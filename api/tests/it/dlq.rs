@@ -12,25 +12,34 @@ use rdkafka::Message;
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 
-use crate::support::Ingest;
+use crate::support::Api;
 
-async fn endpoint(ingest: &Ingest, account: AccountId) -> EndpointId {
+async fn endpoint(api: &Api, account: AccountId) -> EndpointId {
     let new = NewEndpoint {
         url: "https://example.com/hook".into(),
         description: String::new(),
         event_types: vec!["*".into()],
         rate_limit: None,
     };
-    endpoints::create(&ingest.db.pool, account, &new, "operator:test").await.expect("endpoint").0.id
+    endpoints::create(
+        &api.db.pool,
+        account,
+        &hookstream_testkit::checked(new.clone()).await,
+        "operator:test",
+    )
+    .await
+    .expect("endpoint")
+    .0
+    .id
 }
 
 /// Indexes `n` dead letters of `event_type` for (account, endpoint), as the retrier would.
-async fn dead(ingest: &Ingest, account: AccountId, ep: EndpointId, event_type: &str, n: usize) {
+async fn dead(api: &Api, account: AccountId, ep: EndpointId, event_type: &str, n: usize) {
     let rows: Vec<NewDeadLetter> = (0..n)
         .map(|_| {
             let now = Utc::now();
             NewDeadLetter {
-                topic: ingest.topics.topics().dlq(),
+                topic: api.topics.topics().dlq(),
                 partition: 0,
                 offset: rand_offset(),
                 task: DeliveryTask {
@@ -51,13 +60,13 @@ async fn dead(ingest: &Ingest, account: AccountId, ep: EndpointId, event_type: &
                     last_error: Some("http 503".into()),
                     replay: false,
                 },
-                origin: Some(format!("{}/0/7", ingest.topics.topics().events(Priority::Normal))),
+                origin: Some(format!("{}/0/7", api.topics.topics().events(Priority::Normal))),
                 traceparent: None,
                 dead_at: now,
             }
         })
         .collect();
-    assert_eq!(dlq::index(&ingest.db.pool, &rows).await.expect("index"), n as u64);
+    assert_eq!(dlq::index(&api.db.pool, &rows).await.expect("index"), n as u64);
 }
 
 fn rand_offset() -> i64 {
@@ -65,10 +74,10 @@ fn rand_offset() -> i64 {
     NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
 }
 
-async fn get(ingest: &Ingest, token: &str, path_and_query: &str) -> (StatusCode, Value) {
-    let r = ingest
+async fn get(api: &Api, token: &str, path_and_query: &str) -> (StatusCode, Value) {
+    let r = api
         .http
-        .get(format!("{}{path_and_query}", ingest.base))
+        .get(format!("{}{path_and_query}", api.base))
         .bearer_auth(token)
         .send()
         .await
@@ -78,10 +87,9 @@ async fn get(ingest: &Ingest, token: &str, path_and_query: &str) -> (StatusCode,
 }
 
 /// `POST /v1/dlq/redrive` with `body`.
-async fn post_redrive(ingest: &Ingest, token: &str, body: &Value) -> reqwest::Response {
-    ingest
-        .http
-        .post(format!("{}/v1/dlq/redrive", ingest.base))
+async fn post_redrive(api: &Api, token: &str, body: &Value) -> reqwest::Response {
+    api.http
+        .post(format!("{}/v1/dlq/redrive", api.base))
         .bearer_auth(token)
         .json(body)
         .send()
@@ -90,9 +98,9 @@ async fn post_redrive(ingest: &Ingest, token: &str, body: &Value) -> reqwest::Re
 }
 
 /// Starts a redrive job: it must answer at once (202, the job running, its `Location`).
-async fn start_job(ingest: &Ingest, token: &str, body: Value) -> String {
+async fn start_job(api: &Api, token: &str, body: Value) -> String {
     let started = std::time::Instant::now();
-    let r = post_redrive(ingest, token, &body).await;
+    let r = post_redrive(api, token, &body).await;
     assert_eq!(r.status(), StatusCode::ACCEPTED);
     let location = r.headers()["location"].to_str().expect("location").to_owned();
     let job: Value = r.json().await.expect("job");
@@ -103,9 +111,9 @@ async fn start_job(ingest: &Ingest, token: &str, body: Value) -> String {
 }
 
 /// Reads a job until it has ended; its last state.
-async fn finished_job(ingest: &Ingest, token: &str, location: &str) -> Value {
+async fn finished_job(api: &Api, token: &str, location: &str) -> Value {
     testkit::eventually(Duration::from_secs(60), "the redrive job ended", || async {
-        let (status, job) = get(ingest, token, location).await;
+        let (status, job) = get(api, token, location).await;
         assert_eq!(status, StatusCode::OK, "{job}");
         (job["state"] != "running").then_some(job)
     })
@@ -113,55 +121,55 @@ async fn finished_job(ingest: &Ingest, token: &str, location: &str) -> Value {
 }
 
 /// A redrive job run to its end: the job as it ended.
-async fn redrive(ingest: &Ingest, token: &str, body: Value) -> Value {
-    let location = start_job(ingest, token, body).await;
-    finished_job(ingest, token, &location).await
+async fn redrive(api: &Api, token: &str, body: Value) -> Value {
+    let location = start_job(api, token, body).await;
+    finished_job(api, token, &location).await
 }
 
-async fn dry_run(ingest: &Ingest, token: &str, body: Value) -> (StatusCode, Value) {
-    let r = post_redrive(ingest, token, &body).await;
+async fn dry_run(api: &Api, token: &str, body: Value) -> (StatusCode, Value) {
+    let r = post_redrive(api, token, &body).await;
     let status = r.status();
     (status, r.json().await.unwrap_or(Value::Null))
 }
 
-async fn live(ingest: &Ingest, account: AccountId) -> i64 {
+async fn live(api: &Api, account: AccountId) -> i64 {
     let filter = dlq::Filter { account: Some(account), ..dlq::Filter::default() };
-    dlq::count(&ingest.db.pool, &filter).await.expect("count")
+    dlq::count(&api.db.pool, &filter).await.expect("count")
 }
 
 #[tokio::test]
 async fn an_account_lists_shows_and_redrives_only_its_own_dead_letters() {
-    let ingest = Ingest::start().await;
-    testkit::create_topics(&ingest.topics.topics().all_retries(), 4).await;
-    let a = ingest.account;
-    let (b, b_token) = ingest.another_account().await;
-    let (ep_a, ep_b) = (endpoint(&ingest, a).await, endpoint(&ingest, b).await);
-    dead(&ingest, a, ep_a, "subscriber.created", 2).await;
-    dead(&ingest, a, ep_a, "subscriber.deleted", 1).await;
-    dead(&ingest, b, ep_b, "subscriber.created", 2).await;
-    let token = ingest.token.clone();
+    let api = Api::start().await;
+    testkit::create_topics(&api.topics.topics().all_retries(), 4).await;
+    let a = api.account;
+    let (b, b_token) = api.another_account().await;
+    let (ep_a, ep_b) = (endpoint(&api, a).await, endpoint(&api, b).await);
+    dead(&api, a, ep_a, "subscriber.created", 2).await;
+    dead(&api, a, ep_a, "subscriber.deleted", 1).await;
+    dead(&api, b, ep_b, "subscriber.created", 2).await;
+    let token = api.token.clone();
 
     // Listing: only A's, paged with a cursor.
-    let (status, page) = get(&ingest, &token, "/v1/dlq?limit=2").await;
+    let (status, page) = get(&api, &token, "/v1/dlq?limit=2").await;
     assert_eq!(status, StatusCode::OK, "{page}");
     assert_eq!(page["data"].as_array().map(Vec::len), Some(2));
     let cursor = page["next_cursor"].as_str().expect("a next page").to_owned();
-    let (_, rest) = get(&ingest, &token, &format!("/v1/dlq?limit=2&cursor={cursor}")).await;
+    let (_, rest) = get(&api, &token, &format!("/v1/dlq?limit=2&cursor={cursor}")).await;
     assert_eq!(rest["data"].as_array().map(Vec::len), Some(1));
     assert!(rest["next_cursor"].is_null());
-    let (_, all) = get(&ingest, &token, "/v1/dlq").await;
+    let (_, all) = get(&api, &token, "/v1/dlq").await;
     let entries = all["data"].as_array().expect("data");
     assert_eq!(entries.len(), 3);
     assert!(entries.iter().all(|e| e["account_id"] == a.to_string()));
-    let (_, b_all) = get(&ingest, &b_token, "/v1/dlq").await;
+    let (_, b_all) = get(&api, &b_token, "/v1/dlq").await;
     let b_id = b_all["data"][0]["id"].as_str().expect("B's entry").to_owned();
 
     // Show: own entry yes, another account's: 404 (not 403).
     let own = entries[0]["id"].as_str().expect("id");
-    let (status, shown) = get(&ingest, &token, &format!("/v1/dlq/{own}")).await;
+    let (status, shown) = get(&api, &token, &format!("/v1/dlq/{own}")).await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(shown["task"]["endpoint_id"], ep_a.to_string());
-    let (status, body) = get(&ingest, &token, &format!("/v1/dlq/{b_id}")).await;
+    let (status, body) = get(&api, &token, &format!("/v1/dlq/{b_id}")).await;
     assert_eq!(
         (status, body["error"]["code"].as_str()),
         (StatusCode::NOT_FOUND, Some("not_found"))
@@ -176,33 +184,32 @@ async fn an_account_lists_shows_and_redrives_only_its_own_dead_letters() {
         ("from=yesterday", "from"),
         ("colour=red", "colour"),
     ] {
-        let (status, body) = get(&ingest, &token, &format!("/v1/dlq?{query}")).await;
+        let (status, body) = get(&api, &token, &format!("/v1/dlq?{query}")).await;
         assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{query}: {body}");
         assert_eq!(body["error"]["field"], field, "{query}: {body}");
     }
 
     // A dry run changes nothing.
     let (status, report) =
-        dry_run(&ingest, &token, json!({"event_type": "subscriber.created", "dry_run": true}))
-            .await;
+        dry_run(&api, &token, json!({"event_type": "subscriber.created", "dry_run": true})).await;
     assert_eq!(status, StatusCode::OK, "{report}");
     assert_eq!((report["matched"].as_u64(), report["redriven"].as_u64()), (Some(2), Some(0)));
-    assert_eq!(live(&ingest, a).await, 3);
+    assert_eq!(live(&api, a).await, 3);
 
     // A's key naming B's endpoint matches nothing of B's.
-    let report = redrive(&ingest, &token, json!({"endpoint_id": ep_b})).await;
+    let report = redrive(&api, &token, json!({"endpoint_id": ep_b})).await;
     assert_eq!((report["matched"].as_u64(), report["redriven"].as_u64()), (Some(0), Some(0)));
-    assert_eq!(live(&ingest, b).await, 2);
+    assert_eq!(live(&api, b).await, 2);
 
     // A real redrive: A's two created entries go to the first tier, B's stay.
-    let report = redrive(&ingest, &token, json!({"event_type": "subscriber.created"})).await;
+    let report = redrive(&api, &token, json!({"event_type": "subscriber.created"})).await;
     assert_eq!(report["state"], "done", "{report}");
     assert_eq!((report["matched"].as_u64(), report["redriven"].as_u64()), (Some(2), Some(2)));
-    assert_eq!((live(&ingest, a).await, live(&ingest, b).await), (1, 2));
-    let topics = ingest.topics.topics();
+    assert_eq!((live(&api, a).await, live(&api, b).await), (1, 2));
+    let topics = api.topics.topics();
     let first_tier = topics.retry(topics.retry_delays()[0]);
     let produced = testkit::consume_exactly(
-        &ingest.kafka,
+        &api.kafka,
         &[first_tier],
         2,
         Duration::from_secs(20),
@@ -215,7 +222,7 @@ async fn an_account_lists_shows_and_redrives_only_its_own_dead_letters() {
         assert_eq!((task.envelope.account_id, task.endpoint_id), (a, ep_a));
         assert_eq!(task.envelope.event_type, "subscriber.created");
     }
-    let (_, listed) = get(&ingest, &token, "/v1/dlq?include_redriven=true").await;
+    let (_, listed) = get(&api, &token, "/v1/dlq?include_redriven=true").await;
     let redriven: Vec<&Value> = listed["data"]
         .as_array()
         .expect("data")
@@ -223,49 +230,49 @@ async fn an_account_lists_shows_and_redrives_only_its_own_dead_letters() {
         .filter(|e| !e["redriven_at"].is_null())
         .collect();
     assert_eq!(redriven.len(), 2);
-    assert!(redriven.iter().all(|e| e["redriven_by"] == format!("key:{}", ingest.key_id)));
+    assert!(redriven.iter().all(|e| e["redriven_by"] == format!("key:{}", api.key_id)));
     let audited: i64 = sqlx::query_scalar(
         "SELECT count(*) FROM audit_log WHERE account_id = $1 AND action = 'dlq.redrive'",
     )
     .bind(a)
-    .fetch_one(&ingest.db.pool)
+    .fetch_one(&api.db.pool)
     .await
     .expect("audit");
     assert_eq!(audited, 1, "the real redrive is audited; the dry run and the empty one are not");
     // Another account's job is 404, as is an id that is no job.
     let location = format!("/v1/dlq/redrive/{}", report["id"].as_str().expect("id"));
-    assert_eq!(get(&ingest, &b_token, &location).await.0, StatusCode::NOT_FOUND);
-    assert_eq!(get(&ingest, &token, "/v1/dlq/redrive/a%00b").await.0, StatusCode::NOT_FOUND);
-    ingest.stop().await;
+    assert_eq!(get(&api, &b_token, &location).await.0, StatusCode::NOT_FOUND);
+    assert_eq!(get(&api, &token, "/v1/dlq/redrive/a%00b").await.0, StatusCode::NOT_FOUND);
+    api.stop().await;
 }
 
 #[tokio::test]
 async fn a_redrive_answers_at_once_and_parallel_jobs_of_one_account_share_its_pace() {
     const RATE: u32 = 20;
-    let settings = hookstream_ingest::IngestSettings {
+    let settings = hookstream_api::ApiSettings {
         redrive_rate: RATE,
-        ..hookstream_ingest::IngestSettings::default()
+        ..hookstream_api::ApiSettings::default()
     };
-    let ingest = Ingest::start_with(testkit::kafka_config(), settings).await;
-    testkit::create_topics(&ingest.topics.topics().all_retries(), 4).await;
-    let a = ingest.account;
-    let ep = endpoint(&ingest, a).await;
-    dead(&ingest, a, ep, "subscriber.created", 100).await;
-    dead(&ingest, a, ep, "subscriber.deleted", 100).await;
-    let token = ingest.token.clone();
+    let api = Api::start_with(testkit::kafka_config(), settings).await;
+    testkit::create_topics(&api.topics.topics().all_retries(), 4).await;
+    let a = api.account;
+    let ep = endpoint(&api, a).await;
+    dead(&api, a, ep, "subscriber.created", 100).await;
+    dead(&api, a, ep, "subscriber.deleted", 100).await;
+    let token = api.token.clone();
     let started = std::time::Instant::now();
-    let created = start_job(&ingest, &token, json!({"event_type": "subscriber.created"})).await;
-    let deleted = start_job(&ingest, &token, json!({"event_type": "subscriber.deleted"})).await;
+    let created = start_job(&api, &token, json!({"event_type": "subscriber.created"})).await;
+    let deleted = start_job(&api, &token, json!({"event_type": "subscriber.deleted"})).await;
     // Progress is readable while it runs.
     let partial = testkit::eventually(Duration::from_secs(20), "progress under way", || async {
-        let (_, job) = get(&ingest, &token, &created).await;
+        let (_, job) = get(&api, &token, &created).await;
         let n = job["redriven"].as_u64().unwrap_or(0);
         (job["state"] == "running" && n > 0 && n < 100).then_some(n)
     })
     .await;
     assert!(partial < 100);
     for location in [&created, &deleted] {
-        let job = finished_job(&ingest, &token, location).await;
+        let job = finished_job(&api, &token, location).await;
         assert_eq!(job["state"], "done", "{job}");
         assert_eq!(job["redriven"].as_u64(), Some(100), "{job}");
     }
@@ -273,23 +280,23 @@ async fn a_redrive_answers_at_once_and_parallel_jobs_of_one_account_share_its_pa
     // each, the two jobs would have taken 4 s.
     let took = started.elapsed();
     assert!(took >= Duration::from_secs(8), "two jobs of one account took {took:?}");
-    assert_eq!(live(&ingest, a).await, 0);
-    ingest.stop().await;
+    assert_eq!(live(&api, a).await, 0);
+    api.stop().await;
 }
 
 #[tokio::test]
 async fn concurrent_redrives_of_one_filter_put_each_entry_back_once() {
-    let ingest = Ingest::start().await;
-    testkit::create_topics(&ingest.topics.topics().all_retries(), 4).await;
-    let a = ingest.account;
-    let ep = endpoint(&ingest, a).await;
-    dead(&ingest, a, ep, "subscriber.created", 300).await;
-    let token = ingest.token.clone();
+    let api = Api::start().await;
+    testkit::create_topics(&api.topics.topics().all_retries(), 4).await;
+    let a = api.account;
+    let ep = endpoint(&api, a).await;
+    dead(&api, a, ep, "subscriber.created", 300).await;
+    let token = api.token.clone();
     let body = json!({"event_type": "subscriber.*"});
     let (first, second, third) = tokio::join!(
-        redrive(&ingest, &token, body.clone()),
-        redrive(&ingest, &token, body.clone()),
-        redrive(&ingest, &token, body.clone()),
+        redrive(&api, &token, body.clone()),
+        redrive(&api, &token, body.clone()),
+        redrive(&api, &token, body.clone()),
     );
     let mut total = 0;
     for report in [first, second, third] {
@@ -297,11 +304,11 @@ async fn concurrent_redrives_of_one_filter_put_each_entry_back_once() {
         total += report["redriven"].as_u64().expect("redriven");
     }
     assert_eq!(total, 300, "together they put each entry back once");
-    assert_eq!(live(&ingest, a).await, 0);
-    let topics = ingest.topics.topics();
+    assert_eq!(live(&api, a).await, 0);
+    let topics = api.topics.topics();
     let first_tier = topics.retry(topics.retry_delays()[0]);
     let produced = testkit::consume_exactly(
-        &ingest.kafka,
+        &api.kafka,
         &[first_tier],
         300,
         Duration::from_secs(30),
@@ -317,30 +324,28 @@ async fn concurrent_redrives_of_one_filter_put_each_entry_back_once() {
         })
         .collect();
     assert_eq!(ids.len(), 300, "no entry produced twice");
-    ingest.stop().await;
+    api.stop().await;
 }
 
 #[tokio::test]
 async fn a_job_stopped_by_shutdown_is_recorded_interrupted_and_leaves_nothing_claimed() {
-    let settings = hookstream_ingest::IngestSettings {
-        redrive_rate: 10,
-        ..hookstream_ingest::IngestSettings::default()
-    };
-    let ingest = Ingest::start_with(testkit::kafka_config(), settings).await;
-    testkit::create_topics(&ingest.topics.topics().all_retries(), 4).await;
-    let a = ingest.account;
-    let ep = endpoint(&ingest, a).await;
-    dead(&ingest, a, ep, "subscriber.created", 100).await;
-    let token = ingest.token.clone();
-    let location = start_job(&ingest, &token, json!({"event_type": "subscriber.created"})).await;
+    let settings =
+        hookstream_api::ApiSettings { redrive_rate: 10, ..hookstream_api::ApiSettings::default() };
+    let api = Api::start_with(testkit::kafka_config(), settings).await;
+    testkit::create_topics(&api.topics.topics().all_retries(), 4).await;
+    let a = api.account;
+    let ep = endpoint(&api, a).await;
+    dead(&api, a, ep, "subscriber.created", 100).await;
+    let token = api.token.clone();
+    let location = start_job(&api, &token, json!({"event_type": "subscriber.created"})).await;
     testkit::eventually(Duration::from_secs(10), "a first page sent", || async {
-        let (_, job) = get(&ingest, &token, &location).await;
+        let (_, job) = get(&api, &token, &location).await;
         (job["redriven"].as_u64().unwrap_or(0) > 0).then_some(())
     })
     .await;
-    let mut ingest = ingest;
-    ingest.halt().await;
-    let pool = ingest.db.pool.clone();
+    let mut api = api;
+    api.halt().await;
+    let pool = api.db.pool.clone();
     let id: uuid::Uuid = location.rsplit('/').next().expect("id").parse().expect("uuid");
     let (state, redriven): (String, i64) =
         sqlx::query_as("SELECT state, redriven FROM redrive_jobs WHERE id = $1")
@@ -359,5 +364,5 @@ async fn a_job_stopped_by_shutdown_is_recorded_interrupted_and_leaves_nothing_cl
     .await
     .expect("claimed");
     assert_eq!(claimed, 0, "nothing left claimed, so nothing is sent twice");
-    drop(ingest);
+    drop(api);
 }

@@ -29,8 +29,8 @@ use tokio_util::sync::CancellationToken;
 use tower_http::add_extension::AddExtension;
 use tower_http::timeout::TimeoutLayer;
 
+use super::unparsable::UnparsableAnswers;
 use crate::config::HttpConfig;
-use crate::unparsable::UnparsableAnswers;
 
 /// Serves `router` on `listener` until `shutdown`, then drains open connections for at most
 /// `drain`. `name` labels the metrics (`http_connections_open{server}`, …).

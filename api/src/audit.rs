@@ -1,15 +1,13 @@
 //! `GET /v1/audit`: the account's audit log, oldest first.
 
-use axum::extract::{RawQuery, State};
-use axum::http::HeaderMap;
+use axum::extract::State;
 use axum::Json;
 use hookstream_core::db::audit::{self, Entry};
+use hookstream_core::http::{page, ApiError, Caller, ErrorBody, PageQuery, Query};
 use serde::Serialize;
 use utoipa::ToSchema;
 
-use crate::endpoints::{unavailable, PageQuery};
-use crate::error::{ApiError, ErrorBody};
-use crate::request::parse_query;
+use crate::endpoints::unavailable;
 use crate::state::AppState;
 
 /// A page of the audit log.
@@ -37,25 +35,13 @@ pub struct AuditPage {
 )]
 pub async fn list(
     State(state): State<AppState>,
-    headers: HeaderMap,
-    RawQuery(query): RawQuery,
+    caller: Caller,
+    Query(q): Query<PageQuery>,
 ) -> Result<Json<AuditPage>, ApiError> {
-    let owner = state.auth.authenticate(&headers).await?;
-    let q: PageQuery = parse_query(query.as_deref().unwrap_or_default())?;
     let limit = q.limit()?;
-    let after = q
-        .cursor
-        .as_deref()
-        .map(|c| c.parse::<i64>().map_err(|_| ApiError::invalid("cursor", "not a cursor")))
-        .transpose()?;
-    let mut data = audit::list(&state.pool, Some(owner.account_id), after, limit + 1)
+    let rows = audit::list(&state.pool, Some(caller.account()), q.cursor()?, limit + 1)
         .await
         .map_err(unavailable)?;
-    let next_cursor = if data.len() as i64 > limit {
-        data.truncate(limit as usize);
-        data.last().map(|e| e.id.to_string())
-    } else {
-        None
-    };
+    let (data, next_cursor) = page(rows, limit, |e| e.id.to_string());
     Ok(Json(AuditPage { data, next_cursor }))
 }

@@ -14,7 +14,7 @@ use std::task::{ready, Context, Poll};
 use axum::http::StatusCode;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
-use crate::http_server::error_body;
+use super::server::error_body;
 
 /// A socket whose automatic parse-error answers get a JSON body.
 pub(crate) struct UnparsableAnswers<T> {

@@ -1,12 +1,117 @@
-//! Reading and checking request bodies: content type, size, JSON syntax, shape.
+//! Reading and checking request input: content type, size, JSON syntax and shape, query
+//! parameters, ids in paths, pages. The extractors ([`JsonBody`], [`Query`], [`PathId`]) are
+//! what handlers use; the functions serve handlers that read a body their own way (events).
+
+use std::str::FromStr;
 
 use axum::body::{Body, Bytes};
+use axum::extract::{FromRef, FromRequest, FromRequestParts, Path, Request};
+use axum::http::request::Parts;
 use axum::http::{header, HeaderMap};
+use axum::response::{IntoResponse, Response};
 use http_body_util::{BodyExt, LengthLimitError, Limited};
 use serde::de::DeserializeOwned;
+use serde::Deserialize;
 use serde_path_to_error::Segment;
+use utoipa::IntoParams;
 
-use crate::error::ApiError;
+use super::error::ApiError;
+
+/// The largest request body a service accepts, in bytes (from its state, by `FromRef`).
+#[derive(Debug, Clone, Copy)]
+pub struct BodyLimit(pub usize);
+
+/// A JSON body, checked: 415 unless `application/json`, 413 over the [`BodyLimit`] (without
+/// reading past it), 400 for bad syntax, 422 naming the field for a wrong shape or for text
+/// Postgres cannot store (NUL).
+#[derive(Debug)]
+pub struct JsonBody<T>(pub T);
+
+impl<S, T> FromRequest<S> for JsonBody<T>
+where
+    T: DeserializeOwned,
+    BodyLimit: FromRef<S>,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request(request: Request, state: &S) -> Result<Self, ApiError> {
+        let BodyLimit(limit) = BodyLimit::from_ref(state);
+        let (parts, body) = request.into_parts();
+        require_json(&parts.headers)?;
+        let bytes = read_limited(&parts.headers, body, limit).await?;
+        parse_stored_json(&bytes).map(JsonBody)
+    }
+}
+
+/// Query parameters, checked: 422 naming the parameter that is wrong (or holds NUL).
+#[derive(Debug)]
+pub struct Query<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequestParts<S> for Query<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, ApiError> {
+        parse_query(parts.uri.query().unwrap_or_default()).map(Query)
+    }
+}
+
+/// The one id in a request's path. Text that is not an id of this kind names nothing the
+/// caller can see: 404, as for another account's id, so a malformed id tells nothing more. A
+/// path that is not text at all (invalid UTF-8) is a bad request: 400.
+#[derive(Debug)]
+pub struct PathId<T>(pub T);
+
+impl<S: Send + Sync, T: FromStr> FromRequestParts<S> for PathId<T> {
+    type Rejection = Response;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Response> {
+        let Path(raw) = Path::<String>::from_request_parts(parts, state)
+            .await
+            .map_err(IntoResponse::into_response)?;
+        raw.parse().map(PathId).map_err(|_| ApiError::NotFound.into_response())
+    }
+}
+
+/// Rows per page unless `limit` says otherwise.
+pub const DEFAULT_PAGE: i64 = 100;
+/// Rows per page, at most.
+pub const MAX_PAGE: i64 = 1000;
+
+/// Paging of a list: `?limit=&cursor=`.
+#[derive(Debug, Default, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct PageQuery {
+    /// Page size, 1 to 1000 (default 100).
+    pub limit: Option<i64>,
+    /// `next_cursor` of the previous page.
+    pub cursor: Option<String>,
+}
+
+impl PageQuery {
+    /// The page size, checked.
+    pub fn limit(&self) -> Result<i64, ApiError> {
+        page_limit(self.limit)
+    }
+
+    /// The cursor, parsed as the list's key.
+    pub fn cursor<C: FromStr>(&self) -> Result<Option<C>, ApiError> {
+        self.cursor
+            .as_deref()
+            .map(|c| c.parse().map_err(|_| ApiError::invalid("cursor", "not a cursor")))
+            .transpose()
+    }
+}
+
+/// A page size as a client asked for it, checked (the default when absent).
+pub fn page_limit(limit: Option<i64>) -> Result<i64, ApiError> {
+    let limit = limit.unwrap_or(DEFAULT_PAGE);
+    if !(1..=MAX_PAGE).contains(&limit) {
+        return Err(ApiError::invalid("limit", format!("must be between 1 and {MAX_PAGE}")));
+    }
+    Ok(limit)
+}
 
 /// Refuses anything but `application/json` (with or without parameters).
 pub fn require_json(headers: &HeaderMap) -> Result<(), ApiError> {
@@ -118,7 +223,7 @@ pub fn parse_query<T: serde::de::DeserializeOwned>(query: &str) -> Result<T, Api
     if let Some((name, _)) = url::form_urlencoded::parse(query.as_bytes())
         .find(|(k, v)| k.contains('\0') || v.contains('\0'))
     {
-        let name = hookstream_core::db::text::pg_text(&name).into_owned();
+        let name = crate::db::text::pg_text(&name).into_owned();
         return Err(ApiError::invalid(name, "must not contain NUL (%00)"));
     }
     let de = serde_urlencoded::Deserializer::new(url::form_urlencoded::parse(query.as_bytes()));

@@ -1,0 +1,70 @@
+//! What the HTTP services (ingest and the management API) share: the server with its walls
+//! ([`server`]), one error format ([`error`]), API-key authentication ([`auth`]) and the
+//! extractors that turn a request into checked input ([`extract`]): a handler names what it
+//! needs (`Caller`, `PathId<EndpointId>`, `JsonBody<T>`, `Query<T>`) and gets it, or the
+//! request gets the right status and a JSON error without reaching the handler.
+
+pub mod auth;
+pub mod error;
+pub mod extract;
+pub mod server;
+mod unparsable;
+
+use std::time::Instant;
+
+use axum::extract::{MatchedPath, Request};
+use axum::middleware::Next;
+use axum::response::Response;
+
+pub use auth::{Caller, KeyResolver};
+pub use error::{ApiError, ErrorBody, ErrorDetail};
+pub use extract::{BodyLimit, JsonBody, PageQuery, PathId, Query};
+
+/// Times a request into the histogram `metric{route, status}` and runs it in a span naming
+/// the route (with an empty `trace_id` the handler may fill in). For
+/// `axum::middleware::from_fn(move |r, n| observe(METRIC, r, n))`.
+pub async fn observe(metric: &'static str, request: Request, next: Next) -> Response {
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|p| p.as_str().to_owned())
+        .unwrap_or_else(|| "unmatched".to_owned());
+    let span = tracing::info_span!("request", method = %request.method(), %route, trace_id = tracing::field::Empty);
+    let started = Instant::now();
+    let response = tracing::Instrument::instrument(next.run(request), span).await;
+    metrics::histogram!(metric, "route" => route, "status" => response.status().as_u16().to_string())
+        .record(started.elapsed());
+    response
+}
+
+/// One page of a list read with `limit + 1` rows: the first `limit`, and the cursor of the
+/// next page (the last row's key) when there was more.
+pub fn page<T, C>(mut rows: Vec<T>, limit: i64, key: impl Fn(&T) -> C) -> (Vec<T>, Option<C>) {
+    let limit = usize::try_from(limit).unwrap_or(0);
+    if rows.len() > limit {
+        rows.truncate(limit);
+        let next = rows.last().map(key);
+        (rows, next)
+    } else {
+        (rows, None)
+    }
+}
+
+/// The `api_key` bearer scheme both API documents declare (a utoipa modifier).
+pub struct BearerAuth;
+
+impl utoipa::Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "api_key",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+        );
+    }
+}
+
+/// An OpenAPI document as pretty JSON (what a service's `/openapi.json` serves).
+pub fn openapi_json(document: &utoipa::openapi::OpenApi) -> String {
+    document.to_pretty_json().unwrap_or_else(|e| format!("{{\"error\": \"{e}\"}}"))
+}
