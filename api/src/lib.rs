@@ -36,7 +36,7 @@ use crate::state::AppState;
 /// stops redrive jobs between pages, flushes the producer.
 pub async fn run(config: ApiConfig, shutdown: CancellationToken) -> Result<(), ServiceError> {
     let backends = service::connect(&config.kafka, &config.database).await?;
-    let schemas = Schemas::load().map_err(|e| ServiceError::Startup(e.to_string()))?;
+    let schemas = Schemas::load().map_err(ServiceError::startup)?;
     let settings = &config.api;
     let drain = service::drain_budget(settings.shutdown_deadline);
     if settings.allow_private_endpoints {

@@ -71,7 +71,7 @@ pub(crate) struct FilterArgs {
     #[arg(long)]
     to: Option<DateTime<Utc>>,
     /// Only this error class.
-    #[arg(long, value_parser = parse_error_class)]
+    #[arg(long, value_enum)]
     error_class: Option<dlq::ErrorClass>,
 }
 
@@ -92,10 +92,6 @@ impl FilterArgs {
             include_redriven,
         })
     }
-}
-
-fn parse_error_class(s: &str) -> Result<dlq::ErrorClass, String> {
-    s.parse().map_err(|e: dlq::UnknownErrorClass| e.to_string())
 }
 
 pub(crate) async fn run(config: &ToolConfig, cmd: DlqCommand) -> anyhow::Result<()> {

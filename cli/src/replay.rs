@@ -18,13 +18,12 @@ use governor::{Quota, RateLimiter};
 use hookstream_core::db::endpoints::{self, DeliveryEndpoint};
 use hookstream_core::delivery::endpoints::matches;
 use hookstream_core::delivery::handoff::Handoff;
-use hookstream_core::envelope::{headers, DeliveryTask, EventEnvelope, Origin};
+use hookstream_core::envelope::{DeliveryTask, Origin};
 use hookstream_core::producer::HealingProducer;
-use hookstream_core::trace_context::TraceParent;
+use hookstream_core::wire::{self, EnvelopeCodec, WireError};
 use hookstream_core::{kafka, AccountId, EndpointId};
 use indicatif::{ProgressBar, ProgressStyle};
 use rdkafka::consumer::{Consumer, DefaultConsumerContext, StreamConsumer};
-use rdkafka::message::Headers;
 use rdkafka::{Message, Offset, TopicPartitionList};
 
 use hookstream_core::tool::ToolConfig;
@@ -132,6 +131,7 @@ pub(crate) async fn run(config: &ToolConfig, args: ReplayArgs) -> anyhow::Result
     for e in endpoints::load_enabled(&pool, Utc::now()).await? {
         by_account.entry(e.account_id).or_default().push(e);
     }
+    let codec = EnvelopeCodec::new(config.kafka.schema_registry_url.as_ref())?;
     let producer = HealingProducer::new(&config.kafka, "hookstream-replay")?;
     let handoff = Handoff::new(producer, config.topics.topics(), config.kafka.produce_timeout);
     handoff.warm_up().await;
@@ -162,7 +162,14 @@ pub(crate) async fn run(config: &ToolConfig, args: ReplayArgs) -> anyhow::Result
             position.insert(p, end);
             continue;
         }
-        let envelope = m.payload().and_then(|b| serde_json::from_slice::<EventEnvelope>(b).ok());
+        let envelope = match codec.decode(m.payload()).await {
+            Ok(e) => Some(e),
+            // Avro that cannot be read now: stop rather than skip events of the window.
+            Err(e @ (WireError::NoRegistry | WireError::Registry { .. })) => {
+                anyhow::bail!("{topic}/{p}/{offset}: {e} (replay stopped there)")
+            }
+            Err(_) => None,
+        };
         // The record's own time: its timestamp, else the event's received_at.
         let time = m
             .timestamp()
@@ -202,12 +209,7 @@ pub(crate) async fn run(config: &ToolConfig, args: ReplayArgs) -> anyhow::Result
             .filter(|e| args.endpoint.is_none_or(|id| id == e.id))
             .map(|e| e.id)
             .collect();
-        let trace = m
-            .headers()
-            .and_then(|h| h.iter().find(|h| h.key == headers::TRACEPARENT).and_then(|h| h.value))
-            .and_then(|v| std::str::from_utf8(v).ok())
-            .and_then(TraceParent::parse)
-            .unwrap_or_else(TraceParent::new_root);
+        let trace = wire::headers::trace(&m);
         let origin = Origin { topic: topic.clone(), partition: p, offset };
         for endpoint_id in targets {
             progress.tasks += 1;
@@ -222,6 +224,7 @@ pub(crate) async fn run(config: &ToolConfig, args: ReplayArgs) -> anyhow::Result
                 first_attempt_at: Utc::now(),
                 last_status: None,
                 last_error: None,
+                last_reason: None,
                 replay: true,
             };
             handoff.replay(&task, &origin, &trace.child().to_string()).await?;

@@ -145,6 +145,10 @@ pub struct KafkaConfig {
     /// Extra librdkafka properties (`security.protocol`, `sasl.*`, `fetch.max.bytes`, …),
     /// applied after hookstream's own and so able to override them.
     pub properties: BTreeMap<String, String>,
+    /// Confluent-compatible schema registry. Set, ingest writes events as Avro in the Confluent
+    /// wire format; the dispatcher and `hookstream replay` read Avro through it (and JSON
+    /// always). Every part that reads the event topics needs it once any event is Avro.
+    pub schema_registry_url: Option<url::Url>,
 }
 
 impl Default for KafkaConfig {
@@ -159,6 +163,7 @@ impl Default for KafkaConfig {
             fetch_wait: Duration::from_millis(50),
             connect_timeout: Duration::from_secs(10),
             properties: BTreeMap::new(),
+            schema_registry_url: None,
         }
     }
 }
@@ -171,6 +176,14 @@ impl KafkaConfig {
                 "kafka.brokers",
                 format!("must be comma-separated host:port pairs, got {:?}", self.brokers),
             ));
+        }
+        if let Some(url) = &self.schema_registry_url {
+            if !matches!(url.scheme(), "http" | "https") {
+                return Err(ConfigError::invalid(
+                    "kafka.schema_registry_url",
+                    format!("must be an http(s) URL, got {url}"),
+                ));
+            }
         }
         positive("kafka.produce_timeout", self.produce_timeout)?;
         positive("kafka.fetch_wait", self.fetch_wait)?;

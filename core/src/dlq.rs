@@ -14,6 +14,7 @@ use tokio_util::sync::CancellationToken;
 use crate::db::text::pg_text;
 use crate::db::DbError;
 use crate::delivery::handoff::{Handoff, HandoffError};
+use crate::delivery::outcome::FailureReason;
 use crate::envelope::{DeliveryTask, Origin};
 use crate::ids::{AccountId, DeadLetterId, EndpointId};
 
@@ -23,34 +24,43 @@ const PAGE: i64 = 500;
 const IN_FLIGHT: usize = 64;
 
 /// Why an entry is dead, coarsely: what the DLQ is filtered by (`other` when none fits).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, clap::ValueEnum)]
 pub enum ErrorClass {
     /// A final 4xx other than 408, 410 and 429.
     #[serde(rename = "http_4xx")]
+    #[value(name = "http_4xx")]
     Http4xx,
     /// 5xx, 408 or 429 until the schedule ran out.
     #[serde(rename = "http_5xx")]
+    #[value(name = "http_5xx")]
     Http5xx,
     /// 410: the receiver said the endpoint is gone.
     #[serde(rename = "gone")]
+    #[value(name = "gone")]
     Gone,
     /// No answer in time.
     #[serde(rename = "timeout")]
+    #[value(name = "timeout")]
     Timeout,
     /// No connection.
     #[serde(rename = "connection")]
+    #[value(name = "connection")]
     Connection,
     /// The endpoint's circuit was open.
     #[serde(rename = "circuit_open")]
+    #[value(name = "circuit_open")]
     CircuitOpen,
     /// The target is an internal address (the SSRF guard).
     #[serde(rename = "refused")]
+    #[value(name = "refused")]
     Refused,
     /// The endpoint was disabled or deleted.
     #[serde(rename = "endpoint_unavailable")]
+    #[value(name = "endpoint_unavailable")]
     EndpointUnavailable,
     /// None of the above.
     #[serde(rename = "other")]
+    #[value(name = "other")]
     Other,
 }
 
@@ -106,22 +116,31 @@ impl std::str::FromStr for ErrorClass {
     }
 }
 
-/// The error class of a final status and error.
-pub fn error_class(status: Option<u16>, error: Option<&str>) -> ErrorClass {
-    match (status, error.unwrap_or_default()) {
-        (Some(410), _) => ErrorClass::Gone,
-        (Some(s), _) if (500..600).contains(&s) || s == 408 || s == 429 => ErrorClass::Http5xx,
-        (Some(s), _) if (400..500).contains(&s) => ErrorClass::Http4xx,
-        (_, e) if e.starts_with("circuit open") => ErrorClass::CircuitOpen,
-        (_, e) if e.starts_with(crate::delivery::guard::REFUSED) || e.contains("not allowed") => {
-            ErrorClass::Refused
+/// The error class of a dead task: from its typed reason, or (a task written before reasons
+/// travelled) from its last status alone.
+pub fn error_class(task: &DeliveryTask) -> ErrorClass {
+    match (task.last_reason, task.last_status) {
+        (Some(reason), _) => ErrorClass::from(reason),
+        (None, Some(status)) => ErrorClass::from(FailureReason::of_status(status)),
+        (None, None) => ErrorClass::Other,
+    }
+}
+
+impl From<FailureReason> for ErrorClass {
+    fn from(reason: FailureReason) -> Self {
+        match reason {
+            FailureReason::ClientError => ErrorClass::Http4xx,
+            FailureReason::ServerError
+            | FailureReason::RequestTimeout
+            | FailureReason::TooManyRequests => ErrorClass::Http5xx,
+            FailureReason::Gone => ErrorClass::Gone,
+            FailureReason::Timeout => ErrorClass::Timeout,
+            FailureReason::Connection => ErrorClass::Connection,
+            FailureReason::CircuitOpen => ErrorClass::CircuitOpen,
+            FailureReason::Refused => ErrorClass::Refused,
+            FailureReason::EndpointUnavailable => ErrorClass::EndpointUnavailable,
+            FailureReason::Unexpected => ErrorClass::Other,
         }
-        (_, e) if e.starts_with("endpoint ") => ErrorClass::EndpointUnavailable,
-        (_, e) if e.contains("timed out") || e.contains("timeout") => ErrorClass::Timeout,
-        (_, e) if e.contains("connect") || e.contains("error sending request") => {
-            ErrorClass::Connection
-        }
-        _ => ErrorClass::Other,
     }
 }
 
@@ -160,7 +179,7 @@ pub struct DeadLetter {
     pub event_id: String,
     /// Event type.
     pub event_type: String,
-    /// Coarse reason (see [`ERROR_CLASSES`]).
+    /// Coarse reason (an [`ErrorClass`]).
     pub error_class: String,
     /// Last HTTP status, when a response came back.
     pub last_status: Option<i32>,
@@ -280,7 +299,7 @@ pub async fn index(pool: &PgPool, rows: &[NewDeadLetter]) -> Result<u64, DbError
             .push_bind(pg_text(t.envelope.event_id.as_str()).into_owned())
             .push_bind(t.endpoint_id)
             .push_bind(pg_text(&t.envelope.event_type).into_owned())
-            .push_bind(error_class(t.last_status, t.last_error.as_deref()).as_str())
+            .push_bind(error_class(t).as_str())
             .push_bind(t.last_status.map(i32::from))
             .push_bind(t.last_error.as_deref().map(|e| pg_text(e).into_owned()))
             .push_bind(t.attempt as i32)
@@ -613,40 +632,43 @@ pub async fn live_keys(pool: &PgPool) -> Result<Vec<(String, EndpointId, Account
 
 #[cfg(test)]
 mod tests {
-    use super::error_class;
+    use super::*;
 
     #[test]
-    fn every_ssrf_refusal_is_classed_refused() {
-        // Both paths: an IP literal checked before sending, and a name the resolver refused.
-        let refusal = crate::delivery::guard::InternalTarget("127.0.0.1".into()).to_string();
-        assert_eq!(error_class(None, Some(&refusal)).as_str(), "refused");
-        let resolved = crate::delivery::guard::InternalTarget("localhost".into()).to_string();
-        assert_eq!(error_class(None, Some(&resolved)).as_str(), "refused");
+    fn the_class_follows_the_reason_whatever_the_text_says() {
+        let classes: Vec<(FailureReason, &str)> = vec![
+            (FailureReason::ClientError, "http_4xx"),
+            (FailureReason::ServerError, "http_5xx"),
+            (FailureReason::RequestTimeout, "http_5xx"),
+            (FailureReason::TooManyRequests, "http_5xx"),
+            (FailureReason::Gone, "gone"),
+            (FailureReason::Timeout, "timeout"),
+            (FailureReason::Connection, "connection"),
+            (FailureReason::CircuitOpen, "circuit_open"),
+            (FailureReason::Refused, "refused"),
+            (FailureReason::EndpointUnavailable, "endpoint_unavailable"),
+            (FailureReason::Unexpected, "other"),
+        ];
+        for (reason, class) in classes {
+            assert_eq!(ErrorClass::from(reason).as_str(), class, "{reason:?}");
+        }
     }
 
     #[test]
-    fn final_failures_are_classed() {
-        assert_eq!(error_class(Some(400), None).as_str(), "http_4xx");
-        assert_eq!(error_class(Some(410), None).as_str(), "gone");
-        assert_eq!(error_class(Some(503), Some("http 503")).as_str(), "http_5xx");
-        assert_eq!(error_class(Some(429), None).as_str(), "http_5xx");
-        assert_eq!(
-            error_class(None, Some("circuit open: endpoint failing")).as_str(),
-            "circuit_open"
-        );
-        assert_eq!(
-            error_class(None, Some("endpoint disabled or deleted")).as_str(),
-            "endpoint_unavailable"
-        );
-        assert_eq!(
-            error_class(None, Some("error sending request: operation timed out")).as_str(),
-            "timeout"
-        );
-        assert_eq!(
-            error_class(None, Some("error sending request: tcp connect error: Connection refused"))
-                .as_str(),
-            "connection"
-        );
-        assert_eq!(error_class(None, None).as_str(), "other");
+    fn a_task_without_a_reason_is_classed_by_its_status_alone() {
+        let json = serde_json::json!({
+            "event_id": "e", "account_id": crate::AccountId::new(), "event_type": "t",
+            "occurred_at": "2026-01-01T00:00:00Z", "received_at": "2026-01-01T00:00:00Z",
+            "priority": "normal", "data": {}, "schema_version": 1,
+            "endpoint_id": EndpointId::new(), "attempt": 3,
+            "first_attempt_at": "2026-01-01T00:00:00Z",
+            "last_status": 410, "last_error": "circuit open (text is not read)"
+        });
+        let mut task: DeliveryTask = serde_json::from_value(json).expect("an older task");
+        assert_eq!(error_class(&task), ErrorClass::Gone);
+        task.last_status = None;
+        assert_eq!(error_class(&task), ErrorClass::Other);
+        task.last_reason = Some(FailureReason::Refused);
+        assert_eq!(error_class(&task), ErrorClass::Refused);
     }
 }

@@ -12,20 +12,6 @@ use crate::ids::{AccountId, EndpointId, EventId};
 /// The envelope schema version this build writes.
 pub const SCHEMA_VERSION: u32 = 1;
 
-/// Kafka header names carried on delivery tasks (DESIGN.md).
-pub mod headers {
-    /// Attempt number of the task (1 = the dispatcher's first attempt).
-    pub const ATTEMPT: &str = "hs-attempt";
-    /// Unix milliseconds at which the task is due.
-    pub const DUE_AT: &str = "hs-due-at";
-    /// `topic/partition/offset` of the source event.
-    pub const ORIGIN: &str = "hs-origin";
-    /// W3C trace context.
-    pub const TRACEPARENT: &str = "traceparent";
-    /// W3C trace state, when present.
-    pub const TRACESTATE: &str = "tracestate";
-}
-
 /// A priority lane. Each lane is its own topic, served by weight.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -119,8 +105,12 @@ pub struct DeliveryTask {
     pub first_attempt_at: DateTime<Utc>,
     /// HTTP status of the last attempt, if a response came back.
     pub last_status: Option<u16>,
-    /// Error of the last attempt (classified reason or transport error).
+    /// Error of the last attempt (transport error or refusal, for people).
     pub last_error: Option<String>,
+    /// Why the last attempt failed, typed: what the DLQ's error class derives from. Absent in
+    /// tasks written before it existed (their class then follows `last_status` alone).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_reason: Option<crate::delivery::outcome::FailureReason>,
     /// A replay (`hookstream replay`): delivered even if the log shows it delivered before,
     /// and marked as a replay there.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
@@ -209,6 +199,7 @@ mod tests {
             first_attempt_at: Utc::now(),
             last_status: Some(503),
             last_error: Some("http 503".into()),
+            last_reason: Some(crate::delivery::outcome::FailureReason::ServerError),
             replay: false,
         };
         let json = serde_json::to_value(&task).expect("json");

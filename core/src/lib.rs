@@ -7,6 +7,7 @@
 
 pub mod admin;
 pub mod api_key;
+pub mod backoff;
 pub mod config;
 pub mod db;
 pub mod delivery;
@@ -27,5 +28,6 @@ pub mod tier;
 pub mod tool;
 pub mod topics;
 pub mod trace_context;
+pub mod wire;
 
 pub use ids::{AccountId, ApiKeyId, DeadLetterId, EndpointId, EventId, RedriveJobId};

@@ -30,7 +30,7 @@ pub enum ServiceError {
     Telemetry(#[from] TelemetryError),
     /// Something the service needs at start is broken.
     #[error("cannot start: {0}")]
-    Startup(String),
+    Startup(#[source] Box<dyn std::error::Error + Send + Sync>),
     /// A listener could not be bound or served.
     #[error("http server on {addr}: {source}")]
     Http {
@@ -40,6 +40,13 @@ pub enum ServiceError {
         #[source]
         source: std::io::Error,
     },
+}
+
+impl ServiceError {
+    /// A start-up failure, keeping its cause.
+    pub fn startup(e: impl std::error::Error + Send + Sync + 'static) -> Self {
+        ServiceError::Startup(Box::new(e))
+    }
 }
 
 /// Connections every service holds.

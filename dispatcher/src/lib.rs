@@ -11,18 +11,19 @@ use std::time::Duration;
 
 pub use config::{DispatcherConfig, DispatcherSettings, LaneWeights};
 use hookstream_core::admin::ReadinessCheck;
+use hookstream_core::backoff::Backoff;
 use hookstream_core::delivery::endpoints::EndpointCache;
 use hookstream_core::delivery::engine::{Engine, EngineParts, Job, Lanes, Source};
 use hookstream_core::delivery::handoff::Handoff;
 use hookstream_core::delivery::record::Recorder;
-use hookstream_core::envelope::{headers, EventEnvelope, Priority};
+use hookstream_core::envelope::{EventEnvelope, Priority};
 use hookstream_core::kafka::{self, KafkaClientError};
 use hookstream_core::partitions::{self, PartitionContext, Partitions, TrackedConsumer};
 use hookstream_core::producer::HealingProducer;
 use hookstream_core::service::{self, ServiceError};
-use hookstream_core::trace_context::TraceParent;
+use hookstream_core::wire::{self, EnvelopeCodec, WireError};
 use rdkafka::consumer::{CommitMode, Consumer};
-use rdkafka::message::{BorrowedMessage, Headers};
+use rdkafka::message::BorrowedMessage;
 use rdkafka::Message;
 use tokio_util::sync::CancellationToken;
 
@@ -48,6 +49,8 @@ pub async fn run(
     let names: Vec<&str> = lanes.iter().map(String::as_str).collect();
     consumer.subscribe(&names).map_err(KafkaClientError::Admin)?;
 
+    let codec = EnvelopeCodec::new(config.kafka.schema_registry_url.as_ref())
+        .map_err(ServiceError::startup)?;
     let cache = EndpointCache::default();
     cache.reload(&backends.database).await?;
     cache.warn_if_guard_disagrees(config.delivery.allow_private_targets);
@@ -74,7 +77,7 @@ pub async fn run(
             consumer: Arc::clone(&consumer),
             buffer_bound: settings.max_buffered_per_partition,
         })
-        .map_err(|e| ServiceError::Startup(e.to_string()))?,
+        .map_err(ServiceError::startup)?,
     );
 
     let admin = tokio::spawn({
@@ -101,7 +104,8 @@ pub async fn run(
                     if let Some(produced_ms) = m.timestamp().to_millis() {
                         cache.catch_up(&backends.database, produced_ms).await;
                     }
-                    dispatch(&engine, &cache, &partitions, &consumer, &m, settings.max_buffered_per_partition)
+                    let Some(read) = read_envelope(&codec, &m, &shutdown).await else { break };
+                    dispatch(&engine, &cache, &partitions, &consumer, &m, read, settings.max_buffered_per_partition)
                 }
                 Err(e) => tracing::warn!(error = %e, "consume error"),
             },
@@ -134,32 +138,58 @@ fn lane_sizes(settings: &DispatcherSettings) -> [(Priority, usize); 3] {
     ]
 }
 
+/// Reads the envelope of `m`. While the schema registry cannot be reached the record is
+/// neither skipped nor committed past: the read is retried (the one backoff pace) until it
+/// answers; `None` when `shutdown` came first (nothing of `m` is begun, so its offset stays
+/// uncommitted and it is read again).
+async fn read_envelope(
+    codec: &EnvelopeCodec,
+    m: &BorrowedMessage<'_>,
+    shutdown: &CancellationToken,
+) -> Option<Result<EventEnvelope, WireError>> {
+    let mut backoff = Backoff::default();
+    loop {
+        match codec.decode(m.payload()).await {
+            Err(e) if e.is_retriable() => {
+                metrics::counter!("dispatcher_decode_retries_total").increment(1);
+                tracing::error!(topic = m.topic(), partition = m.partition(), offset = m.offset(), error = %e, "cannot read the event yet; retrying");
+                if !backoff.wait_or(shutdown).await {
+                    return None;
+                }
+            }
+            read => return Some(read),
+        }
+    }
+}
+
 fn dispatch(
     engine: &Arc<Engine>,
     cache: &EndpointCache,
     partitions: &Partitions,
     consumer: &TrackedConsumer,
     m: &BorrowedMessage<'_>,
+    read: Result<EventEnvelope, WireError>,
     bound: usize,
 ) {
     let tp = (m.topic().to_owned(), m.partition());
     let Some(generation) = partitions.generation(&tp) else { return };
-    if m.payload().and_then(|p| p.first()) == Some(&0) {
-        // Confluent-framed Avro (ingest with a schema registry): this dispatcher reads JSON
-        // only. Never commit past such a record, which would lose it: stop the partition and
-        // say why, loudly, until a dispatcher that decodes Avro takes over.
-        metrics::counter!("dispatcher_undecodable_total").increment(1);
-        tracing::error!(topic = %tp.0, partition = tp.1, offset = m.offset(), "Avro-encoded event: this dispatcher reads JSON only; partition paused, nothing committed past it");
-        partitions::apply(consumer, &tp, partitions.stall(&tp, m.offset()));
-        return;
-    }
-    let envelope: EventEnvelope = match m.payload().map(serde_json::from_slice) {
-        Some(Ok(e)) => e,
-        other => {
+    let envelope = match read {
+        Ok(e) => e,
+        Err(e @ (WireError::NoRegistry | WireError::Registry { .. })) => {
+            // Avro (ingest with a schema registry) and no registry to read it, or one that does
+            // not know its schema (another registry?): never commit past such a record, which
+            // would lose it. Stop the partition and say why, loudly, until a dispatcher with
+            // the right kafka.schema_registry_url takes over.
+            metrics::counter!("dispatcher_undecodable_total").increment(1);
+            tracing::error!(topic = %tp.0, partition = tp.1, offset = m.offset(), error = %e, "partition paused, nothing committed past it");
+            partitions::apply(consumer, &tp, partitions.stall(&tp, m.offset()));
+            return;
+        }
+        Err(e) => {
             // Not an envelope this build reads: counted, logged, and committed past, so one bad
             // record cannot stall its partition.
             metrics::counter!("dispatcher_undecodable_total").increment(1);
-            tracing::error!(topic = %tp.0, partition = tp.1, offset = m.offset(), error = ?other.and_then(|r| r.err()), "undecodable event skipped");
+            tracing::error!(topic = %tp.0, partition = tp.1, offset = m.offset(), error = %e, "undecodable event skipped");
             partitions.begin(&tp, m.offset(), 0, bound);
             return;
         }
@@ -168,12 +198,7 @@ fn dispatch(
     metrics::gauge!("webhook_processing_lag_seconds", "lane" => envelope.priority.as_str())
         .set(age);
     let endpoints = cache.matching(envelope.account_id, &envelope.event_type);
-    let trace = m
-        .headers()
-        .and_then(|h| h.iter().find(|h| h.key == headers::TRACEPARENT).and_then(|h| h.value))
-        .and_then(|v| std::str::from_utf8(v).ok())
-        .and_then(TraceParent::parse)
-        .unwrap_or_else(TraceParent::new_root);
+    let trace = wire::headers::trace(m);
     partitions::apply(consumer, &tp, partitions.begin(&tp, m.offset(), endpoints.len(), bound));
     let envelope = Arc::new(envelope);
     let source = Source { tp, offset: m.offset(), generation };

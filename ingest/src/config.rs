@@ -72,9 +72,6 @@ pub struct IngestSettings {
     pub unknown_key_lookups_per_second: u32,
     /// `Retry-After` seconds sent with a 503 when the broker is unavailable.
     pub unavailable_retry_after_secs: u32,
-    /// Confluent-compatible schema registry; when set, events are written as Avro in the
-    /// Confluent wire format instead of JSON.
-    pub schema_registry_url: Option<url::Url>,
     /// The longest a shutdown takes, from SIGTERM to exit: open requests get all of it but the
     /// last 5 s (kept for the producer's flush); past it the process exits with code 1.
     #[serde(with = "humantime_serde")]
@@ -92,7 +89,6 @@ impl Default for IngestSettings {
             key_stale_ttl: Duration::from_secs(3600),
             unknown_key_lookups_per_second: 50,
             unavailable_retry_after_secs: 5,
-            schema_registry_url: None,
             shutdown_deadline: Duration::from_secs(15),
         }
     }

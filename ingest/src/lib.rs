@@ -3,7 +3,6 @@
 //! acknowledged. The management API is a service of its own (`hookstream-api`).
 
 mod config;
-pub mod encode;
 pub mod events;
 pub mod idempotency;
 pub mod openapi;
@@ -23,10 +22,10 @@ use hookstream_core::admin;
 use hookstream_core::http::{self, KeyResolver};
 use hookstream_core::schema::Schemas;
 use hookstream_core::service::{self, ServiceError};
+use hookstream_core::wire::EnvelopeCodec;
 pub use openapi::document as openapi_document;
 use tokio_util::sync::CancellationToken;
 
-use crate::encode::Encoder;
 use crate::idempotency::IdempotencyKeys;
 use crate::publish::Publisher;
 use crate::rate_limit::IntakeLimits;
@@ -36,10 +35,10 @@ use crate::state::AppState;
 /// flushes the producer.
 pub async fn run(config: IngestConfig, shutdown: CancellationToken) -> Result<(), ServiceError> {
     let backends = service::connect(&config.kafka, &config.database).await?;
-    let schemas = Schemas::load().map_err(|e| ServiceError::Startup(e.to_string()))?;
-    let encoder = Encoder::new(config.ingest.schema_registry_url.as_ref())
-        .map_err(|e| ServiceError::Startup(e.to_string()))?;
-    let publisher = Publisher::new(&config.kafka, config.topics.topics(), encoder)?;
+    let schemas = Schemas::load().map_err(ServiceError::startup)?;
+    let codec = EnvelopeCodec::new(config.kafka.schema_registry_url.as_ref())
+        .map_err(ServiceError::startup)?;
+    let publisher = Publisher::new(&config.kafka, config.topics.topics(), codec)?;
     let settings = &config.ingest;
     let drain = service::drain_budget(settings.shutdown_deadline);
     let state = AppState {

@@ -5,15 +5,13 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use hookstream_core::config::KafkaConfig;
-use hookstream_core::envelope::{headers, EventEnvelope};
+use hookstream_core::envelope::EventEnvelope;
 use hookstream_core::kafka::KafkaClientError;
 use hookstream_core::producer::{HealingProducer, ProduceError};
 use hookstream_core::topics::Topics;
 use hookstream_core::trace_context::TraceParent;
-use rdkafka::message::{Header, OwnedHeaders};
+use hookstream_core::wire::{self, EnvelopeCodec, WireError};
 use rdkafka::producer::FutureRecord;
-
-use crate::encode::{EncodeError, Encoder};
 
 const CLIENT_ID: &str = "hookstream-ingest";
 
@@ -22,7 +20,7 @@ const CLIENT_ID: &str = "hookstream-ingest";
 pub enum PublishError {
     /// The envelope could not be encoded (registry unreachable, or a defect).
     #[error(transparent)]
-    Encode(#[from] EncodeError),
+    Encode(#[from] WireError),
     /// The broker refused the write or did not acknowledge it in time.
     #[error(transparent)]
     Broker(#[from] ProduceError),
@@ -45,7 +43,7 @@ pub struct Publisher {
 
 struct Inner {
     producer: HealingProducer,
-    encoder: Encoder,
+    codec: EnvelopeCodec,
     kafka: KafkaConfig,
     topics: Topics,
 }
@@ -56,10 +54,10 @@ impl Publisher {
     pub fn new(
         kafka: &KafkaConfig,
         topics: Topics,
-        encoder: Encoder,
+        codec: EnvelopeCodec,
     ) -> Result<Self, KafkaClientError> {
         let producer = HealingProducer::new(kafka, CLIENT_ID)?;
-        Ok(Self { inner: Arc::new(Inner { producer, encoder, kafka: kafka.clone(), topics }) })
+        Ok(Self { inner: Arc::new(Inner { producer, codec, kafka: kafka.clone(), topics }) })
     }
 
     /// Produces `envelope` to `events.<priority>` with key = account id and the trace context
@@ -71,13 +69,13 @@ impl Publisher {
     ) -> Result<Acked, PublishError> {
         let key = envelope.key();
         let topic = self.inner.topics.events(envelope.priority);
-        let payload = self.inner.encoder.encode(&topic, envelope).await?;
+        let payload = self.inner.codec.encode(&topic, envelope).await?;
         let timeout = self.inner.kafka.produce_timeout;
         let traceparent = trace.to_string();
-        let record = FutureRecord::to(&topic).key(&key).payload(&payload).headers(
-            OwnedHeaders::new()
-                .insert(Header { key: headers::TRACEPARENT, value: Some(traceparent.as_str()) }),
-        );
+        let record = FutureRecord::to(&topic)
+            .key(&key)
+            .payload(&payload)
+            .headers(wire::headers::event(&traceparent));
         let started = Instant::now();
         // The producer's own message timeout equals `kafka.produce_timeout`.
         let result = self.inner.producer.send(record, timeout).await;

@@ -5,6 +5,7 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
+use hookstream_core::backoff::Backoff;
 use hookstream_core::config::KafkaConfig;
 use hookstream_core::dlq::{self, NewDeadLetter};
 use hookstream_core::kafka::{self, KafkaClientError};
@@ -13,7 +14,7 @@ use rdkafka::{Message, Offset, TopicPartitionList};
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 
-use crate::message;
+use hookstream_core::wire::TaskRecord;
 
 /// Records written per round trip, at most.
 const BATCH: usize = 200;
@@ -53,7 +54,7 @@ pub async fn run(
                     }
                 };
                 positions.insert((m.topic().to_owned(), m.partition()), m.offset() + 1);
-                match message::decode(&m) {
+                match TaskRecord::decode(&m) {
                     Ok(r) => batch.push(NewDeadLetter {
                         topic: m.topic().to_owned(),
                         partition: m.partition(),
@@ -148,7 +149,7 @@ async fn write_retrying(
     rows: &[NewDeadLetter],
     shutdown: &CancellationToken,
 ) -> Written {
-    let mut backoff = Duration::from_millis(100);
+    let mut backoff = Backoff::default();
     loop {
         match dlq::index(pool, rows).await {
             Ok(new) => {
@@ -158,11 +159,7 @@ async fn write_retrying(
             Err(e) if !e.is_transient() => return Written::Rejected(e),
             Err(e) if !shutdown.is_cancelled() => {
                 tracing::error!(error = %e, rows = rows.len(), "indexing the DLQ failed; retrying");
-                tokio::select! {
-                    _ = tokio::time::sleep(backoff) => {}
-                    _ = shutdown.cancelled() => {}
-                }
-                backoff = (backoff * 2).min(Duration::from_secs(5));
+                backoff.wait_or(shutdown).await;
             }
             Err(e) => {
                 tracing::error!(error = %e, "DLQ index not written at shutdown; it is read again at start");

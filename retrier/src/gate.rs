@@ -13,7 +13,7 @@ use hookstream_core::delivery::engine::{Engine, Job, Retry, Source};
 use hookstream_core::partitions::{self, Partitions, Tp, TrackedConsumer};
 use tokio::sync::mpsc;
 
-use crate::message::TaskRecord;
+use hookstream_core::wire::TaskRecord;
 
 /// A task read from a tier, waiting at its partition's gate.
 pub struct Waiting {

@@ -10,7 +10,6 @@
 mod config;
 pub mod dlq_index;
 pub mod gate;
-pub mod message;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -27,6 +26,7 @@ use hookstream_core::kafka::{self, KafkaClientError};
 use hookstream_core::partitions::{self, PartitionContext, Partitions, TrackedConsumer};
 use hookstream_core::producer::HealingProducer;
 use hookstream_core::service::{self, ServiceError};
+use hookstream_core::wire::TaskRecord;
 use rdkafka::consumer::{CommitMode, Consumer};
 use rdkafka::message::BorrowedMessage;
 use rdkafka::Message;
@@ -82,7 +82,7 @@ pub async fn run(config: RetrierConfig, shutdown: CancellationToken) -> Result<(
             consumer: Arc::clone(&consumer),
             buffer_bound: settings.max_buffered_per_partition,
         })
-        .map_err(|e| ServiceError::Startup(e.to_string()))?,
+        .map_err(ServiceError::startup)?,
     );
     let gates = Gates::new(
         Arc::clone(&engine),
@@ -156,7 +156,7 @@ fn receive(
     let tp = (m.topic().to_owned(), m.partition());
     let Some(generation) = partitions.generation(&tp) else { return };
     let Some(&tier) = tiers.get(&tp.0) else { return };
-    let record = match message::decode(m) {
+    let record = match TaskRecord::decode(m) {
         Ok(r) => r,
         Err(e) => {
             // Not a task this build reads: counted, logged, and committed past, so one bad

@@ -15,10 +15,11 @@ use hdrhistogram::Histogram;
 use hookstream_core::db::{accounts, endpoints};
 use hookstream_core::delivery::handoff::Handoff;
 use hookstream_core::dlq::{self, NewDeadLetter, RedriveOptions};
-use hookstream_core::envelope::{headers, DeliveryTask, EventEnvelope, Priority, SCHEMA_VERSION};
+use hookstream_core::envelope::{DeliveryTask, EventEnvelope, Priority, SCHEMA_VERSION};
 use hookstream_core::kafka::{self, TopicSpec};
 use hookstream_core::producer::HealingProducer;
 use hookstream_core::tier::{RateLimit, Tier};
+use hookstream_core::wire::headers;
 use hookstream_core::{AccountId, EndpointId, EventId};
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::FutureRecord;
@@ -262,6 +263,7 @@ fn task(account: AccountId, endpoint: EndpointId, data: Value) -> DeliveryTask {
         first_attempt_at: now,
         last_status: Some(503),
         last_error: Some("http 503".into()),
+        last_reason: None,
         replay: false,
     }
 }

@@ -58,6 +58,7 @@ async fn dead(api: &Api, account: AccountId, ep: EndpointId, event_type: &str, n
                     first_attempt_at: now,
                     last_status: Some(503),
                     last_error: Some("http 503".into()),
+                    last_reason: None,
                     replay: false,
                 },
                 origin: Some(format!("{}/0/7", api.topics.topics().events(Priority::Normal))),

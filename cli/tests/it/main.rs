@@ -1,6 +1,7 @@
 //! Integration tests of the `hookstream` command against the local broker and Postgres.
 
 mod accounts;
+mod avro;
 mod dlq;
 mod lag;
 mod replay;

@@ -67,7 +67,7 @@ async fn a_time_window_of_one_account_is_delivered_again_and_marked_as_replay() 
         }
     };
     let a_all = endpoint(a, "/a-all", &["*"]).await;
-    endpoint(a, "/a-orders", &["order.*"]).await;
+    endpoint(a, "/a-deleted", &["subscriber.deleted"]).await; // subscribed to another type
     endpoint(b, "/b", &["*"]).await;
 
     // Three phases a moment apart; the window is the middle one.

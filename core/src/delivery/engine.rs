@@ -15,10 +15,11 @@ use tokio::sync::{mpsc, Semaphore};
 use super::circuit::CircuitBreakers;
 use super::endpoints::CachedEndpoint;
 use super::handoff::{Handoff, HandoffError};
-use super::outcome::Outcome;
+use super::outcome::{FailureReason, Outcome};
 use super::record::{self, AttemptRecord, DeliveryState, Recorder};
 use super::send::{Attempt, Sender};
 use super::DeliveryConfig;
+use crate::backoff::Backoff;
 use crate::db::endpoints;
 use crate::envelope::{DeliveryTask, EventEnvelope, Origin, Priority};
 use crate::partitions::{self, Partitions, Tp, TrackedConsumer};
@@ -292,6 +293,7 @@ impl Engine {
     ) {
         task.last_status = None;
         task.last_error = Some(reason.to_owned());
+        task.last_reason = Some(FailureReason::EndpointUnavailable);
         let e = &task.envelope;
         self.recorder
             .record(AttemptRecord {
@@ -339,6 +341,7 @@ impl Engine {
                 .error
                 .clone()
                 .or_else(|| attempt.status.map(|s| format!("http {s}"))),
+            last_reason: attempt.reason,
             replay: job.replay(),
         }
     }
@@ -354,7 +357,7 @@ impl Engine {
         traceparent: &str,
         source: &Source,
     ) -> bool {
-        let mut backoff = Duration::from_millis(100);
+        let mut backoff = Backoff::default();
         loop {
             let result: Result<(), HandoffError> = match destination {
                 Destination::Retry(tier) => {
@@ -366,8 +369,7 @@ impl Engine {
                 Ok(()) => return true,
                 Err(e) if self.partitions.generation(&source.tp) == Some(source.generation) => {
                     tracing::error!(error = %e, "hand-off failed; retrying");
-                    tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                    backoff.wait().await;
                 }
                 Err(_) => return false,
             }
@@ -455,5 +457,6 @@ fn circuit_open() -> Attempt {
         latency: Duration::ZERO,
         response_body: None,
         error: Some("circuit open: endpoint failing, not attempted".into()),
+        reason: Some(FailureReason::CircuitOpen),
     }
 }

@@ -4,10 +4,9 @@
 use std::time::Duration;
 
 use chrono::Utc;
-use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureRecord, Producer};
 
-use crate::envelope::{headers, DeliveryTask, Origin};
+use crate::envelope::{DeliveryTask, Origin};
 use crate::producer::{HealingProducer, ProduceError};
 use crate::topics::Topics;
 
@@ -16,7 +15,7 @@ use crate::topics::Topics;
 pub enum HandoffError {
     /// Encoding failed (a defect).
     #[error("cannot encode the task: {0}")]
-    Encode(#[from] serde_json::Error),
+    Encode(#[from] crate::wire::WireError),
     /// The broker did not acknowledge.
     #[error("hand-off to {topic} failed: {source}")]
     Broker {
@@ -137,17 +136,9 @@ impl Handoff {
         origin: &Origin,
         traceparent: &str,
     ) -> Result<(), HandoffError> {
-        let payload = serde_json::to_vec(task)?;
+        let (payload, headers) = crate::wire::task::encode(task, due_ms, origin, traceparent)?;
         let key = task.envelope.key();
-        let (attempt, due, origin) =
-            (task.attempt.to_string(), due_ms.to_string(), origin.to_string());
-        let record = FutureRecord::to(&topic).key(&key).payload(&payload).headers(
-            OwnedHeaders::new()
-                .insert(Header { key: headers::ATTEMPT, value: Some(attempt.as_str()) })
-                .insert(Header { key: headers::DUE_AT, value: Some(due.as_str()) })
-                .insert(Header { key: headers::ORIGIN, value: Some(origin.as_str()) })
-                .insert(Header { key: headers::TRACEPARENT, value: Some(traceparent) }),
-        );
+        let record = FutureRecord::to(&topic).key(&key).payload(&payload).headers(headers);
         match self.producer.send(record, self.timeout).await {
             Ok(_) => Ok(()),
             Err(source) => Err(HandoffError::Broker { topic, source }),

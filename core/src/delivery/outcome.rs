@@ -2,6 +2,8 @@
 
 use std::time::Duration;
 
+use serde::{Deserialize, Serialize};
+
 /// The longest `Retry-After` honoured; a receiver cannot park a task for days.
 pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(3600);
 
@@ -21,6 +23,59 @@ pub enum Outcome {
         /// 410 Gone: the endpoint is also disabled.
         disable_endpoint: bool,
     },
+}
+
+/// Why an attempt failed, or why a task went to the DLQ without one. It travels with the
+/// attempt and the task (`last_reason`); the DLQ's error class derives from it, never from an
+/// error's text.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FailureReason {
+    /// A 4xx answer other than 408, 410 and 429.
+    ClientError,
+    /// A 3xx or other answer that is neither a success nor an error.
+    Unexpected,
+    /// A 5xx answer.
+    ServerError,
+    /// 408 Request Timeout.
+    RequestTimeout,
+    /// 429 Too Many Requests.
+    TooManyRequests,
+    /// 410 Gone: the endpoint is disabled too.
+    Gone,
+    /// No answer within `delivery.timeout`.
+    Timeout,
+    /// No connection (DNS, TCP, TLS) or it broke while sending.
+    Connection,
+    /// The endpoint's circuit was open: not attempted.
+    CircuitOpen,
+    /// The target is an internal address (the SSRF guard): not attempted.
+    Refused,
+    /// The endpoint was disabled or deleted: not attempted.
+    EndpointUnavailable,
+}
+
+impl FailureReason {
+    /// The reason of a non-2xx status.
+    pub fn of_status(status: u16) -> Self {
+        match status {
+            408 => FailureReason::RequestTimeout,
+            429 => FailureReason::TooManyRequests,
+            410 => FailureReason::Gone,
+            500..=599 => FailureReason::ServerError,
+            400..=499 => FailureReason::ClientError,
+            _ => FailureReason::Unexpected,
+        }
+    }
+
+    /// The reason of a request that got no answer.
+    pub fn of_transport(e: &reqwest::Error) -> Self {
+        if e.is_timeout() {
+            FailureReason::Timeout
+        } else {
+            FailureReason::Connection
+        }
+    }
 }
 
 impl Outcome {

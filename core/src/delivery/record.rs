@@ -12,6 +12,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::outcome::Outcome;
+use crate::backoff::Backoff;
 use crate::db::text::{self, pg_text};
 use crate::ids::{AccountId, EndpointId, EventId};
 
@@ -220,7 +221,7 @@ async fn write_retrying(
     rows: &[AttemptRecord],
     stop: &Stop,
 ) -> Result<(), sqlx::Error> {
-    let mut backoff = Duration::from_millis(100);
+    let mut backoff = Backoff::default();
     loop {
         match write(pool, rows).await {
             Ok(()) => return Ok(()),
@@ -231,8 +232,7 @@ async fn write_retrying(
                     return Ok(());
                 }
                 tracing::error!(error = %e, rows = rows.len(), "writing the delivery log failed; retrying");
-                stop.pause(backoff).await;
-                backoff = (backoff * 2).min(Duration::from_secs(5));
+                stop.pause(backoff.next_delay()).await;
             }
             Err(e) => return Err(e),
         }

@@ -6,7 +6,7 @@ use chrono::Utc;
 use serde_json::json;
 
 use super::guard;
-use super::outcome::{classify_status, classify_transport_error, Outcome};
+use super::outcome::{classify_status, classify_transport_error, FailureReason, Outcome};
 use super::sign::{signature_header, SigningSecret};
 use super::DeliveryConfig;
 use crate::envelope::EventEnvelope;
@@ -38,6 +38,8 @@ pub struct Attempt {
     pub response_body: Option<String>,
     /// Transport error or refusal, when there was no response.
     pub error: Option<String>,
+    /// Why it failed (none when delivered).
+    pub reason: Option<FailureReason>,
 }
 
 /// Sends webhooks over pooled keep-alive connections.
@@ -119,12 +121,15 @@ impl Sender {
                     .map(str::to_owned);
                 let outcome = classify_status(status, retry_after.as_deref());
                 let body = read_prefix(response, self.config.max_response_body).await;
+                let reason =
+                    (outcome != Outcome::Delivered).then(|| FailureReason::of_status(status));
                 Attempt {
                     outcome,
                     status: Some(status),
                     latency: started.elapsed(),
                     response_body: (!body.is_empty()).then_some(body),
                     error: None,
+                    reason,
                 }
             }
             Err(e) => {
@@ -137,6 +142,7 @@ impl Sender {
                     latency: started.elapsed(),
                     response_body: None,
                     error: Some(error_chain(&e)),
+                    reason: Some(FailureReason::of_transport(&e)),
                 }
             }
         }
@@ -150,6 +156,7 @@ fn refused(reason: String, started: Instant) -> Attempt {
         latency: started.elapsed(),
         response_body: None,
         error: Some(reason),
+        reason: Some(FailureReason::Refused),
     }
 }
 
@@ -247,7 +254,7 @@ mod tests {
             let attempt = sender.send(&target, &envelope(), "").await;
             let error = attempt.error.expect("an error");
             assert!(error.starts_with(guard::REFUSED), "{url}: {error}");
-            assert_eq!(crate::dlq::error_class(None, Some(&error)).as_str(), "refused", "{url}");
+            assert_eq!(attempt.reason, Some(FailureReason::Refused), "{url}");
             assert!(matches!(attempt.outcome, Outcome::Permanent { .. }), "{url}");
         }
     }

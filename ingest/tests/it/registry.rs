@@ -5,6 +5,7 @@
 use std::time::Duration;
 
 use apache_avro::types::Value as Avro;
+use hookstream_core::config::KafkaConfig;
 use hookstream_core::schema::ENVELOPE_AVSC;
 use hookstream_ingest::IngestSettings;
 use hookstream_testkit as testkit;
@@ -16,11 +17,11 @@ use crate::support::{created, Ingest};
 #[tokio::test]
 async fn events_are_avro_in_the_confluent_wire_format_when_a_registry_is_configured() {
     let registry = testkit::SchemaRegistry::start().await;
-    let settings = IngestSettings {
+    let kafka = KafkaConfig {
         schema_registry_url: Some(registry.url.parse().expect("url")),
-        ..IngestSettings::default()
+        ..testkit::kafka_config()
     };
-    let ingest = Ingest::start_with(testkit::kafka_config(), settings).await;
+    let ingest = Ingest::start_with(kafka, IngestSettings::default()).await;
     let r = ingest.post("/v1/events").json(&created("s1")).send().await.expect("post");
     assert_eq!(r.status(), 202);
     let event_id =
@@ -77,11 +78,11 @@ async fn events_are_avro_in_the_confluent_wire_format_when_a_registry_is_configu
 #[tokio::test]
 async fn an_unreachable_registry_gives_503_and_nothing_is_produced() {
     let port = testkit::free_port();
-    let settings = IngestSettings {
+    let kafka = KafkaConfig {
         schema_registry_url: Some(format!("http://127.0.0.1:{port}/").parse().expect("url")),
-        ..IngestSettings::default()
+        ..testkit::kafka_config()
     };
-    let ingest = Ingest::start_with(testkit::kafka_config(), settings).await;
+    let ingest = Ingest::start_with(kafka, IngestSettings::default()).await;
     let r = ingest.post("/v1/events").json(&created("s1")).send().await.expect("post");
     assert_eq!(r.status(), 503);
     let v: Value = r.json().await.expect("json");

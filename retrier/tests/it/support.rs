@@ -9,11 +9,10 @@ use hookstream_core::config::{AdminConfig, KafkaConfig, TopicsConfig};
 use hookstream_core::db::accounts;
 use hookstream_core::db::endpoints::{self, NewEndpoint};
 use hookstream_core::delivery::DeliveryConfig;
-use hookstream_core::envelope::{
-    headers, DeliveryTask, EventEnvelope, Origin, Priority, SCHEMA_VERSION,
-};
+use hookstream_core::envelope::{DeliveryTask, EventEnvelope, Origin, Priority, SCHEMA_VERSION};
 use hookstream_core::tier::Tier;
 use hookstream_core::trace_context::TraceParent;
+use hookstream_core::wire::headers;
 use hookstream_core::{kafka, AccountId, EndpointId, EventId};
 use hookstream_dispatcher::{DispatcherConfig, DispatcherSettings};
 use hookstream_retrier::{RetrierConfig, RetrierSettings};
@@ -186,6 +185,7 @@ impl World {
             first_attempt_at: Utc::now(),
             last_status: Some(500),
             last_error: Some("http 500".into()),
+            last_reason: None,
             replay: false,
         }
     }

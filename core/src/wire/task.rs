@@ -1,0 +1,134 @@
+//! The delivery task on the retry tiers and the DLQ: JSON (`DeliveryTask`, the envelope
+//! flattened into it) with the headers `hs-attempt`, `hs-due-at`, `hs-origin`, `traceparent`.
+//! Always JSON: hookstream writes and reads these topics itself.
+
+use chrono::{DateTime, TimeZone, Utc};
+use rdkafka::message::OwnedHeaders;
+use rdkafka::Message;
+
+use super::envelope::WireError;
+use super::headers;
+use crate::envelope::{DeliveryTask, Origin};
+use crate::trace_context::TraceParent;
+
+/// A task's payload and headers, ready to produce.
+pub fn encode(
+    task: &DeliveryTask,
+    due_ms: i64,
+    origin: &Origin,
+    traceparent: &str,
+) -> Result<(Vec<u8>, OwnedHeaders), WireError> {
+    let payload = serde_json::to_vec(task)?;
+    Ok((payload, headers::task(task.attempt, due_ms, &origin.to_string(), traceparent)))
+}
+
+/// A task record, read.
+#[derive(Debug)]
+pub struct TaskRecord {
+    /// The task.
+    pub task: DeliveryTask,
+    /// `hs-due-at`; a record without one is due at once.
+    pub due: DateTime<Utc>,
+    /// `hs-origin`; this record's own position when absent.
+    pub origin: Origin,
+    /// `traceparent`, raw.
+    pub traceparent: Option<String>,
+    /// The record's timestamp (when it was produced).
+    pub timestamp: DateTime<Utc>,
+}
+
+impl TaskRecord {
+    /// Reads `m`.
+    pub fn decode<M: Message>(m: &M) -> Result<Self, WireError> {
+        let task: DeliveryTask = serde_json::from_slice(m.payload().ok_or(WireError::Empty)?)?;
+        let now = Utc::now();
+        let due = headers::text(m, headers::DUE_AT)
+            .and_then(|v| v.parse::<i64>().ok())
+            .and_then(|ms| Utc.timestamp_millis_opt(ms).single())
+            .unwrap_or(now);
+        let origin =
+            headers::text(m, headers::ORIGIN).and_then(|o| o.parse().ok()).unwrap_or_else(|| {
+                Origin { topic: m.topic().to_owned(), partition: m.partition(), offset: m.offset() }
+            });
+        let timestamp = m
+            .timestamp()
+            .to_millis()
+            .and_then(|ms| Utc.timestamp_millis_opt(ms).single())
+            .unwrap_or(now);
+        let traceparent = headers::text(m, headers::TRACEPARENT).map(str::to_owned);
+        Ok(TaskRecord { task, due, origin, traceparent, timestamp })
+    }
+
+    /// The trace to continue (a new root when the record carries none).
+    pub fn trace(&self) -> TraceParent {
+        self.traceparent
+            .as_deref()
+            .and_then(TraceParent::parse)
+            .unwrap_or_else(TraceParent::new_root)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use rdkafka::message::OwnedMessage;
+    use rdkafka::Timestamp;
+
+    use super::*;
+    use crate::envelope::{EventEnvelope, Priority, SCHEMA_VERSION};
+    use crate::ids::{AccountId, EndpointId, EventId};
+
+    #[test]
+    fn a_task_round_trips_with_its_headers() {
+        let now = Utc.timestamp_millis_opt(Utc::now().timestamp_millis()).single().expect("now");
+        let task = DeliveryTask {
+            envelope: EventEnvelope {
+                event_id: EventId::new(),
+                account_id: AccountId::new(),
+                event_type: "subscriber.created".into(),
+                occurred_at: now,
+                received_at: now,
+                priority: Priority::Normal,
+                data: serde_json::json!({"subscriber": {"id": "s1"}}),
+                schema_version: SCHEMA_VERSION,
+            },
+            endpoint_id: EndpointId::new(),
+            attempt: 2,
+            first_attempt_at: now,
+            last_status: Some(503),
+            last_error: Some("http 503".into()),
+            last_reason: Some(crate::delivery::outcome::FailureReason::ServerError),
+            replay: false,
+        };
+        let origin: Origin = "hookstream.events.normal/3/42".parse().expect("origin");
+        let tp = TraceParent::new_root().to_string();
+        let due = now + chrono::Duration::seconds(5);
+        let (payload, hdrs) = encode(&task, due.timestamp_millis(), &origin, &tp).expect("encode");
+        let m = OwnedMessage::new(
+            Some(payload),
+            None,
+            "hookstream.retry.5s".into(),
+            Timestamp::CreateTime(now.timestamp_millis()),
+            0,
+            9,
+            Some(hdrs),
+        );
+        let back = TaskRecord::decode(&m).expect("decode");
+        assert_eq!(back.trace().to_string(), tp);
+        assert_eq!(back.task, task);
+        assert_eq!((back.due, back.origin, back.timestamp), (due, origin, now));
+    }
+
+    #[test]
+    fn a_record_without_headers_is_due_now_from_its_own_position() {
+        let m = OwnedMessage::new(
+            Some(b"{}".to_vec()),
+            None,
+            "t".into(),
+            Timestamp::NotAvailable,
+            1,
+            2,
+            None,
+        );
+        assert!(matches!(TaskRecord::decode(&m), Err(WireError::Json(_))), "not a task");
+    }
+}
