@@ -19,7 +19,6 @@ use std::time::Duration;
 use axum::routing::{get, post};
 use axum::{middleware, Router};
 pub use config::{ApiConfig, ApiSettings};
-use hookstream_core::admin;
 use hookstream_core::db::endpoint_rules::EndpointRules;
 use hookstream_core::delivery::handoff::Handoff;
 use hookstream_core::http::{self, KeyResolver};
@@ -68,24 +67,11 @@ pub async fn run(config: ApiConfig, shutdown: CancellationToken) -> Result<(), S
         settings: Arc::new(config.api),
     };
     state.auth.spawn_reload(shutdown.clone()).await;
-    let app = router(state).merge(admin::liveness());
-    let listener = tokio::net::TcpListener::bind(config.http.listen)
-        .await
-        .map_err(|source| ServiceError::Http { addr: config.http.listen, source })?;
-    let admin_server = tokio::spawn({
-        let (admin, backends, stop) = (config.admin.clone(), backends.clone(), shutdown.clone());
-        async move { service::serve_admin(&admin, &backends, Vec::new(), stop).await }
-    });
-    tracing::info!(listen = %config.http.listen, admin = %config.admin.listen, "api listening");
-    http::server::serve(listener, app, &config.http, "api", shutdown, drain).await;
+    let (http, admin) = (&config.http, &config.admin);
+    service::serve_http("api", http, admin, &backends, router(state), shutdown, drain).await?;
     // Jobs stop between pages (a page takes about a second at the default pace).
     redrives.shutdown(Duration::from_secs(2)).await;
     producer.flush(service::FINAL_STEPS - Duration::from_secs(2)).await;
-    match admin_server.await {
-        Ok(Err(e)) => tracing::warn!(error = %e, "admin server stopped with an error"),
-        Err(e) => tracing::warn!(error = %e, "admin server panicked"),
-        Ok(Ok(())) => {}
-    }
     Ok(())
 }
 

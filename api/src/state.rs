@@ -2,10 +2,9 @@
 
 use std::sync::Arc;
 
-use axum::extract::FromRef;
 use hookstream_core::db::endpoint_rules::EndpointRules;
 use hookstream_core::delivery::handoff::Handoff;
-use hookstream_core::http::{BodyLimit, KeyResolver};
+use hookstream_core::http::{HttpState, KeyResolver};
 use sqlx::PgPool;
 
 use crate::config::ApiSettings;
@@ -28,14 +27,12 @@ pub struct AppState {
     pub redrives: Redrives,
 }
 
-impl FromRef<AppState> for KeyResolver {
-    fn from_ref(state: &AppState) -> Self {
-        state.auth.clone()
+impl HttpState for AppState {
+    fn keys(&self) -> &KeyResolver {
+        &self.auth
     }
-}
 
-impl FromRef<AppState> for BodyLimit {
-    fn from_ref(state: &AppState) -> Self {
-        BodyLimit(state.settings.max_body_bytes)
+    fn max_body_bytes(&self) -> usize {
+        self.settings.max_body_bytes
     }
 }

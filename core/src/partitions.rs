@@ -46,6 +46,9 @@ pub enum Flow {
 pub struct Partitions {
     inner: Mutex<Inner>,
     next_generation: AtomicU64,
+    /// Signalled when work finishes: the consumer loop then applies what is [`Self::deferred`],
+    /// and a shutdown waiting for in-flight work looks again.
+    changed: tokio::sync::Notify,
 }
 
 #[derive(Default)]
@@ -57,6 +60,8 @@ struct Inner {
     over_bound: HashSet<Tp>,
     stalled: HashSet<Tp>,
     paused: HashSet<Tp>,
+    /// Flow changes decided by workers, for the consumer loop to apply.
+    deferred: Vec<(Tp, Flow)>,
     commits: CommitHealth,
 }
 
@@ -92,6 +97,42 @@ impl Inner {
 impl Partitions {
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// [`Self::finish`] for the delivery workers, which hold no consumer: the flow change it
+    /// asks for waits in [`Self::deferred`], and the consumer loop is woken to apply it.
+    pub fn finish_deferred(&self, tp: &Tp, generation: u64, offset: i64, bound: usize) {
+        let flow = self.finish(tp, generation, offset, bound);
+        if flow != Flow::Keep {
+            self.lock().deferred.push((tp.clone(), flow));
+        }
+        self.changed.notify_one();
+    }
+
+    /// Wakes whoever waits in [`Self::changed`] (work ended without finishing its message).
+    pub fn wake(&self) {
+        self.changed.notify_one();
+    }
+
+    /// Until work finished somewhere (a wake-up is kept if nobody was waiting).
+    pub async fn changed(&self) {
+        self.changed.notified().await;
+    }
+
+    /// The flow changes the workers asked for since the last call, oldest first.
+    pub fn deferred(&self) -> Vec<(Tp, Flow)> {
+        std::mem::take(&mut self.lock().deferred)
+    }
+
+    /// Waits until `done` holds, looking again each time work finishes, or until `deadline`;
+    /// whether it held.
+    pub async fn settle(&self, deadline: tokio::time::Instant, done: impl Fn() -> bool) -> bool {
+        let wait = async {
+            while !done() {
+                self.changed().await;
+            }
+        };
+        tokio::time::timeout_at(deadline, wait).await.is_ok()
     }
 
     /// A partition was assigned: work read from it from now on carries a new generation.
@@ -343,6 +384,14 @@ impl ConsumerContext for PartitionContext {
             }
             tracing::info!(partitions = tpl.count(), "partitions assigned");
         }
+    }
+}
+
+/// Applies the flow changes the workers left in `partitions` (see
+/// [`Partitions::finish_deferred`]).
+pub fn apply_deferred(consumer: &TrackedConsumer, partitions: &Partitions) {
+    for (tp, flow) in partitions.deferred() {
+        apply(consumer, &tp, flow);
     }
 }
 

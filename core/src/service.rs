@@ -2,7 +2,6 @@
 //! one it cannot reach.
 
 use std::future::Future;
-use std::path::Path;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
@@ -11,7 +10,7 @@ use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 
 use crate::admin::{Health, ReadinessCheck};
-use crate::config::{AdminConfig, DatabaseConfig, KafkaConfig, ServiceConfig};
+use crate::config::{AdminConfig, DatabaseConfig, HttpConfig, KafkaConfig, ServiceConfig};
 use crate::db::DbError;
 use crate::kafka::{ClusterProbe, KafkaClientError};
 use crate::telemetry::TelemetryError;
@@ -95,6 +94,36 @@ pub async fn serve_admin(
         .map_err(|source| ServiceError::Http { addr: admin.listen, source })
 }
 
+/// Serves an HTTP service's `app` (with `/healthz`) on `http.listen` and its `/healthz`,
+/// `/readyz` and `/metrics` on `admin.listen`, until `shutdown`; open requests get `drain` to
+/// finish. Returns once both servers stopped.
+pub async fn serve_http(
+    service: &'static str,
+    http: &HttpConfig,
+    admin: &AdminConfig,
+    backends: &Backends,
+    app: axum::Router,
+    shutdown: CancellationToken,
+    drain: Duration,
+) -> Result<(), ServiceError> {
+    let listener = tokio::net::TcpListener::bind(http.listen)
+        .await
+        .map_err(|source| ServiceError::Http { addr: http.listen, source })?;
+    let admin_server = tokio::spawn({
+        let (admin, backends, stop) = (admin.clone(), backends.clone(), shutdown.clone());
+        async move { serve_admin(&admin, &backends, Vec::new(), stop).await }
+    });
+    tracing::info!(listen = %http.listen, admin = %admin.listen, "{service} listening");
+    let app = app.merge(crate::admin::liveness());
+    crate::http::server::serve(listener, app, http, service, shutdown, drain).await;
+    match admin_server.await {
+        Ok(Err(e)) => tracing::warn!(error = %e, "admin server stopped with an error"),
+        Err(e) => tracing::warn!(error = %e, "admin server panicked"),
+        Ok(Ok(())) => {}
+    }
+    Ok(())
+}
+
 /// Of a service's shutdown deadline, what is kept for the steps after in-flight work is done
 /// (the final commit, the delivery-log flush, leaving the group).
 pub const FINAL_STEPS: Duration = Duration::from_secs(5);
@@ -135,17 +164,35 @@ async fn enforce_deadline(service: String, shutdown: CancellationToken, deadline
     }
 }
 
-/// The body of every service binary's `main`: loads `C` from `config_file` and the
-/// environment, sets up telemetry, runs `run` until SIGTERM or Ctrl-C, and turns any error
-/// into one line on stderr and exit code 1 (2 for a configuration error). From the signal on,
-/// the process exits within the configuration's shutdown deadline, whatever is down.
-pub fn main<C, F, Fut>(service: &str, config_file: Option<&Path>, run: F) -> ExitCode
+/// What every service binary takes on its command line.
+#[derive(clap::Parser)]
+#[command(
+    version,
+    about = "A hookstream service (see the README); configured by a TOML file and HOOKSTREAM_* variables."
+)]
+struct ServiceArgs {
+    /// TOML configuration file; `HOOKSTREAM_*` variables override it.
+    #[arg(long, env = "HOOKSTREAM_CONFIG")]
+    config: Option<std::path::PathBuf>,
+}
+
+/// The body of every service binary's `main`: parses the command line (`--config`), loads
+/// `C` from that file and the environment, sets up telemetry, runs `run` until SIGTERM or
+/// Ctrl-C, and turns any error into one line on stderr and exit code 1 (2 for a configuration
+/// error). From the signal on, the process exits within the shutdown deadline, whatever is down.
+pub fn main<C, F, Fut>(service: &'static str, run: F) -> ExitCode
 where
     C: ServiceConfig,
     F: FnOnce(C, CancellationToken) -> Fut,
     Fut: Future<Output = Result<(), ServiceError>>,
 {
-    let config = match crate::config::load::<C>(config_file) {
+    use clap::{CommandFactory, FromArgMatches};
+    let args = ServiceArgs::command()
+        .name(service)
+        .try_get_matches()
+        .and_then(|m| ServiceArgs::from_arg_matches(&m))
+        .unwrap_or_else(|e| e.exit()); // --help, --version (0) or bad arguments (2)
+    let config = match crate::config::load::<C>(args.config.as_deref()) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("{service}: {e}");

@@ -7,7 +7,6 @@
 mod config;
 
 use std::sync::Arc;
-use std::time::Duration;
 
 pub use config::{DispatcherConfig, DispatcherSettings, LaneWeights};
 use hookstream_core::admin::ReadinessCheck;
@@ -74,7 +73,6 @@ pub async fn run(
             pool: backends.database.clone(),
             lanes: Lanes::weighted(&lane_sizes(settings)),
             partitions: Arc::clone(&partitions),
-            consumer: Arc::clone(&consumer),
             buffer_bound: settings.max_buffered_per_partition,
         })
         .map_err(ServiceError::startup)?,
@@ -90,6 +88,7 @@ pub async fn run(
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => break,
+            _ = partitions.changed() => partitions::apply_deferred(&consumer, &partitions),
             _ = commit_tick.tick() => {
                 partitions::commit(&consumer, partitions.take_commits(), CommitMode::Async);
                 let (buffered, paused) = partitions.totals();
@@ -114,8 +113,11 @@ pub async fn run(
 
     tracing::info!("stopping: finishing in-flight deliveries");
     let deadline = tokio::time::Instant::now() + service::drain_budget(settings.shutdown_deadline);
-    while partitions.totals().0 > 0 && tokio::time::Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(50)).await;
+    if !partitions.settle(deadline, || partitions.totals().0 == 0).await {
+        tracing::warn!(
+            buffered = partitions.totals().0,
+            "shutdown: deliveries still in flight at the drain deadline; they are redelivered"
+        );
     }
     partitions::commit(&consumer, partitions.all_committable(), CommitMode::Sync);
     background.cancel();

@@ -1,24 +1,5 @@
 //! `hookstream-dispatcher`: wiring only; the service lives in the library.
 
-use std::path::PathBuf;
-use std::process::ExitCode;
-
-use clap::Parser;
-
-/// hookstream dispatcher.
-#[derive(Parser)]
-#[command(version, about)]
-struct Args {
-    /// TOML configuration file; `HOOKSTREAM_*` variables override it.
-    #[arg(long, env = "HOOKSTREAM_CONFIG")]
-    config: Option<PathBuf>,
-}
-
-fn main() -> ExitCode {
-    let args = Args::parse();
-    hookstream_core::service::main(
-        "hookstream-dispatcher",
-        args.config.as_deref(),
-        hookstream_dispatcher::run,
-    )
+fn main() -> std::process::ExitCode {
+    hookstream_core::service::main("hookstream-dispatcher", hookstream_dispatcher::run)
 }

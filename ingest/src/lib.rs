@@ -18,7 +18,6 @@ use axum::middleware;
 use axum::routing::{get, post};
 use axum::Router;
 pub use config::{IngestConfig, IngestSettings};
-use hookstream_core::admin;
 use hookstream_core::http::{self, KeyResolver};
 use hookstream_core::schema::Schemas;
 use hookstream_core::service::{self, ServiceError};
@@ -58,22 +57,9 @@ pub async fn run(config: IngestConfig, shutdown: CancellationToken) -> Result<()
         settings: Arc::new(config.ingest),
     };
     state.auth.spawn_reload(shutdown.clone()).await;
-    let app = router(state).merge(admin::liveness());
-    let listener = tokio::net::TcpListener::bind(config.http.listen)
-        .await
-        .map_err(|source| ServiceError::Http { addr: config.http.listen, source })?;
-    let admin_server = tokio::spawn({
-        let (admin, backends, stop) = (config.admin.clone(), backends.clone(), shutdown.clone());
-        async move { service::serve_admin(&admin, &backends, Vec::new(), stop).await }
-    });
-    tracing::info!(listen = %config.http.listen, admin = %config.admin.listen, "ingest listening");
-    http::server::serve(listener, app, &config.http, "ingest", shutdown, drain).await;
+    let (http, admin) = (&config.http, &config.admin);
+    service::serve_http("ingest", http, admin, &backends, router(state), shutdown, drain).await?;
     publisher.flush(service::FINAL_STEPS - Duration::from_secs(1)).await;
-    match admin_server.await {
-        Ok(Err(e)) => tracing::warn!(error = %e, "admin server stopped with an error"),
-        Err(e) => tracing::warn!(error = %e, "admin server panicked"),
-        Ok(Ok(())) => {}
-    }
     Ok(())
 }
 

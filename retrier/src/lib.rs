@@ -13,7 +13,6 @@ pub mod gate;
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Duration;
 
 use chrono::Utc;
 pub use config::{RetrierConfig, RetrierSettings};
@@ -79,7 +78,6 @@ pub async fn run(config: RetrierConfig, shutdown: CancellationToken) -> Result<(
             pool: backends.database.clone(),
             lanes: Lanes::shared(settings.in_flight),
             partitions: Arc::clone(&partitions),
-            consumer: Arc::clone(&consumer),
             buffer_bound: settings.max_buffered_per_partition,
         })
         .map_err(ServiceError::startup)?,
@@ -109,6 +107,7 @@ pub async fn run(config: RetrierConfig, shutdown: CancellationToken) -> Result<(
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => break,
+            _ = partitions.changed() => partitions::apply_deferred(&consumer, &partitions),
             _ = commit_tick.tick() => {
                 partitions::commit(&consumer, partitions.take_commits(), CommitMode::Async);
                 for (topic, paused) in partitions.paused_by_topic() {
@@ -127,8 +126,11 @@ pub async fn run(config: RetrierConfig, shutdown: CancellationToken) -> Result<(
 
     tracing::info!("stopping: finishing in-flight retries");
     let deadline = tokio::time::Instant::now() + service::drain_budget(settings.shutdown_deadline);
-    while engine.in_flight() > 0 && tokio::time::Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(50)).await;
+    if !partitions.settle(deadline, || engine.in_flight() == 0).await {
+        tracing::warn!(
+            in_flight = engine.in_flight(),
+            "shutdown: retries still in flight at the drain deadline; they are read again"
+        );
     }
     partitions::commit(&consumer, partitions.all_committable(), CommitMode::Sync);
     background.cancel();

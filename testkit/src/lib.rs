@@ -725,3 +725,131 @@ impl Drop for InProcess {
         self.shutdown.cancel();
     }
 }
+
+/// What a service started by [`Harness`] is wired to: build its configuration from these.
+pub struct Wiring {
+    /// The broker.
+    pub kafka: KafkaConfig,
+    /// Its topics (a prefix of its own).
+    pub topics: TopicsConfig,
+    /// Its database.
+    pub database: DatabaseConfig,
+    /// The public listener, on a free port.
+    pub http: hookstream_core::config::HttpConfig,
+    /// The admin listener, on a free port.
+    pub admin: hookstream_core::config::AdminConfig,
+}
+
+/// An HTTP service (ingest, the API) running in-process on a database and topics of its own,
+/// with one account and its key.
+pub struct Harness {
+    /// `http://127.0.0.1:<port>`.
+    pub base: String,
+    /// `/readyz` and `/metrics` (not on the public port).
+    pub admin_base: String,
+    /// The account.
+    pub account: hookstream_core::AccountId,
+    /// Its key's id.
+    pub key_id: hookstream_core::ApiKeyId,
+    /// Its key.
+    pub token: String,
+    /// The service's topics.
+    pub topics: TopicsConfig,
+    /// The service's broker.
+    pub kafka: KafkaConfig,
+    /// The service's database.
+    pub db: TestDatabase,
+    /// A client.
+    pub http: reqwest::Client,
+    service: InProcess,
+}
+
+impl Harness {
+    /// Starts `run(wiring, shutdown)` on `kafka`; with `event_topics`, the event lanes are
+    /// created first.
+    pub async fn start<F, Fut, E>(
+        name: &'static str,
+        kafka: KafkaConfig,
+        event_topics: bool,
+        run: F,
+    ) -> Self
+    where
+        F: FnOnce(Wiring, CancellationToken) -> Fut,
+        Fut: Future<Output = Result<(), E>> + Send + 'static,
+        E: std::fmt::Display,
+    {
+        let topics = topics_config(4);
+        if event_topics {
+            create_topics_on(&kafka, &topics.topics().all_events(), 4).await;
+        }
+        let db = TestDatabase::new().await;
+        let tenant = Tenant::create(&db.pool, "test account").await;
+        let wiring = (kafka.clone(), topics.clone(), db.config.clone());
+        let service = InProcess::start(name, move |port, admin_port, shutdown| {
+            let (kafka, topics, database) = wiring;
+            let wiring = Wiring {
+                kafka,
+                topics,
+                database,
+                http: hookstream_core::config::HttpConfig::on(([127, 0, 0, 1], port).into()),
+                admin: hookstream_core::config::AdminConfig {
+                    listen: ([127, 0, 0, 1], admin_port).into(),
+                },
+            };
+            run(wiring, shutdown)
+        })
+        .await;
+        Self {
+            base: service.base.clone(),
+            admin_base: service.admin_base.clone(),
+            account: tenant.account,
+            key_id: tenant.key_id,
+            token: tenant.token,
+            topics,
+            kafka,
+            db,
+            http: service.http.clone(),
+            service,
+        }
+    }
+
+    /// A new account with its own key on this service's database.
+    pub async fn another_account(&self) -> (hookstream_core::AccountId, String) {
+        let t = Tenant::create(&self.db.pool, "other").await;
+        (t.account, t.token)
+    }
+
+    /// `POST {path}` with JSON and this account's key.
+    pub fn post(&self, path: &str) -> reqwest::RequestBuilder {
+        self.http
+            .post(format!("{}{path}", self.base))
+            .bearer_auth(&self.token)
+            .header("content-type", "application/json")
+    }
+
+    /// Stops the service and waits for it.
+    pub async fn stop(mut self) {
+        self.halt().await;
+    }
+
+    /// Shuts the service down and waits for it, keeping its database for inspection.
+    pub async fn halt(&mut self) {
+        self.service.halt().await;
+    }
+}
+
+/// A service's OpenAPI document, checked: `generated` must equal the checked-in file at
+/// `path`, whose text is returned to compare with what the service serves. With
+/// `UPDATE_OPENAPI` set the file is rewritten instead, and `None` returned.
+pub fn checked_in_openapi(generated: &str, path: &str) -> Option<String> {
+    if std::env::var_os("UPDATE_OPENAPI").is_some() {
+        std::fs::write(path, generated).expect("write the OpenAPI document");
+        return None;
+    }
+    let checked_in = std::fs::read_to_string(path).expect("read the checked-in document");
+    assert!(
+        checked_in == generated,
+        "{path} is stale: regenerate it with UPDATE_OPENAPI=1 cargo nextest run openapi"
+    );
+    Some(checked_in)
+}

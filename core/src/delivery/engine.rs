@@ -22,7 +22,7 @@ use super::DeliveryConfig;
 use crate::backoff::Backoff;
 use crate::db::endpoints;
 use crate::envelope::{DeliveryTask, EventEnvelope, Origin, Priority};
-use crate::partitions::{self, Partitions, Tp, TrackedConsumer};
+use crate::partitions::{Partitions, Tp};
 use crate::rate_limit::KeyedLimiters;
 use crate::trace_context::TraceParent;
 use crate::{AccountId, EndpointId};
@@ -145,7 +145,6 @@ pub struct Engine {
     account_limits: KeyedLimiters<AccountId>,
     lanes: Lanes,
     partitions: Arc<Partitions>,
-    consumer: Arc<TrackedConsumer>,
     buffer_bound: usize,
     workers: Mutex<HashMap<EndpointId, mpsc::UnboundedSender<Job>>>,
 }
@@ -162,10 +161,9 @@ pub struct EngineParts {
     pub pool: PgPool,
     /// In-flight bounds.
     pub lanes: Lanes,
-    /// The consumer's partition state.
+    /// The consumer's partition state: finished work is reported there, and the consumer
+    /// loop applies the pauses and resumes it asks for.
     pub partitions: Arc<Partitions>,
-    /// The consumer, to resume partitions that drained.
-    pub consumer: Arc<TrackedConsumer>,
     /// Buffered deliveries per partition before it is paused.
     pub buffer_bound: usize,
 }
@@ -186,7 +184,6 @@ impl Engine {
             account_limits: KeyedLimiters::default(),
             lanes: parts.lanes,
             partitions: parts.partitions,
-            consumer: parts.consumer,
             buffer_bound: parts.buffer_bound,
             workers: Mutex::new(HashMap::new()),
         })
@@ -240,9 +237,10 @@ impl Engine {
         // The lane permit is taken after the rate-limit waits: a throttled endpoint must not
         // hold a share of the in-flight bound while it sleeps.
         let Some(lane) = self.lanes.get(job.envelope.priority) else { return };
-        let Ok(_permit) = lane.acquire_owned().await else { return };
+        let Ok(permit) = lane.acquire_owned().await else { return };
         if !job.replay() && self.delivered_before(&job).await {
             metrics::counter!("webhook_skipped_delivered_total").increment(1);
+            drop(permit);
             self.finish(&job.source);
             return;
         }
@@ -272,12 +270,17 @@ impl Engine {
         if let Some(destination) = destination {
             let task = self.task(&job, &attempt);
             if !self.hand_off(&destination, &task, &job.origin(), &traceparent, &job.source).await {
+                drop(permit);
+                self.partitions.wake();
                 return; // revoked meanwhile: the next owner redoes it
             }
             if attempt.outcome == (Outcome::Permanent { disable_endpoint: true }) {
                 self.disable(&job.endpoint).await;
             }
         }
+        // Out of flight before the finish is reported, so a shutdown waiting for in-flight
+        // work to end sees it ended.
+        drop(permit);
         self.finish(&job.source);
     }
 
@@ -444,9 +447,8 @@ impl Engine {
     }
 
     fn finish(&self, source: &Source) {
-        let flow =
-            self.partitions.finish(&source.tp, source.generation, source.offset, self.buffer_bound);
-        partitions::apply(&self.consumer, &source.tp, flow);
+        let (tp, generation, offset) = (&source.tp, source.generation, source.offset);
+        self.partitions.finish_deferred(tp, generation, offset, self.buffer_bound);
     }
 }
 

@@ -14,7 +14,7 @@ use std::num::NonZeroU32;
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
-use axum::extract::{FromRef, FromRequestParts};
+use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
 use axum::http::{header, HeaderMap};
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
@@ -164,15 +164,11 @@ impl Caller {
     }
 }
 
-impl<S> FromRequestParts<S> for Caller
-where
-    KeyResolver: FromRef<S>,
-    S: Send + Sync,
-{
+impl<S: super::HttpState> FromRequestParts<S> for Caller {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
-        KeyResolver::from_ref(state).authenticate(&parts.headers).await.map(Caller)
+        state.keys().authenticate(&parts.headers).await.map(Caller)
     }
 }
 

@@ -5,7 +5,7 @@
 use std::str::FromStr;
 
 use axum::body::{Body, Bytes};
-use axum::extract::{FromRef, FromRequest, FromRequestParts, Path, Request};
+use axum::extract::{FromRequest, FromRequestParts, Path, Request};
 use axum::http::request::Parts;
 use axum::http::{header, HeaderMap};
 use axum::response::{IntoResponse, Response};
@@ -16,27 +16,19 @@ use serde_path_to_error::Segment;
 use utoipa::IntoParams;
 
 use super::error::ApiError;
+use super::HttpState;
 
-/// The largest request body a service accepts, in bytes (from its state, by `FromRef`).
-#[derive(Debug, Clone, Copy)]
-pub struct BodyLimit(pub usize);
-
-/// A JSON body, checked: 415 unless `application/json`, 413 over the [`BodyLimit`] (without
+/// A JSON body, checked: 415 unless `application/json`, 413 over the state's limit (without
 /// reading past it), 400 for bad syntax, 422 naming the field for a wrong shape or for text
 /// Postgres cannot store (NUL).
 #[derive(Debug)]
 pub struct JsonBody<T>(pub T);
 
-impl<S, T> FromRequest<S> for JsonBody<T>
-where
-    T: DeserializeOwned,
-    BodyLimit: FromRef<S>,
-    S: Send + Sync,
-{
+impl<S: HttpState, T: DeserializeOwned> FromRequest<S> for JsonBody<T> {
     type Rejection = ApiError;
 
     async fn from_request(request: Request, state: &S) -> Result<Self, ApiError> {
-        let BodyLimit(limit) = BodyLimit::from_ref(state);
+        let limit = state.max_body_bytes();
         let (parts, body) = request.into_parts();
         require_json(&parts.headers)?;
         let bytes = read_limited(&parts.headers, body, limit).await?;

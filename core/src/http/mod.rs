@@ -18,7 +18,15 @@ use axum::response::Response;
 
 pub use auth::{Caller, KeyResolver};
 pub use error::{ApiError, ErrorBody, ErrorDetail};
-pub use extract::{BodyLimit, JsonBody, PageQuery, PathId, Query};
+pub use extract::{JsonBody, PageQuery, PathId, Query};
+
+/// What the shared extractors need of a service's handler state.
+pub trait HttpState: Send + Sync {
+    /// The API keys ([`Caller`]).
+    fn keys(&self) -> &KeyResolver;
+    /// The largest body accepted, in bytes ([`JsonBody`]; 413 above it).
+    fn max_body_bytes(&self) -> usize;
+}
 
 /// Times a request into the histogram `metric{route, status}` and runs it in a span naming
 /// the route (with an empty `trace_id` the handler may fill in). For
