@@ -3,7 +3,7 @@
 use axum::extract::State;
 use axum::Json;
 use hookstream_core::db::audit::{self, Entry};
-use hookstream_core::http::{page, ApiError, Caller, ErrorBody, PageQuery, Query};
+use hookstream_core::http::{page, ApiError, Caller, ErrorBody, KeyedErrors, PageQuery, Query};
 use serde::Serialize;
 use utoipa::ToSchema;
 
@@ -26,9 +26,8 @@ pub struct AuditPage {
     params(PageQuery),
     responses(
         (status = 200, description = "A page of entries", body = AuditPage),
-        (status = 401, description = "Missing, invalid or revoked key", body = ErrorBody),
         (status = 422, description = "A bad parameter, named", body = ErrorBody),
-        (status = 503, description = "Database unavailable", body = ErrorBody),
+        KeyedErrors,
     ),
     security(("api_key" = [])),
     tag = "audit"

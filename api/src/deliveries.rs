@@ -4,7 +4,7 @@
 use axum::extract::State;
 use axum::Json;
 use hookstream_core::db::deliveries::{self, Delivery};
-use hookstream_core::http::{ApiError, Caller, ErrorBody, PathId};
+use hookstream_core::http::{ApiError, Caller, ErrorBody, KeyedErrors, PathId};
 use hookstream_core::EventId;
 use serde::Serialize;
 use utoipa::ToSchema;
@@ -28,9 +28,8 @@ pub struct EventDeliveries {
     params(("id" = String, Path, description = "Event id (as returned by POST /v1/events)")),
     responses(
         (status = 200, description = "Per endpoint: state and every attempt", body = EventDeliveries),
-        (status = 401, description = "Missing, invalid or revoked key", body = ErrorBody),
         (status = 404, description = "No delivery of this event in this account", body = ErrorBody),
-        (status = 503, description = "Database unavailable", body = ErrorBody),
+        KeyedErrors,
     ),
     security(("api_key" = [])),
     tag = "events"

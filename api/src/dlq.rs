@@ -9,7 +9,9 @@ use chrono::{DateTime, Utc};
 use hookstream_core::db::redrive_jobs::{self, RedriveJob};
 use hookstream_core::dlq::{self, DeadLetter, ErrorClass, Filter};
 use hookstream_core::http::extract::page_limit;
-use hookstream_core::http::{page, ApiError, Caller, ErrorBody, JsonBody, PathId, Query};
+use hookstream_core::http::{
+    page, ApiError, Caller, ErrorBody, JsonBody, JsonErrors, KeyedErrors, PathId, Query,
+};
 use hookstream_core::{DeadLetterId, EndpointId, RedriveJobId};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
@@ -114,9 +116,8 @@ fn unavailable(e: impl std::fmt::Display) -> ApiError {
     params(ListQuery),
     responses(
         (status = 200, description = "A page of entries", body = DeadLetterPage),
-        (status = 401, description = "Missing, invalid or revoked key", body = ErrorBody),
         (status = 422, description = "A bad filter, naming it", body = ErrorBody),
-        (status = 503, description = "Database unavailable", body = ErrorBody),
+        KeyedErrors,
     ),
     security(("api_key" = [])),
     tag = "dlq"
@@ -149,9 +150,8 @@ pub async fn list(
     params(("id" = String, Path, format = Uuid, description = "Entry id")),
     responses(
         (status = 200, description = "The entry, with the task as it would be redriven"),
-        (status = 401, description = "Missing, invalid or revoked key", body = ErrorBody),
         (status = 404, description = "No such entry in this account", body = ErrorBody),
-        (status = 503, description = "Database unavailable", body = ErrorBody),
+        KeyedErrors,
     ),
     security(("api_key" = [])),
     tag = "dlq"
@@ -177,11 +177,10 @@ pub async fn show(
     responses(
         (status = 200, description = "Dry run: what would be redriven", body = RedriveResponse),
         (status = 202, description = "The job, started; read its progress at `Location`", body = RedriveJob),
-        (status = 400, description = "Malformed JSON", body = ErrorBody),
         (status = 401, description = "Missing, invalid or revoked key", body = ErrorBody),
-        (status = 415, description = "Not application/json", body = ErrorBody),
         (status = 422, description = "A bad filter, naming it", body = ErrorBody),
         (status = 503, description = "Database unavailable; nothing started", body = ErrorBody),
+        JsonErrors,
     ),
     security(("api_key" = [])),
     tag = "dlq"
@@ -229,9 +228,8 @@ pub async fn redrive(
     params(("id" = String, Path, format = Uuid, description = "Job id, as POST /v1/dlq/redrive answered")),
     responses(
         (status = 200, description = "The job", body = RedriveJob),
-        (status = 401, description = "Missing, invalid or revoked key", body = ErrorBody),
         (status = 404, description = "No such job in this account", body = ErrorBody),
-        (status = 503, description = "Database unavailable", body = ErrorBody),
+        KeyedErrors,
     ),
     security(("api_key" = [])),
     tag = "dlq"

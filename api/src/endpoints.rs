@@ -12,7 +12,7 @@ use hookstream_core::db::deliveries::{self, EndpointStats};
 use hookstream_core::db::endpoints::{self, Endpoint, EndpointPatch, NewEndpoint};
 use hookstream_core::db::DbError;
 use hookstream_core::http::{
-    page, ApiError, Caller, ErrorBody, JsonBody, PageQuery, PathId, Query,
+    page, ApiError, Caller, ErrorBody, JsonBody, JsonErrors, KeyedErrors, PageQuery, PathId, Query,
 };
 use hookstream_core::tier::RateLimit;
 use hookstream_core::EndpointId;
@@ -156,12 +156,10 @@ fn write_error(e: DbError) -> ApiError {
     request_body = CreateEndpoint,
     responses(
         (status = 201, description = "Created; the secret is shown only now", body = CreatedEndpoint),
-        (status = 400, description = "Malformed JSON", body = ErrorBody),
-        (status = 401, description = "Missing, invalid or revoked key", body = ErrorBody),
         (status = 409, description = "An endpoint with this URL exists", body = ErrorBody),
-        (status = 415, description = "Not application/json", body = ErrorBody),
         (status = 422, description = "A bad field, named", body = ErrorBody),
-        (status = 503, description = "Database unavailable", body = ErrorBody),
+        KeyedErrors,
+        JsonErrors,
     ),
     security(("api_key" = [])),
     tag = "endpoints"
@@ -200,9 +198,8 @@ pub async fn create(
     params(PageQuery),
     responses(
         (status = 200, description = "A page of endpoints", body = EndpointPage),
-        (status = 401, description = "Missing, invalid or revoked key", body = ErrorBody),
         (status = 422, description = "A bad parameter, named", body = ErrorBody),
-        (status = 503, description = "Database unavailable", body = ErrorBody),
+        KeyedErrors,
     ),
     security(("api_key" = [])),
     tag = "endpoints"
@@ -227,9 +224,8 @@ pub async fn list(
     params(("id" = String, Path, format = Uuid, description = "Endpoint id")),
     responses(
         (status = 200, description = "The endpoint", body = Endpoint),
-        (status = 401, description = "Missing, invalid or revoked key", body = ErrorBody),
         (status = 404, description = "No such endpoint in this account", body = ErrorBody),
-        (status = 503, description = "Database unavailable", body = ErrorBody),
+        KeyedErrors,
     ),
     security(("api_key" = [])),
     tag = "endpoints"
@@ -254,13 +250,11 @@ pub async fn show(
     request_body = UpdateEndpoint,
     responses(
         (status = 200, description = "The changed endpoint", body = Endpoint),
-        (status = 400, description = "Malformed JSON", body = ErrorBody),
-        (status = 401, description = "Missing, invalid or revoked key", body = ErrorBody),
         (status = 404, description = "No such endpoint in this account", body = ErrorBody),
         (status = 409, description = "An endpoint with this URL exists", body = ErrorBody),
-        (status = 415, description = "Not application/json", body = ErrorBody),
         (status = 422, description = "A bad field, named", body = ErrorBody),
-        (status = 503, description = "Database unavailable", body = ErrorBody),
+        KeyedErrors,
+        JsonErrors,
     ),
     security(("api_key" = [])),
     tag = "endpoints"
@@ -293,9 +287,8 @@ pub async fn update(
     params(("id" = String, Path, format = Uuid, description = "Endpoint id")),
     responses(
         (status = 204, description = "Deleted"),
-        (status = 401, description = "Missing, invalid or revoked key", body = ErrorBody),
         (status = 404, description = "No such endpoint in this account", body = ErrorBody),
-        (status = 503, description = "Database unavailable", body = ErrorBody),
+        KeyedErrors,
     ),
     security(("api_key" = [])),
     tag = "endpoints"
@@ -323,9 +316,8 @@ pub async fn delete(
     params(("id" = String, Path, format = Uuid, description = "Endpoint id")),
     responses(
         (status = 200, description = "The new secret, shown only now", body = RotatedSecret),
-        (status = 401, description = "Missing, invalid or revoked key", body = ErrorBody),
         (status = 404, description = "No such endpoint in this account", body = ErrorBody),
-        (status = 503, description = "Database unavailable", body = ErrorBody),
+        KeyedErrors,
     ),
     security(("api_key" = [])),
     tag = "endpoints"
@@ -351,10 +343,9 @@ pub async fn rotate_secret(
     params(("id" = String, Path, format = Uuid, description = "Endpoint id"), StatsQuery),
     responses(
         (status = 200, description = "The endpoint's numbers", body = EndpointStats),
-        (status = 401, description = "Missing, invalid or revoked key", body = ErrorBody),
         (status = 404, description = "No such endpoint in this account", body = ErrorBody),
         (status = 422, description = "A bad window", body = ErrorBody),
-        (status = 503, description = "Database unavailable", body = ErrorBody),
+        KeyedErrors,
     ),
     security(("api_key" = [])),
     tag = "endpoints"

@@ -119,6 +119,9 @@ pub async fn run(
             "shutdown: deliveries still in flight at the drain deadline; they are redelivered"
         );
     }
+    // Workers end first: what they finish meanwhile is committed, and the delivery log's
+    // writer, which stops after them, writes what they recorded.
+    engine.stop(std::time::Duration::from_secs(1)).await;
     partitions::commit(&consumer, partitions.all_committable(), CommitMode::Sync);
     background.cancel();
     let _ = recorder_task.await;

@@ -629,16 +629,29 @@ pub async fn assert_shutdown_deadline_with_dependencies_gone<W, Fut>(
     );
 }
 
-/// `new` as the endpoint rules pass it, with http:// and loopback targets allowed (the test
-/// receivers listen on loopback).
-pub async fn checked(
-    new: hookstream_core::db::endpoints::NewEndpoint,
-) -> hookstream_core::db::endpoint_rules::Checked<hookstream_core::db::endpoints::NewEndpoint> {
+/// An endpoint of `account` at `url` for `types`, created through the endpoint rules with
+/// http:// and loopback targets allowed (the test receivers listen on loopback); its id and
+/// signing secret.
+pub async fn create_endpoint(
+    pool: &PgPool,
+    account: hookstream_core::AccountId,
+    url: String,
+    types: &[&str],
+    rate_limit: Option<hookstream_core::tier::RateLimit>,
+) -> (hookstream_core::EndpointId, String) {
+    use hookstream_core::db::endpoints;
+    let new = endpoints::NewEndpoint {
+        url,
+        description: String::new(),
+        event_types: types.iter().map(|t| t.to_string()).collect(),
+        rate_limit,
+    };
     let schemas = hookstream_core::schema::Schemas::load().expect("schemas");
-    hookstream_core::db::endpoint_rules::EndpointRules::new(true, true, &schemas)
-        .check_new(new)
-        .await
-        .expect("a valid endpoint")
+    let rules = hookstream_core::db::endpoint_rules::EndpointRules::new(true, true, &schemas);
+    let new = rules.check_new(new).await.expect("a valid endpoint");
+    let (endpoint, secret) =
+        endpoints::create(pool, account, &new, "operator:test").await.expect("endpoint");
+    (endpoint.id, secret)
 }
 
 /// An account with a live API key, on a test database.

@@ -3,7 +3,6 @@
 use std::time::Duration;
 
 use chrono::Utc;
-use hookstream_core::db::endpoints::{self, NewEndpoint};
 use hookstream_core::dlq::{self, NewDeadLetter};
 use hookstream_core::envelope::{DeliveryTask, EventEnvelope, Priority, SCHEMA_VERSION};
 use hookstream_core::{AccountId, EndpointId, EventId};
@@ -15,22 +14,8 @@ use serde_json::{json, Value};
 use crate::support::Api;
 
 async fn endpoint(api: &Api, account: AccountId) -> EndpointId {
-    let new = NewEndpoint {
-        url: "https://example.com/hook".into(),
-        description: String::new(),
-        event_types: vec!["*".into()],
-        rate_limit: None,
-    };
-    endpoints::create(
-        &api.db.pool,
-        account,
-        &hookstream_testkit::checked(new.clone()).await,
-        "operator:test",
-    )
-    .await
-    .expect("endpoint")
-    .0
-    .id
+    let url = "https://example.com/hook".to_owned();
+    testkit::create_endpoint(&api.db.pool, account, url, &["*"], None).await.0
 }
 
 /// Indexes `n` dead letters of `event_type` for (account, endpoint), as the retrier would.

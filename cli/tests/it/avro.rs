@@ -8,7 +8,6 @@ use std::time::Duration;
 
 use chrono::Utc;
 use hookstream_core::config::{AdminConfig, HttpConfig, KafkaConfig};
-use hookstream_core::db::endpoints;
 use hookstream_core::delivery::DeliveryConfig;
 use hookstream_core::envelope::Priority;
 use hookstream_dispatcher::{DispatcherConfig, DispatcherSettings};
@@ -47,15 +46,7 @@ async fn an_event_produced_through_the_registry_is_delivered_and_replayable() {
     let db = TestDatabase::new().await;
     let tenant = Tenant::create(&db.pool, "avro").await;
     let receiver = Receiver::start().await;
-    let new = endpoints::NewEndpoint {
-        url: receiver.url("/avro"),
-        description: String::new(),
-        event_types: vec!["*".into()],
-        rate_limit: None,
-    };
-    endpoints::create(&db.pool, tenant.account, &testkit::checked(new).await, "operator:test")
-        .await
-        .expect("endpoint");
+    testkit::create_endpoint(&db.pool, tenant.account, receiver.url("/avro"), &["*"], None).await;
     let admin = || AdminConfig { listen: ([127, 0, 0, 1], testkit::free_port()).into() };
     let http = HttpConfig::on(admin().listen);
     let stop = CancellationToken::new();

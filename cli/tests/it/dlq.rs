@@ -7,7 +7,7 @@ use std::time::Duration;
 use chrono::Utc;
 use hookstream_core::config::AdminConfig;
 use hookstream_core::db::accounts;
-use hookstream_core::db::endpoints::{self, NewEndpoint};
+
 use hookstream_core::delivery::DeliveryConfig;
 use hookstream_core::envelope::{EventEnvelope, Priority, SCHEMA_VERSION};
 use hookstream_core::tier::Tier;
@@ -60,20 +60,7 @@ async fn a_filtered_redrive_delivers_once_the_endpoint_recovers_and_a_dry_run_ch
     receiver.respond("/ep", 503);
     let a =
         accounts::create(&db.pool, "a", Tier::Xlarge, "operator:test").await.expect("account").id;
-    let new = NewEndpoint {
-        url: receiver.url("/ep"),
-        description: String::new(),
-        event_types: vec!["*".into()],
-        rate_limit: None,
-    };
-    endpoints::create(
-        &db.pool,
-        a,
-        &hookstream_testkit::checked(new.clone()).await,
-        "operator:test",
-    )
-    .await
-    .expect("endpoint");
+    testkit::create_endpoint(&db.pool, a, receiver.url("/ep"), &["*"], None).await;
 
     let stop = CancellationToken::new();
     let admin = || AdminConfig { listen: ([127, 0, 0, 1], testkit::free_port()).into() };

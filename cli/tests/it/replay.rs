@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use chrono::Utc;
 use hookstream_core::config::AdminConfig;
-use hookstream_core::db::{accounts, endpoints};
+use hookstream_core::db::accounts;
 use hookstream_core::delivery::DeliveryConfig;
 use hookstream_core::envelope::{EventEnvelope, Priority, SCHEMA_VERSION};
 use hookstream_core::tier::Tier;
@@ -45,26 +45,9 @@ async fn a_time_window_of_one_account_is_delivered_again_and_marked_as_replay() 
         accounts::create(&db.pool, "x", Tier::Xlarge, "operator:test").await.expect("account").id
     };
     let (a, b) = (new_account().await, new_account().await);
-    let endpoint = |account: AccountId, path: &str, types: &[&str]| {
-        let new = endpoints::NewEndpoint {
-            url: receiver.url(path),
-            description: String::new(),
-            event_types: types.iter().map(|t| t.to_string()).collect(),
-            rate_limit: None,
-        };
-        let pool = db.pool.clone();
-        async move {
-            endpoints::create(
-                &pool,
-                account,
-                &hookstream_testkit::checked(new.clone()).await,
-                "operator:test",
-            )
-            .await
-            .expect("endpoint")
-            .0
-            .id
-        }
+    let endpoint = |account: AccountId, path: &str, types: &'static [&'static str]| {
+        let (pool, url) = (db.pool.clone(), receiver.url(path));
+        async move { testkit::create_endpoint(&pool, account, url, types, None).await.0 }
     };
     let a_all = endpoint(a, "/a-all", &["*"]).await;
     endpoint(a, "/a-deleted", &["subscriber.deleted"]).await; // subscribed to another type

@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use hookstream_core::config::{AdminConfig, HttpConfig};
-use hookstream_core::db::{accounts, api_keys, endpoints};
+use hookstream_core::db::{accounts, api_keys};
 use hookstream_core::delivery::DeliveryConfig;
 use hookstream_core::tier::Tier;
 use hookstream_dispatcher::{DispatcherConfig, DispatcherSettings};
@@ -28,20 +28,7 @@ async fn the_receiver_gets_the_trace_ingest_started_on_every_attempt() {
     let a =
         accounts::create(&db.pool, "a", Tier::Xlarge, "operator:test").await.expect("account").id;
     let (_, key) = api_keys::issue(&db.pool, a, "t", "operator:test").await.expect("key");
-    let new = endpoints::NewEndpoint {
-        url: receiver.url("/ep"),
-        description: String::new(),
-        event_types: vec!["*".into()],
-        rate_limit: None,
-    };
-    endpoints::create(
-        &db.pool,
-        a,
-        &hookstream_testkit::checked(new.clone()).await,
-        "operator:test",
-    )
-    .await
-    .expect("endpoint");
+    testkit::create_endpoint(&db.pool, a, receiver.url("/ep"), &["*"], None).await;
     let delivery = DeliveryConfig {
         allow_private_targets: true,
         record_flush_interval: Duration::from_millis(100),

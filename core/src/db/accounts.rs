@@ -66,13 +66,8 @@ pub async fn create(
     .await?;
     let account = from_row(row);
     let change = Change {
-        account_id: Some(account.id),
-        actor,
-        action: "account.create",
-        target_type: "account",
-        target_id: account.id.to_string(),
-        before: None,
         after: serde_json::to_value(&account).ok(),
+        ..Change::of(account.id, actor, "account.create", account.id)
     };
     audit::record(&mut tx, &change).await?;
     tx.commit().await?;
@@ -154,13 +149,9 @@ pub async fn update(
     let after = from_row(row);
     if after != before {
         let change = Change {
-            account_id: Some(id),
-            actor,
-            action: "account.update",
-            target_type: "account",
-            target_id: id.to_string(),
             before: serde_json::to_value(&before).ok(),
             after: serde_json::to_value(&after).ok(),
+            ..Change::of(id, actor, "account.update", id)
         };
         audit::record(&mut tx, &change).await?;
     }

@@ -59,13 +59,8 @@ pub async fn issue(
     .execute(&mut *tx)
     .await?;
     let change = Change {
-        account_id: Some(account_id),
-        actor,
-        action: "api_key.issue",
-        target_type: "api_key",
-        target_id: id.to_string(),
-        before: None,
         after: Some(serde_json::json!({"name": name, "prefix": key.display_prefix})),
+        ..Change::of(account_id, actor, "api_key.issue", id)
     };
     audit::record(&mut tx, &change).await?;
     tx.commit().await?;
@@ -91,13 +86,9 @@ pub async fn revoke(
         return Ok(false);
     }
     let change = Change {
-        account_id: Some(account_id),
-        actor,
-        action: "api_key.revoke",
-        target_type: "api_key",
-        target_id: key_id.to_string(),
         before: Some(serde_json::json!({"revoked": false})),
         after: Some(serde_json::json!({"revoked": true})),
+        ..Change::of(account_id, actor, "api_key.revoke", key_id)
     };
     audit::record(&mut tx, &change).await?;
     tx.commit().await?;

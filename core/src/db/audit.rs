@@ -27,6 +27,22 @@ pub struct Change<'a> {
     pub after: Option<serde_json::Value>,
 }
 
+impl<'a> Change<'a> {
+    /// A change `actor` made to `target` of `account`; the target's kind is the action's first
+    /// word (`endpoint.update`: `endpoint`). Settings before and after are set as needed.
+    pub fn of(account: AccountId, actor: &'a str, action: &'a str, target: impl ToString) -> Self {
+        Self {
+            account_id: Some(account),
+            actor,
+            action,
+            target_type: action.split('.').next().unwrap_or(action),
+            target_id: target.to_string(),
+            before: None,
+            after: None,
+        }
+    }
+}
+
 /// An audit log entry.
 #[derive(Debug, Clone, Serialize, sqlx::FromRow, utoipa::ToSchema)]
 pub struct Entry {

@@ -125,15 +125,8 @@ pub async fn create(
         .bind(&secret)
         .execute(&mut *tx)
         .await?;
-    let change = Change {
-        account_id: Some(account_id),
-        actor,
-        action: "endpoint.create",
-        target_type: "endpoint",
-        target_id: id.to_string(),
-        before: None,
-        after: json(&endpoint),
-    };
+    let change =
+        Change { after: json(&endpoint), ..Change::of(account_id, actor, "endpoint.create", id) };
     audit::record(&mut tx, &change).await?;
     tx.commit().await?;
     Ok((endpoint, secret))
@@ -218,13 +211,9 @@ pub async fn update(
     .await?;
     if after != before {
         let change = Change {
-            account_id: Some(account_id),
-            actor,
-            action: "endpoint.update",
-            target_type: "endpoint",
-            target_id: id.to_string(),
             before: json(&before),
             after: json(&after),
+            ..Change::of(account_id, actor, "endpoint.update", id)
         };
         audit::record(&mut tx, &change).await?;
     }
@@ -249,15 +238,8 @@ pub async fn delete(
     .fetch_optional(&mut *tx)
     .await?;
     let Some(before) = before else { return Ok(false) };
-    let change = Change {
-        account_id: Some(account_id),
-        actor,
-        action: "endpoint.delete",
-        target_type: "endpoint",
-        target_id: id.to_string(),
-        before: json(&before),
-        after: None,
-    };
+    let change =
+        Change { before: json(&before), ..Change::of(account_id, actor, "endpoint.delete", id) };
     audit::record(&mut tx, &change).await?;
     tx.commit().await?;
     Ok(true)
@@ -303,13 +285,8 @@ pub async fn rotate_secret(
         .execute(&mut *tx)
         .await?;
     let change = Change {
-        account_id: Some(account_id),
-        actor,
-        action: "endpoint.rotate_secret",
-        target_type: "endpoint",
-        target_id: id.to_string(),
-        before: None,
         after: Some(serde_json::json!({"previous_secrets_valid_until": old_until})),
+        ..Change::of(account_id, actor, "endpoint.rotate_secret", id)
     };
     audit::record(&mut tx, &change).await?;
     tx.commit().await?;
@@ -339,13 +316,9 @@ pub async fn disable(
         return Ok(false);
     }
     let change = Change {
-        account_id: Some(account_id),
-        actor,
-        action: "endpoint.disable",
-        target_type: "endpoint",
-        target_id: endpoint_id.to_string(),
         before: Some(serde_json::json!({"enabled": true})),
         after: Some(serde_json::json!({"enabled": false, "disabled_reason": reason})),
+        ..Change::of(account_id, actor, "endpoint.disable", endpoint_id)
     };
     audit::record(&mut tx, &change).await?;
     tx.commit().await?;

@@ -11,6 +11,8 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use sqlx::PgPool;
 use tokio::sync::{mpsc, Semaphore};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 use super::circuit::CircuitBreakers;
 use super::endpoints::CachedEndpoint;
@@ -147,6 +149,10 @@ pub struct Engine {
     partitions: Arc<Partitions>,
     buffer_bound: usize,
     workers: Mutex<HashMap<EndpointId, mpsc::UnboundedSender<Job>>>,
+    /// Every worker task, so shutdown can end them and wait for them.
+    tracker: TaskTracker,
+    /// Cancelled at shutdown: workers take no further job.
+    stop: CancellationToken,
 }
 
 /// What an [`Engine`] is built from.
@@ -186,7 +192,22 @@ impl Engine {
             partitions: parts.partitions,
             buffer_bound: parts.buffer_bound,
             workers: Mutex::new(HashMap::new()),
+            tracker: TaskTracker::new(),
+            stop: CancellationToken::new(),
         })
+    }
+
+    /// Ends the workers: each finishes the job in hand and takes no other (what stays queued
+    /// is not committed, so it is read again). Waits up to `within` for them.
+    pub async fn stop(&self, within: Duration) {
+        self.stop.cancel();
+        self.tracker.close();
+        if tokio::time::timeout(within, self.tracker.wait()).await.is_err() {
+            tracing::warn!(
+                workers = self.tracker.len(),
+                "delivery workers still busy at shutdown; abandoned"
+            );
+        }
     }
 
     /// Deliveries in flight over all lanes.
@@ -209,8 +230,14 @@ impl Engine {
         let _ = tx.send(job);
         workers.insert(id, tx);
         let engine = Arc::clone(self);
-        tokio::spawn(async move {
-            while let Some(job) = rx.recv().await {
+        self.tracker.spawn(async move {
+            loop {
+                let job = tokio::select! {
+                    biased;
+                    _ = engine.stop.cancelled() => break,
+                    job = rx.recv() => job,
+                };
+                let Some(job) = job else { break };
                 engine.process(job).await;
             }
         });

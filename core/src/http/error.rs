@@ -132,6 +132,29 @@ pub struct ErrorDetail {
     pub field: Option<String>,
 }
 
+/// The answers every management route gives besides its own (OpenAPI): the key and the
+/// database.
+#[derive(utoipa::IntoResponses)]
+pub enum KeyedErrors {
+    /// Missing, invalid or revoked key
+    #[response(status = 401)]
+    Unauthorized(ErrorBody),
+    /// Database unavailable
+    #[response(status = 503)]
+    Unavailable(ErrorBody),
+}
+
+/// The answers of every route that takes a JSON body, besides its own (OpenAPI).
+#[derive(utoipa::IntoResponses)]
+pub enum JsonErrors {
+    /// Malformed JSON
+    #[response(status = 400)]
+    Malformed(ErrorBody),
+    /// Not application/json
+    #[response(status = 415)]
+    NotJson(ErrorBody),
+}
+
 /// Every error response: `{"error": {...}}`.
 #[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct ErrorBody {

@@ -17,7 +17,7 @@ use axum::middleware::Next;
 use axum::response::Response;
 
 pub use auth::{Caller, KeyResolver};
-pub use error::{ApiError, ErrorBody, ErrorDetail};
+pub use error::{ApiError, ErrorBody, ErrorDetail, JsonErrors, KeyedErrors};
 pub use extract::{JsonBody, PageQuery, PathId, Query};
 
 /// What the shared extractors need of a service's handler state.

@@ -309,20 +309,8 @@ async fn shutdown_keeps_its_deadline_with_the_broker_and_postgres_gone() {
     )
     .await
     .expect("account");
-    let new = hookstream_core::db::endpoints::NewEndpoint {
-        url: receiver.url("/a"),
-        description: String::new(),
-        event_types: vec!["*".into()],
-        rate_limit: None,
-    };
-    hookstream_core::db::endpoints::create(
-        &db.pool,
-        account.id,
-        &hookstream_testkit::checked(new.clone()).await,
-        "operator:test",
-    )
-    .await
-    .expect("endpoint");
+    hookstream_testkit::create_endpoint(&db.pool, account.id, receiver.url("/a"), &["*"], None)
+        .await;
     let producer = hookstream_core::kafka::producer(&kafka, "shutdown-test").expect("producer");
     let envs = [
         ("HOOKSTREAM_TOPICS__PREFIX", topics.prefix.clone()),

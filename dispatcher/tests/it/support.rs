@@ -6,7 +6,7 @@ use std::time::Duration;
 use chrono::Utc;
 use hookstream_core::config::{AdminConfig, KafkaConfig, TopicsConfig};
 use hookstream_core::db::accounts;
-use hookstream_core::db::endpoints::{self, NewEndpoint};
+
 use hookstream_core::delivery::DeliveryConfig;
 use hookstream_core::envelope::{EventEnvelope, Priority, SCHEMA_VERSION};
 use hookstream_core::tier::{RateLimit, Tier};
@@ -51,21 +51,7 @@ impl World {
         types: &[&str],
         limit: Option<RateLimit>,
     ) -> (EndpointId, String) {
-        let new = NewEndpoint {
-            url,
-            description: String::new(),
-            event_types: types.iter().map(|t| t.to_string()).collect(),
-            rate_limit: limit,
-        };
-        let (e, secret) = endpoints::create(
-            &self.db.pool,
-            account,
-            &hookstream_testkit::checked(new.clone()).await,
-            "operator:test",
-        )
-        .await
-        .expect("endpoint");
-        (e.id, secret)
+        testkit::create_endpoint(&self.db.pool, account, url, types, limit).await
     }
 
     pub(crate) fn config(&self, settings: DispatcherSettings) -> DispatcherConfig {

@@ -7,7 +7,6 @@ use std::time::Duration;
 use chrono::Utc;
 use hookstream_core::config::{AdminConfig, KafkaConfig, TopicsConfig};
 use hookstream_core::db::accounts;
-use hookstream_core::db::endpoints::{self, NewEndpoint};
 use hookstream_core::delivery::DeliveryConfig;
 use hookstream_core::envelope::{DeliveryTask, EventEnvelope, Origin, Priority, SCHEMA_VERSION};
 use hookstream_core::tier::Tier;
@@ -57,22 +56,7 @@ impl World {
     }
 
     pub(crate) async fn endpoint(&self, account: AccountId, url: String) -> EndpointId {
-        let new = NewEndpoint {
-            url,
-            description: String::new(),
-            event_types: vec!["*".into()],
-            rate_limit: None,
-        };
-        endpoints::create(
-            &self.db.pool,
-            account,
-            &hookstream_testkit::checked(new.clone()).await,
-            "operator:test",
-        )
-        .await
-        .expect("endpoint")
-        .0
-        .id
+        testkit::create_endpoint(&self.db.pool, account, url, &["*"], None).await.0
     }
 
     pub(crate) fn dispatcher(&self) -> DispatcherConfig {

@@ -6,7 +6,6 @@ use std::time::Duration;
 
 use chrono::Utc;
 use hookstream_core::db::accounts;
-use hookstream_core::db::endpoints::{self, NewEndpoint};
 use hookstream_core::delivery::sign::SigningSecret;
 use hookstream_core::tier::Tier;
 use hookstream_testkit::{self as testkit, eventually, TestDatabase};
@@ -21,21 +20,9 @@ async fn the_sink_verifies_records_and_fails_on_demand() {
         accounts::create(&db.pool, "sink", Tier::Small, "operator:test").await.expect("a");
     let mut secrets = Vec::new();
     for path in ["/s/ok", "/s/gone"] {
-        let new = NewEndpoint {
-            url: format!("{base}{path}"),
-            description: String::new(),
-            event_types: vec!["*".into()],
-            rate_limit: None,
-        };
-        let (endpoint, secret) = endpoints::create(
-            &db.pool,
-            account.id,
-            &hookstream_testkit::checked(new.clone()).await,
-            "operator:test",
-        )
-        .await
-        .expect("e");
-        secrets.push((endpoint.id, SigningSecret::parse(&secret).expect("secret")));
+        let url = format!("{base}{path}");
+        let (id, secret) = testkit::create_endpoint(&db.pool, account.id, url, &["*"], None).await;
+        secrets.push((id, SigningSecret::parse(&secret).expect("secret")));
     }
     let record = std::env::temp_dir().join(testkit::unique("sink-record-"));
     let sink = tokio::process::Command::new(env!("CARGO_BIN_EXE_hookstream-testbed"))
