@@ -1,9 +1,12 @@
-//! hookstream's domain library, shared by ingest, dispatcher, retrier and the CLI.
+//! hookstream's domain library, shared by ingest, the API, dispatcher, retrier, the CLI and
+//! the testbed.
 //!
 //! The services are thin binaries over this crate: the event envelope and delivery task
-//! ([`envelope`]), typed configuration ([`config`]), topic naming ([`topics`]), Kafka client
-//! builders ([`kafka`]), Postgres access ([`db`]), schema validation ([`schema`]) and
-//! telemetry ([`telemetry`]).
+//! ([`envelope`]) and how they travel through Kafka ([`wire`]), typed configuration
+//! ([`config`]), topic naming ([`topics`]), Kafka client builders ([`kafka`]), Postgres access
+//! and the domain rules ([`db`]), the delivery engine ([`delivery`]), the HTTP layer of ingest
+//! and the API ([`http`]), schema validation ([`schema`]), telemetry ([`telemetry`]) and the
+//! service and command life cycles ([`service`], [`tool`]).
 
 pub mod admin;
 pub mod api_key;

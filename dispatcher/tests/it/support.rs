@@ -15,7 +15,6 @@ use hookstream_core::wire::headers;
 use hookstream_core::{kafka, AccountId, EndpointId, EventId};
 use hookstream_dispatcher::{DispatcherConfig, DispatcherSettings};
 use hookstream_testkit::{self as testkit, TestDatabase};
-use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
@@ -108,10 +107,8 @@ impl World {
         let topic = self.topics.topics().events(priority);
         let key = envelope.key();
         let trace = TraceParent::new_root().to_string();
-        let record = FutureRecord::to(&topic).key(&key).payload(&payload).headers(
-            OwnedHeaders::new()
-                .insert(Header { key: headers::TRACEPARENT, value: Some(trace.as_str()) }),
-        );
+        let record =
+            FutureRecord::to(&topic).key(&key).payload(&payload).headers(headers::event(&trace));
         self.producer
             .send(record, Duration::from_secs(10))
             .await

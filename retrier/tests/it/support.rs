@@ -11,12 +11,11 @@ use hookstream_core::delivery::DeliveryConfig;
 use hookstream_core::envelope::{DeliveryTask, EventEnvelope, Origin, Priority, SCHEMA_VERSION};
 use hookstream_core::tier::Tier;
 use hookstream_core::trace_context::TraceParent;
-use hookstream_core::wire::headers;
+use hookstream_core::wire::{self, headers};
 use hookstream_core::{kafka, AccountId, EndpointId, EventId};
 use hookstream_dispatcher::{DispatcherConfig, DispatcherSettings};
 use hookstream_retrier::{RetrierConfig, RetrierSettings};
 use hookstream_testkit::{self as testkit, TestDatabase};
-use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
@@ -116,10 +115,8 @@ impl World {
         let topic = self.topics.topics().events(Priority::Normal);
         let key = envelope.key();
         let trace = TraceParent::new_root().to_string();
-        let record = FutureRecord::to(&topic).key(&key).payload(&payload).headers(
-            OwnedHeaders::new()
-                .insert(Header { key: headers::TRACEPARENT, value: Some(trace.as_str()) }),
-        );
+        let record =
+            FutureRecord::to(&topic).key(&key).payload(&payload).headers(headers::event(&trace));
         self.producer
             .send(record, Duration::from_secs(10))
             .await
@@ -139,20 +136,15 @@ impl World {
     ) {
         let topics = self.topics.topics();
         let topic = topics.retry(topics.retry_delays()[tier]);
-        let payload = serde_json::to_vec(task).expect("json");
         let key = task.envelope.key();
         let origin = Origin { topic: topics.events(Priority::Normal), partition: 0, offset: 0 };
-        let (attempt, due, origin) =
-            (task.attempt.to_string(), due_ms.to_string(), origin.to_string());
         let trace = TraceParent::new_root().to_string();
-        let record =
-            FutureRecord::to(&topic).key(&key).partition(partition).payload(&payload).headers(
-                OwnedHeaders::new()
-                    .insert(Header { key: headers::ATTEMPT, value: Some(attempt.as_str()) })
-                    .insert(Header { key: headers::DUE_AT, value: Some(due.as_str()) })
-                    .insert(Header { key: headers::ORIGIN, value: Some(origin.as_str()) })
-                    .insert(Header { key: headers::TRACEPARENT, value: Some(trace.as_str()) }),
-            );
+        let (payload, headers) = wire::task::encode(task, due_ms, &origin, &trace).expect("task");
+        let record = FutureRecord::to(&topic)
+            .key(&key)
+            .partition(partition)
+            .payload(&payload)
+            .headers(headers);
         self.producer
             .send(record, Duration::from_secs(10))
             .await
