@@ -12,13 +12,11 @@ pub use config::{DispatcherConfig, DispatcherSettings, LaneWeights};
 use hookstream_core::admin::ReadinessCheck;
 use hookstream_core::backoff::Backoff;
 use hookstream_core::delivery::endpoints::EndpointCache;
-use hookstream_core::delivery::engine::{Engine, EngineParts, Job, Lanes, Source};
-use hookstream_core::delivery::handoff::Handoff;
-use hookstream_core::delivery::record::Recorder;
+use hookstream_core::delivery::engine::{Engine, Job, Lanes, Source};
+use hookstream_core::delivery::runtime::{DeliveryRuntime, RuntimeParts};
 use hookstream_core::envelope::{EventEnvelope, Priority};
 use hookstream_core::kafka::{self, KafkaClientError};
 use hookstream_core::partitions::{self, PartitionContext, Partitions, TrackedConsumer};
-use hookstream_core::producer::HealingProducer;
 use hookstream_core::service::{self, ServiceError};
 use hookstream_core::wire::{self, EnvelopeCodec, WireError};
 use rdkafka::consumer::{CommitMode, Consumer};
@@ -50,33 +48,19 @@ pub async fn run(
 
     let codec = EnvelopeCodec::new(config.kafka.schema_registry_url.as_ref())
         .map_err(ServiceError::startup)?;
-    let cache = EndpointCache::default();
-    cache.reload(&backends.database).await?;
-    cache.warn_if_guard_disagrees(config.delivery.allow_private_targets);
-    let background = CancellationToken::new();
-    cache.spawn_refresh(backends.database.clone(), settings.endpoint_refresh, background.clone());
-    let (recorder, recorder_task) = Recorder::spawn(
-        backends.database.clone(),
-        config.delivery.record_batch_size,
-        config.delivery.record_flush_interval,
-        background.clone(),
-        service::LOG_FLUSH_BUDGET,
-    );
-    let producer = HealingProducer::new(&config.kafka, "hookstream-dispatcher")?;
-    let handoff = Handoff::new(producer, topics.clone(), config.kafka.produce_timeout);
-    handoff.warm_up().await;
-    let engine = Arc::new(
-        Engine::new(EngineParts {
-            delivery: config.delivery.clone(),
-            handoff,
-            recorder,
-            pool: backends.database.clone(),
-            lanes: Lanes::weighted(&lane_sizes(settings)),
-            partitions: Arc::clone(&partitions),
-            buffer_bound: settings.max_buffered_per_partition,
-        })
-        .map_err(ServiceError::startup)?,
-    );
+    let runtime = DeliveryRuntime::start(RuntimeParts {
+        client: "hookstream-dispatcher",
+        kafka: &config.kafka,
+        topics: topics.clone(),
+        delivery: &config.delivery,
+        pool: &backends.database,
+        lanes: Lanes::weighted(&lane_sizes(settings)),
+        partitions: Arc::clone(&partitions),
+        buffer_bound: settings.max_buffered_per_partition,
+        endpoint_refresh: settings.endpoint_refresh,
+    })
+    .await?;
+    let (cache, engine, background) = (&runtime.cache, &runtime.engine, runtime.background());
 
     let admin = tokio::spawn({
         let (admin, backends, stop) = (config.admin.clone(), backends.clone(), background.clone());
@@ -104,7 +88,7 @@ pub async fn run(
                         cache.catch_up(&backends.database, produced_ms).await;
                     }
                     let Some(read) = read_envelope(&codec, &m, &shutdown).await else { break };
-                    dispatch(&engine, &cache, &partitions, &consumer, &m, read, settings.max_buffered_per_partition)
+                    dispatch(engine, cache, &partitions, &consumer, &m, read, settings.max_buffered_per_partition)
                 }
                 Err(e) => tracing::warn!(error = %e, "consume error"),
             },
@@ -119,12 +103,9 @@ pub async fn run(
             "shutdown: deliveries still in flight at the drain deadline; they are redelivered"
         );
     }
-    // Workers end first: what they finish meanwhile is committed, and the delivery log's
-    // writer, which stops after them, writes what they recorded.
-    engine.stop(std::time::Duration::from_secs(1)).await;
-    partitions::commit(&consumer, partitions.all_committable(), CommitMode::Sync);
-    background.cancel();
-    let _ = recorder_task.await;
+    runtime
+        .stop(|| partitions::commit(&consumer, partitions.all_committable(), CommitMode::Sync))
+        .await;
     if let Ok(Err(e)) = admin.await {
         tracing::warn!(error = %e, "admin server stopped with an error");
     }

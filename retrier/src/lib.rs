@@ -17,13 +17,10 @@ use std::sync::Arc;
 use chrono::Utc;
 pub use config::{RetrierConfig, RetrierSettings};
 use hookstream_core::admin::ReadinessCheck;
-use hookstream_core::delivery::endpoints::EndpointCache;
-use hookstream_core::delivery::engine::{Engine, EngineParts, Lanes, Source};
-use hookstream_core::delivery::handoff::Handoff;
-use hookstream_core::delivery::record::Recorder;
+use hookstream_core::delivery::engine::{Lanes, Source};
+use hookstream_core::delivery::runtime::{DeliveryRuntime, RuntimeParts};
 use hookstream_core::kafka::{self, KafkaClientError};
 use hookstream_core::partitions::{self, PartitionContext, Partitions, TrackedConsumer};
-use hookstream_core::producer::HealingProducer;
 use hookstream_core::service::{self, ServiceError};
 use hookstream_core::wire::TaskRecord;
 use rdkafka::consumer::{CommitMode, Consumer};
@@ -54,37 +51,23 @@ pub async fn run(config: RetrierConfig, shutdown: CancellationToken) -> Result<(
     let names: Vec<&str> = tiers.keys().map(String::as_str).collect();
     consumer.subscribe(&names).map_err(KafkaClientError::Admin)?;
 
-    let cache = EndpointCache::default();
-    cache.reload(&backends.database).await?;
-    cache.warn_if_guard_disagrees(config.delivery.allow_private_targets);
-    let background = CancellationToken::new();
-    cache.spawn_refresh(backends.database.clone(), settings.endpoint_refresh, background.clone());
-    let (recorder, recorder_task) = Recorder::spawn(
-        backends.database.clone(),
-        config.delivery.record_batch_size,
-        config.delivery.record_flush_interval,
-        background.clone(),
-        service::LOG_FLUSH_BUDGET,
-    );
-    let producer = HealingProducer::new(&config.kafka, "hookstream-retrier")?;
-    let handoff = Handoff::new(producer, topics.clone(), config.kafka.produce_timeout);
-    handoff.warm_up().await;
     // One in-flight bound for every priority: retries are already late, and few.
-    let engine = Arc::new(
-        Engine::new(EngineParts {
-            delivery: config.delivery.clone(),
-            handoff: handoff.clone(),
-            recorder,
-            pool: backends.database.clone(),
-            lanes: Lanes::shared(settings.in_flight),
-            partitions: Arc::clone(&partitions),
-            buffer_bound: settings.max_buffered_per_partition,
-        })
-        .map_err(ServiceError::startup)?,
-    );
+    let runtime = DeliveryRuntime::start(RuntimeParts {
+        client: "hookstream-retrier",
+        kafka: &config.kafka,
+        topics: topics.clone(),
+        delivery: &config.delivery,
+        pool: &backends.database,
+        lanes: Lanes::shared(settings.in_flight),
+        partitions: Arc::clone(&partitions),
+        buffer_bound: settings.max_buffered_per_partition,
+        endpoint_refresh: settings.endpoint_refresh,
+    })
+    .await?;
+    let (engine, handoff, background) = (&runtime.engine, &runtime.handoff, runtime.background());
     let gates = Gates::new(
-        Arc::clone(&engine),
-        cache,
+        Arc::clone(engine),
+        runtime.cache.clone(),
         Arc::clone(&partitions),
         Arc::clone(&consumer),
         settings.lookahead,
@@ -132,12 +115,9 @@ pub async fn run(config: RetrierConfig, shutdown: CancellationToken) -> Result<(
             "shutdown: retries still in flight at the drain deadline; they are read again"
         );
     }
-    // Workers end first: what they finish meanwhile is committed, and the delivery log's
-    // writer, which stops after them, writes what they recorded.
-    engine.stop(std::time::Duration::from_secs(1)).await;
-    partitions::commit(&consumer, partitions.all_committable(), CommitMode::Sync);
-    background.cancel();
-    let _ = recorder_task.await;
+    runtime
+        .stop(|| partitions::commit(&consumer, partitions.all_committable(), CommitMode::Sync))
+        .await;
     match indexer.await {
         Ok(Err(e)) => tracing::warn!(error = %e, "DLQ indexer stopped with an error"),
         Err(e) => tracing::warn!(error = %e, "DLQ indexer panicked"),

@@ -8,6 +8,7 @@ pub mod guard;
 pub mod handoff;
 pub mod outcome;
 pub mod record;
+pub mod runtime;
 pub mod send;
 pub mod sign;
 
