@@ -209,7 +209,10 @@ case "$HOOKSTREAM_PROFILE" in
 esac
 HS_BIN=$CARGO_TARGET_DIR/$HOOKSTREAM_PROFILE
 
+# Builds every binary of the workspace, as run.sh and the scripts/hookstream and scripts/testbed
+# wrappers do: one feature set for all, so no build redoes another's work (one package built
+# alone unifies its dependencies' features differently and rebuilds them).
 hookstream_cli() {
-  cargo build --quiet "${HS_CARGO_PROFILE[@]}" -p hookstream-cli --manifest-path "$HS_ROOT/Cargo.toml"
+  cargo build --quiet "${HS_CARGO_PROFILE[@]}" --bins --manifest-path "$HS_ROOT/Cargo.toml"
   "$HS_BIN/hookstream" "$@"
 }

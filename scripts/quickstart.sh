@@ -56,6 +56,8 @@ wait_for_port "$HOOKSTREAM_HTTP_PORT" ingest 60
 wait_for_port "$HOOKSTREAM_API_PORT" api 60
 
 # 2. The receiver.
+# Built first (a no-op after run.sh's build), so the wait below is the sink's start alone.
+"$here/testbed" --version >/dev/null
 "$here/testbed" sink --print --listen "127.0.0.1:$sink_port" >"$out/sink.out" 2>"$out/sink.err" &
 sink_pid=$!
 wait_for_port "$sink_port" sink 60

@@ -9,7 +9,7 @@ source "$(dirname "$0")/lib.sh"
 "$HS_ROOT/scripts/dev-up.sh" >/dev/null
 st=$(command -v st || echo "$SCHEMATHESIS_BIN")
 [ -x "$st" ] || die "schemathesis missing: run scripts/install.sh"
-cargo build --quiet -p hookstream-cli -p hookstream-ingest -p hookstream-api --manifest-path "$HS_ROOT/Cargo.toml"
+cargo build --quiet --bins --manifest-path "$HS_ROOT/Cargo.toml"
 bin=$CARGO_TARGET_DIR/debug
 account=$("$bin/hookstream" accounts create --name schemathesis --tier xlarge)
 key=$("$bin/hookstream" keys issue --account "$account" --name schemathesis 2>/dev/null)
