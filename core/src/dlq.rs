@@ -621,7 +621,7 @@ pub async fn live_size(pool: &PgPool) -> Result<i64, DbError> {
 }
 
 /// Event, endpoint and account of every live (not redriven) entry in the whole index, for
-/// accounting after a load or fault run (`hookstream reconcile`).
+/// accounting after a load or fault run (`hookstream-testbed reconcile`).
 pub async fn live_keys(pool: &PgPool) -> Result<Vec<(String, EndpointId, AccountId)>, DbError> {
     Ok(sqlx::query_as(
         "SELECT event_id, endpoint_id, account_id FROM dead_letters WHERE redriven_at IS NULL",

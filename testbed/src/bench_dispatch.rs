@@ -1,4 +1,4 @@
-//! `hookstream bench-dispatch`: the dispatcher benchmark, in one run. A fast local sink; a
+//! `hookstream-testbed bench-dispatch`: the dispatcher benchmark, in one run. A fast local sink; a
 //! bare reqwest loop at concurrency C against it (the baseline); then N pre-produced events
 //! drained by a dispatcher process with the same C, timed at the sink; and the dispatcher's
 //! peak RSS.

@@ -1,5 +1,5 @@
-//! `hookstream bench-produce`: the baseline for ingest's benchmark — a bare rdkafka producer
-//! with ingest's settings, the same payloads, and the same number of sends in flight, each
+//! `hookstream-testbed bench-produce`: the baseline for ingest's benchmark — a bare rdkafka
+//! producer with ingest's settings, the same payloads, and the same number of sends in flight, each
 //! awaiting its acknowledgement as ingest does.
 
 use std::time::{Duration, Instant};

@@ -1,6 +1,6 @@
-//! `hookstream bench-retry`: the retrier benchmark, in one run. Tasks are produced to the first
-//! retry tier at a constant rate, each due one tier delay later; a retrier process delivers them
-//! to a local sink, which measures lateness (arrival minus `hs-due-at`). Then the DLQ redrive
+//! `hookstream-testbed bench-retry`: the retrier benchmark, in one run. Tasks are produced to the
+//! first retry tier at a constant rate, each due one tier delay later; a retrier process delivers
+//! them to a local sink, which measures lateness (arrival minus `hs-due-at`). Then the DLQ redrive
 //! rate: entries indexed in Postgres put back on the first tier, unthrottled.
 
 use std::path::PathBuf;

@@ -1,5 +1,5 @@
-//! `hookstream loadgen`: drives ingest over keep-alive HTTP/1.1 at a constant rate or as fast
-//! as it answers, and reports throughput and latency. Latency is measured from each event's
+//! `hookstream-testbed loadgen`: drives ingest over keep-alive HTTP/1.1 at a constant rate or as
+//! fast as it answers, and reports throughput and latency. Latency is measured from each event's
 //! scheduled send time, so a slow server cannot hide queueing (no coordinated omission).
 
 use std::collections::BTreeMap;

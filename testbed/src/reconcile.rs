@@ -1,8 +1,8 @@
-//! `hookstream reconcile`: accounts for every accepted event after a load or fault run. Each
-//! id ingest accepted (`hookstream loadgen --ids-out`) must have reached each endpoint of its
-//! account subscribed to its type, per the sink's record (`hookstream sink --record`), or sit in
-//! the DLQ index. Anything else is lost. Exits 1 when anything is lost or duplicates exceed the
-//! bound.
+//! `hookstream-testbed reconcile`: accounts for every accepted event after a load or fault run.
+//! Each id ingest accepted (`hookstream-testbed loadgen --ids-out`) must have reached each endpoint
+//! of its account subscribed to its type, per the sink's record (`hookstream-testbed sink
+//! --record`), or sit in the DLQ index. Anything else is lost. Exits 1 when anything is lost or
+//! duplicates exceed the bound.
 
 use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
@@ -18,10 +18,10 @@ use hookstream_core::tool::UsageError;
 
 #[derive(Args)]
 pub(crate) struct ReconcileArgs {
-    /// Accepted event ids, one per line (`hookstream loadgen --ids-out`).
+    /// Accepted event ids, one per line (`hookstream-testbed loadgen --ids-out`).
     #[arg(long)]
     ids: PathBuf,
-    /// The sink's record (`hookstream sink --record`).
+    /// The sink's record (`hookstream-testbed sink --record`).
     #[arg(long)]
     sink_record: PathBuf,
     /// Duplicate deliveries tolerated before the run fails.

@@ -1,6 +1,6 @@
-//! `hookstream seed`: accounts for a load or fault run, each with an API key and one endpoint
-//! subscribed to everything, pointing at a sink. Writes the keys to a file (one per line, in
-//! account order) for `hookstream loadgen --keys-file`.
+//! `hookstream-testbed seed`: accounts for a load or fault run, each with an API key and one
+//! endpoint subscribed to everything, pointing at a sink. Writes the keys to a file (one per line,
+//! in account order) for `hookstream-testbed loadgen --keys-file`.
 
 use std::path::PathBuf;
 

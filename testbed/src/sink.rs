@@ -1,13 +1,13 @@
-//! `hookstream sink`: a webhook receiver for load and fault runs. It verifies each request's
-//! Standard Webhooks signature with the secrets of the endpoint whose URL it was sent to (read
-//! from Postgres), records every accepted delivery (`webhook-id`, endpoint, account, arrival,
-//! latency from the event's timestamp, trace id) and can be told to fail: a share of 5xx, a
-//! fixed latency, a full outage for a period, 410 for chosen paths. Faults can also be changed
-//! while it runs (`POST /_sink/faults`); `GET /_sink/report` and the exit report give unique
-//! deliveries, duplicates, bad signatures and latency percentiles.
+//! `hookstream-testbed sink`: a webhook receiver for load and fault runs. It verifies each
+//! request's Standard Webhooks signature with the secrets of the endpoint whose URL it was sent to
+//! (read from Postgres), records every accepted delivery (`webhook-id`, endpoint, account, arrival,
+//! latency from the event's timestamp, trace id) and can be told to fail: a share of 5xx, a fixed
+//! latency, a full outage for a period, 410 for chosen paths. Faults can also be changed while it
+//! runs (`POST /_sink/faults`); `GET /_sink/report` and the exit report give unique deliveries,
+//! duplicates, bad signatures and latency percentiles.
 //!
 //! The latency is measured from the body's `timestamp` (the event's `occurred_at`, which is
-//! its `received_at` when the producer gave none, as with `hookstream loadgen`).
+//! its `received_at` when the producer gave none, as with `hookstream-testbed loadgen`).
 
 use std::collections::{HashMap, HashSet};
 use std::io::Write;
