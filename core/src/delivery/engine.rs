@@ -151,6 +151,8 @@ pub struct Engine {
     workers: Mutex<HashMap<EndpointId, mpsc::UnboundedSender<Job>>>,
     /// Every worker task, so shutdown can end them and wait for them.
     tracker: TaskTracker,
+    /// How long a worker waits for work before it exits.
+    worker_idle: Duration,
     /// Cancelled at shutdown: workers take no further job.
     stop: CancellationToken,
 }
@@ -193,6 +195,7 @@ impl Engine {
             buffer_bound: parts.buffer_bound,
             workers: Mutex::new(HashMap::new()),
             tracker: TaskTracker::new(),
+            worker_idle: parts.delivery.worker_idle,
             stop: CancellationToken::new(),
         })
     }
@@ -229,6 +232,7 @@ impl Engine {
         let (tx, mut rx) = mpsc::unbounded_channel::<Job>();
         let _ = tx.send(job);
         workers.insert(id, tx);
+        metrics::gauge!("delivery_workers").set(workers.len() as f64);
         let engine = Arc::clone(self);
         self.tracker.spawn(async move {
             loop {
@@ -236,11 +240,29 @@ impl Engine {
                     biased;
                     _ = engine.stop.cancelled() => break,
                     job = rx.recv() => job,
+                    _ = tokio::time::sleep(engine.worker_idle) => {
+                        if engine.retire(id, &mut rx) {
+                            break;
+                        }
+                        continue;
+                    }
                 };
                 let Some(job) = job else { break };
                 engine.process(job).await;
             }
         });
+    }
+
+    /// An idle worker leaves the map, unless a job arrived meanwhile (checked under the map's
+    /// lock, which every enqueue holds while it sends, so no job is left behind in its queue).
+    fn retire(&self, id: EndpointId, rx: &mut mpsc::UnboundedReceiver<Job>) -> bool {
+        let mut workers = self.workers.lock().unwrap_or_else(|p| p.into_inner());
+        if !rx.is_empty() {
+            return false;
+        }
+        workers.remove(&id);
+        metrics::gauge!("delivery_workers").set(workers.len() as f64);
+        true
     }
 
     async fn process(&self, job: Job) {

@@ -48,6 +48,10 @@ pub struct DeliveryConfig {
     /// Longest wait before a partial batch of attempt records is written.
     #[serde(with = "humantime_serde")]
     pub record_flush_interval: Duration,
+    /// How long an endpoint's worker waits for work before it exits (it is started again by
+    /// the endpoint's next delivery), so workers do not pile up for every endpoint ever seen.
+    #[serde(with = "humantime_serde")]
+    pub worker_idle: Duration,
 }
 
 impl Default for DeliveryConfig {
@@ -62,6 +66,7 @@ impl Default for DeliveryConfig {
             max_response_body: 1024,
             record_batch_size: 100,
             record_flush_interval: Duration::from_secs(1),
+            worker_idle: Duration::from_secs(60),
         }
     }
 }
@@ -80,6 +85,9 @@ impl DeliveryConfig {
         }
         if self.record_batch_size == 0 {
             return Err(ConfigError::invalid("delivery.record_batch_size", "must be at least 1"));
+        }
+        if self.worker_idle.is_zero() {
+            return Err(ConfigError::invalid("delivery.worker_idle", "must be greater than zero"));
         }
         Ok(())
     }

@@ -234,3 +234,43 @@ async fn during_a_secret_rotation_deliveries_carry_both_signatures_and_after_it_
     assert!(!verifies(&old, &after), "the old secret no longer signs");
     running.stop().await;
 }
+
+/// The value of gauge `name` on a `/metrics` page.
+fn gauge(page: &str, name: &str) -> Option<f64> {
+    page.lines().find_map(|l| l.strip_prefix(name)?.trim().parse().ok())
+}
+
+#[tokio::test]
+async fn idle_endpoint_workers_exit_and_come_back_for_the_next_delivery() {
+    let world = World::new(2).await;
+    let receiver = Receiver::start().await;
+    let a = world.account().await;
+    for n in 0..5 {
+        world.endpoint(a, receiver.url(&format!("/idle/{n}")), &["*"], None).await;
+    }
+    let mut config = world.config(DispatcherSettings::default());
+    config.delivery.worker_idle = Duration::from_millis(300);
+    let metrics = format!("http://{}/metrics", config.admin.listen);
+    let running = Running::start(config);
+    let workers = || async {
+        let page = reqwest::get(&metrics).await.ok()?.text().await.ok()?;
+        gauge(&page, "delivery_workers")
+    };
+
+    world.produce(a, "subscriber.created", Priority::Normal).await;
+    eventually(WAIT, "5 deliveries", || async { (receiver.hits().len() >= 5).then_some(()) }).await;
+    eventually(WAIT, "the 5 workers gone once idle", || async {
+        (workers().await? == 0.0).then_some(())
+    })
+    .await;
+
+    // The next event starts them again and reaches every endpoint.
+    let second = world.produce(a, "subscriber.updated", Priority::Normal).await;
+    eventually(WAIT, "5 more deliveries", || async {
+        let hits = receiver.hits();
+        (hits.iter().filter(|h| h.webhook_id == second.to_string()).count() == 5).then_some(())
+    })
+    .await;
+    eventually(WAIT, "and gone again", || async { (workers().await? == 0.0).then_some(()) }).await;
+    running.stop().await;
+}
