@@ -87,11 +87,6 @@ impl EnvelopeCodec {
         })
     }
 
-    /// Whether events are written as Avro.
-    pub fn writes_avro(&self) -> bool {
-        self.registry.is_some()
-    }
-
     /// The bytes of `envelope` for `topic`.
     pub async fn encode(
         &self,
