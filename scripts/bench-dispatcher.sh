@@ -7,7 +7,7 @@ source "$(dirname "$0")/lib.sh"
 
 "$HS_ROOT/scripts/dev-up.sh" >/dev/null
 log "building release binaries"
-cargo build --quiet --release -p hookstream-testbed -p hookstream-dispatcher --manifest-path "$HS_ROOT/Cargo.toml"
+cargo build --quiet --release --bins --manifest-path "$HS_ROOT/Cargo.toml"
 bin=$CARGO_TARGET_DIR/release
 mkdir -p "$HS_ROOT/bench"
 {

@@ -25,6 +25,7 @@ use hookstream_core::http::{self, KeyResolver};
 use hookstream_core::producer::HealingProducer;
 use hookstream_core::schema::Schemas;
 use hookstream_core::service::{self, ServiceError};
+use hookstream_core::trace::Tracing;
 pub use openapi::document as openapi_document;
 use tokio_util::sync::CancellationToken;
 
@@ -46,8 +47,13 @@ pub async fn run(config: ApiConfig, shutdown: CancellationToken) -> Result<(), S
         );
     }
     let producer = HealingProducer::new(&config.kafka, "hookstream-api")?;
-    let handoff =
-        Handoff::new(producer.clone(), config.topics.topics(), config.kafka.produce_timeout);
+    let traces = Tracing::start(&config.telemetry, "hookstream-api")?;
+    let handoff = Handoff::new(
+        producer.clone(),
+        config.topics.topics(),
+        config.kafka.produce_timeout,
+        traces.tracer(),
+    );
     let redrives = Redrives::new(NonZeroU32::new(settings.redrive_rate).unwrap_or(NonZeroU32::MIN));
     let state = AppState {
         rules: Arc::new(EndpointRules::new(
@@ -72,6 +78,7 @@ pub async fn run(config: ApiConfig, shutdown: CancellationToken) -> Result<(), S
     // Jobs stop between pages (a page takes about a second at the default pace).
     redrives.shutdown(Duration::from_secs(2)).await;
     producer.flush(service::FINAL_STEPS - Duration::from_secs(2)).await;
+    traces.shutdown();
     Ok(())
 }
 

@@ -15,11 +15,13 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use clap::Args;
 use governor::{Quota, RateLimiter};
+use hookstream_core::config::TelemetryConfig;
 use hookstream_core::db::endpoints::{self, DeliveryEndpoint};
 use hookstream_core::delivery::endpoints::matches;
 use hookstream_core::delivery::handoff::Handoff;
 use hookstream_core::envelope::{DeliveryTask, Origin};
 use hookstream_core::producer::HealingProducer;
+use hookstream_core::trace::{self, KeyValue, Tracing};
 use hookstream_core::wire::{self, EnvelopeCodec, WireError};
 use hookstream_core::{kafka, AccountId, EndpointId};
 use indicatif::{ProgressBar, ProgressStyle};
@@ -133,7 +135,13 @@ pub(crate) async fn run(config: &ToolConfig, args: ReplayArgs) -> anyhow::Result
     }
     let codec = EnvelopeCodec::new(config.kafka.schema_registry_url.as_ref())?;
     let producer = HealingProducer::new(&config.kafka, "hookstream-replay")?;
-    let handoff = Handoff::new(producer, config.topics.topics(), config.kafka.produce_timeout);
+    let traces = Tracing::start(&TelemetryConfig::default(), "hookstream-cli")?;
+    let handoff = Handoff::new(
+        producer,
+        config.topics.topics(),
+        config.kafka.produce_timeout,
+        traces.tracer(),
+    );
     handoff.warm_up().await;
     let limiter = RateLimiter::direct(Quota::per_second(args.rate));
 
@@ -209,7 +217,13 @@ pub(crate) async fn run(config: &ToolConfig, args: ReplayArgs) -> anyhow::Result
             .filter(|e| args.endpoint.is_none_or(|id| id == e.id))
             .map(|e| e.id)
             .collect();
-        let trace = wire::headers::trace(&m);
+        // A new trace per replayed event, linked to the one it travelled in.
+        let original = wire::headers::context(&m);
+        let cx = traces.tracer().linked_root(
+            "replay",
+            &original,
+            vec![KeyValue::new("hookstream.event.id", envelope.event_id.to_string())],
+        );
         let origin = Origin { topic: topic.clone(), partition: p, offset };
         for endpoint_id in targets {
             progress.tasks += 1;
@@ -227,8 +241,9 @@ pub(crate) async fn run(config: &ToolConfig, args: ReplayArgs) -> anyhow::Result
                 last_reason: None,
                 replay: true,
             };
-            handoff.replay(&task, &origin, &trace.child().to_string()).await?;
+            handoff.replay(&task, &origin, &cx).await?;
         }
+        trace::end(&cx, None);
         bar.set_message(format!("{} events, {} tasks", progress.matched, progress.tasks));
     }
     bar.finish_and_clear();

@@ -7,6 +7,7 @@ use std::num::NonZeroU32;
 use chrono::{DateTime, Utc};
 use futures::stream::{self, StreamExt};
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
+use opentelemetry::KeyValue;
 use serde::{Deserialize, Serialize};
 use sqlx::{PgPool, Postgres, QueryBuilder};
 use tokio_util::sync::CancellationToken;
@@ -466,8 +467,23 @@ pub async fn redrive(
                             offset: d.kafka_offset,
                         },
                     );
-                let traceparent = d.traceparent.clone().unwrap_or_default();
-                (d.id, handoff.to_retry(&d.task.0, 0, &origin, &traceparent).await)
+                // A new trace, linked to the one the event travelled in.
+                let original = crate::trace::from_traceparent(d.traceparent.as_deref());
+                let cx = handoff.tracer().linked_root(
+                    "redrive",
+                    &original,
+                    vec![
+                        KeyValue::new("hookstream.dead_letter.id", d.id.to_string()),
+                        KeyValue::new(
+                            "hookstream.event.id",
+                            d.task.0.envelope.event_id.to_string(),
+                        ),
+                    ],
+                );
+                let result = handoff.to_retry(&d.task.0, 0, &origin, &cx).await;
+                let failed = result.as_ref().err().map(|e| e.to_string());
+                crate::trace::end(&cx, failed.as_deref().map(|e| ("produce", e)));
+                (d.id, result)
             })
             .buffer_unordered(IN_FLIGHT)
             .collect()

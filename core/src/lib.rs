@@ -30,7 +30,7 @@ pub mod telemetry;
 pub mod tier;
 pub mod tool;
 pub mod topics;
-pub mod trace_context;
+pub mod trace;
 pub mod wire;
 
 pub use ids::{AccountId, ApiKeyId, DeadLetterId, EndpointId, EventId, RedriveJobId};

@@ -208,7 +208,7 @@ where
     };
     let deadline = config.shutdown_deadline();
     let result = runtime.block_on(async {
-        let _telemetry = crate::telemetry::init(&config.telemetry(), service)?;
+        let _telemetry = crate::telemetry::init(&config.telemetry())?;
         let shutdown = crate::shutdown::on_signal();
         tracing::info!(service, version = env!("CARGO_PKG_VERSION"), "starting");
         tokio::spawn(enforce_deadline(service.to_owned(), shutdown.clone(), deadline));

@@ -1,17 +1,12 @@
 //! Logs, traces and metrics, set up once per process.
 //!
-//! Logs go through `tracing` (text or JSON). Traces are exported over OTLP/HTTP when an
-//! endpoint is configured, with W3C trace context as the propagation format so a trace can
-//! be carried in Kafka headers. Metrics go to a Prometheus recorder whose text the services
-//! serve at `/metrics`.
+//! Logs go through `tracing` (text or JSON; a log line written inside a traced stage carries
+//! its `trace_id` and `span_id`). Traces are each service's own ([`crate::trace::Tracing`]).
+//! Metrics go to a Prometheus recorder whose text the services serve at `/metrics`.
 
 use std::sync::Mutex;
 
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
-use opentelemetry::trace::TracerProvider as _;
-use opentelemetry_sdk::propagation::TraceContextPropagator;
-use opentelemetry_sdk::trace::SdkTracerProvider;
-use opentelemetry_sdk::Resource;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{EnvFilter, Layer};
@@ -35,9 +30,8 @@ pub enum TelemetryError {
     Prometheus(String),
 }
 
-/// Handles that must live as long as the process; dropping flushes pending spans.
+/// Handles that must live as long as the process.
 pub struct Telemetry {
-    tracer_provider: Option<SdkTracerProvider>,
     metrics: PrometheusHandle,
 }
 
@@ -53,62 +47,33 @@ impl Telemetry {
     }
 }
 
-impl Drop for Telemetry {
-    fn drop(&mut self) {
-        if let Some(provider) = self.tracer_provider.take() {
-            if let Err(e) = provider.shutdown() {
-                eprintln!("hookstream: flushing traces failed: {e}");
-            }
-        }
-    }
-}
-
-/// Installs the log subscriber, the OTLP exporter (when configured) and the Prometheus
-/// recorder. Safe to call more than once in one process (tests run services side by side):
-/// later calls reuse what the first installed.
-pub fn init(cfg: &TelemetryConfig, service: &str) -> Result<Telemetry, TelemetryError> {
-    opentelemetry::global::set_text_map_propagator(TraceContextPropagator::new());
-    let tracer_provider = otlp_provider(cfg, service)?;
-
+/// Installs the log subscriber and the Prometheus recorder. Safe to call more than once in
+/// one process (tests run services side by side): later calls reuse what the first installed.
+pub fn init(cfg: &TelemetryConfig) -> Result<Telemetry, TelemetryError> {
     let filter =
         EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(&cfg.log_level));
-    let fmt = match cfg.log_format {
-        LogFormat::Text => tracing_subscriber::fmt::layer().with_target(true).boxed(),
-        LogFormat::Json => tracing_subscriber::fmt::layer().json().flatten_event(true).boxed(),
-    };
-    let otel = tracer_provider
-        .as_ref()
-        .map(|p| tracing_opentelemetry::layer().with_tracer(p.tracer(service.to_owned())));
     // A second init in the same process (tests) keeps the first subscriber.
-    let _ = tracing_subscriber::registry().with(filter).with(fmt).with(otel).try_init();
+    let _ = tracing_subscriber::registry()
+        .with(filter)
+        .with(log_layer(cfg.log_format, std::io::stdout))
+        .try_init();
 
-    Ok(Telemetry { tracer_provider, metrics: prometheus()? })
+    Ok(Telemetry { metrics: prometheus()? })
 }
 
-fn otlp_provider(
-    cfg: &TelemetryConfig,
-    service: &str,
-) -> Result<Option<SdkTracerProvider>, TelemetryError> {
-    let from_env =
-        std::env::var("OTEL_EXPORTER_OTLP_ENDPOINT").ok().filter(|v| !v.is_empty()).or_else(|| {
-            std::env::var("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT").ok().filter(|v| !v.is_empty())
-        });
-    if cfg.otlp_endpoint.is_none() && from_env.is_none() {
-        return Ok(None);
+/// The log lines' format, written to `writer`. JSON lines carry the fields of the span they
+/// were written in under `span` (a traced stage's `trace_id` and `span_id`).
+fn log_layer<S, W>(format: LogFormat, writer: W) -> Box<dyn Layer<S> + Send + Sync>
+where
+    S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
+    W: for<'w> tracing_subscriber::fmt::MakeWriter<'w> + Send + Sync + 'static,
+{
+    match format {
+        LogFormat::Text => tracing_subscriber::fmt::layer().with_writer(writer).boxed(),
+        LogFormat::Json => {
+            tracing_subscriber::fmt::layer().json().flatten_event(true).with_writer(writer).boxed()
+        }
     }
-    let mut builder = opentelemetry_otlp::SpanExporter::builder().with_http();
-    if let Some(endpoint) = &cfg.otlp_endpoint {
-        use opentelemetry_otlp::WithExportConfig;
-        let traces = endpoint.join("v1/traces").map_err(|e| TelemetryError::Otlp(e.to_string()))?;
-        builder = builder.with_endpoint(traces.to_string());
-    }
-    let exporter = builder.build().map_err(|e| TelemetryError::Otlp(e.to_string()))?;
-    let provider = SdkTracerProvider::builder()
-        .with_batch_exporter(exporter)
-        .with_resource(Resource::builder().with_service_name(service.to_owned()).build())
-        .build();
-    opentelemetry::global::set_tracer_provider(provider.clone());
-    Ok(Some(provider))
 }
 
 /// The process's Prometheus recorder, installed on first use.
@@ -127,4 +92,51 @@ pub fn prometheus() -> Result<PrometheusHandle, TelemetryError> {
         .map_err(|e| TelemetryError::Prometheus(e.to_string()))?;
     *slot = Some(handle.clone());
     Ok(handle)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{Arc, Mutex};
+
+    use tracing_subscriber::layer::SubscriberExt;
+
+    use super::*;
+    use crate::trace::{self, Context, Tracing};
+
+    /// Log lines, kept.
+    #[derive(Clone, Default)]
+    struct Lines(Arc<Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Lines {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap_or_else(|p| p.into_inner()).extend_from_slice(buf);
+            Ok(buf.len())
+        }
+
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn a_json_log_line_in_a_traced_stage_names_its_trace_and_span() {
+        let lines = Lines::default();
+        let writer = lines.clone();
+        let subscriber =
+            tracing_subscriber::registry().with(log_layer(LogFormat::Json, move || writer.clone()));
+        let traces = Tracing::local("test");
+        let cx = traces.tracer().internal(&Context::new(), "deliver", Vec::new());
+        tracing::subscriber::with_default(subscriber, || {
+            let _in_stage = trace::log_span(&cx).entered();
+            tracing::warn!(endpoint = "e1", "attempt failed");
+        });
+        let text = String::from_utf8(lines.0.lock().expect("lines").clone()).expect("utf-8");
+        let line: serde_json::Value =
+            serde_json::from_str(text.lines().next().expect("a line")).expect("json");
+        let traceparent = trace::traceparent(&cx).expect("a span");
+        let ids: Vec<&str> = traceparent.split('-').collect();
+        assert_eq!(line["message"], "attempt failed");
+        assert_eq!(line["span"]["trace_id"], ids[1], "{line}");
+        assert_eq!(line["span"]["span_id"], ids[2], "{line}");
+    }
 }

@@ -18,6 +18,7 @@ use hookstream_core::envelope::{EventEnvelope, Priority};
 use hookstream_core::kafka::{self, KafkaClientError};
 use hookstream_core::partitions::{self, PartitionContext, Partitions, TrackedConsumer};
 use hookstream_core::service::{self, ServiceError};
+use hookstream_core::trace::{self, Consumed, Tracer, Tracing};
 use hookstream_core::wire::{self, EnvelopeCodec, WireError};
 use rdkafka::consumer::{CommitMode, Consumer};
 use rdkafka::message::BorrowedMessage;
@@ -31,6 +32,7 @@ pub async fn run(
     shutdown: CancellationToken,
 ) -> Result<(), ServiceError> {
     let backends = service::connect(&config.kafka, &config.database).await?;
+    let traces = Tracing::start(&config.telemetry, "hookstream-dispatcher")?;
     let settings = &config.dispatcher;
     let topics = config.topics.topics();
     let partitions = Arc::new(Partitions::default());
@@ -58,9 +60,19 @@ pub async fn run(
         partitions: Arc::clone(&partitions),
         buffer_bound: settings.max_buffered_per_partition,
         endpoint_refresh: settings.endpoint_refresh,
+        tracer: traces.tracer(),
     })
     .await?;
     let (cache, engine, background) = (&runtime.cache, &runtime.engine, runtime.background());
+    let dispatch = Dispatch {
+        engine,
+        cache,
+        partitions: &partitions,
+        consumer: &consumer,
+        bound: settings.max_buffered_per_partition,
+        tracer: traces.tracer(),
+        group: &settings.group_id,
+    };
 
     let admin = tokio::spawn({
         let (admin, backends, stop) = (config.admin.clone(), backends.clone(), background.clone());
@@ -88,7 +100,7 @@ pub async fn run(
                         cache.catch_up(&backends.database, produced_ms).await;
                     }
                     let Some(read) = read_envelope(&codec, &m, &shutdown).await else { break };
-                    dispatch(engine, cache, &partitions, &consumer, &m, read, settings.max_buffered_per_partition)
+                    dispatch.record(&m, read)
                 }
                 Err(e) => tracing::warn!(error = %e, "consume error"),
             },
@@ -109,6 +121,7 @@ pub async fn run(
     if let Ok(Err(e)) = admin.await {
         tracing::warn!(error = %e, "admin server stopped with an error");
     }
+    traces.shutdown();
     Ok(())
 }
 
@@ -148,53 +161,67 @@ async fn read_envelope(
     }
 }
 
-fn dispatch(
-    engine: &Arc<Engine>,
-    cache: &EndpointCache,
-    partitions: &Partitions,
-    consumer: &TrackedConsumer,
-    m: &BorrowedMessage<'_>,
-    read: Result<EventEnvelope, WireError>,
+/// What hands a read record to the engine.
+struct Dispatch<'a> {
+    engine: &'a Arc<Engine>,
+    cache: &'a EndpointCache,
+    partitions: &'a Partitions,
+    consumer: &'a TrackedConsumer,
+    /// Buffered deliveries per partition before it is paused.
     bound: usize,
-) {
-    let tp = (m.topic().to_owned(), m.partition());
-    let Some(generation) = partitions.generation(&tp) else { return };
-    let envelope = match read {
-        Ok(e) => e,
-        Err(e @ (WireError::NoRegistry | WireError::Registry { .. })) => {
-            // Avro (ingest with a schema registry) and no registry to read it, or one that does
-            // not know its schema (another registry?): never commit past such a record, which
-            // would lose it. Stop the partition and say why, loudly, until a dispatcher with
-            // the right kafka.schema_registry_url takes over.
-            metrics::counter!("dispatcher_undecodable_total").increment(1);
-            tracing::error!(topic = %tp.0, partition = tp.1, offset = m.offset(), error = %e, "partition paused, nothing committed past it");
-            partitions::apply(consumer, &tp, partitions.stall(&tp, m.offset()));
-            return;
+    tracer: Tracer,
+    group: &'a str,
+}
+
+impl Dispatch<'_> {
+    /// Queues one job per matching endpoint of the event `m` holds, in a `process` span that
+    /// continues the trace its headers carry.
+    fn record(&self, m: &BorrowedMessage<'_>, read: Result<EventEnvelope, WireError>) {
+        let (partitions, consumer, bound) = (self.partitions, self.consumer, self.bound);
+        let tp = (m.topic().to_owned(), m.partition());
+        let Some(generation) = partitions.generation(&tp) else { return };
+        let envelope = match read {
+            Ok(e) => e,
+            Err(e @ (WireError::NoRegistry | WireError::Registry { .. })) => {
+                // Avro (ingest with a schema registry) and no registry to read it, or one
+                // that does not know its schema (another registry?): never commit past such a
+                // record, which would lose it. Stop the partition and say why, loudly, until
+                // a dispatcher with the right kafka.schema_registry_url takes over.
+                metrics::counter!("dispatcher_undecodable_total").increment(1);
+                tracing::error!(topic = %tp.0, partition = tp.1, offset = m.offset(), error = %e, "partition paused, nothing committed past it");
+                partitions::apply(consumer, &tp, partitions.stall(&tp, m.offset()));
+                return;
+            }
+            Err(e) => {
+                // Not an envelope this build reads: counted, logged, and committed past, so
+                // one bad record cannot stall its partition.
+                metrics::counter!("dispatcher_undecodable_total").increment(1);
+                tracing::error!(topic = %tp.0, partition = tp.1, offset = m.offset(), error = %e, "undecodable event skipped");
+                partitions.begin(&tp, m.offset(), 0, bound);
+                return;
+            }
+        };
+        let age =
+            (chrono::Utc::now() - envelope.received_at).num_milliseconds().max(0) as f64 / 1000.0;
+        metrics::gauge!("webhook_processing_lag_seconds", "lane" => envelope.priority.as_str())
+            .set(age);
+        let endpoints = self.cache.matching(envelope.account_id, &envelope.event_type);
+        let cx = self.tracer.process(
+            &wire::headers::context(m),
+            &Consumed { topic: &tp.0, partition: tp.1, offset: m.offset(), group: self.group },
+        );
+        partitions::apply(consumer, &tp, partitions.begin(&tp, m.offset(), endpoints.len(), bound));
+        let envelope = Arc::new(envelope);
+        let source = Source { tp, offset: m.offset(), generation };
+        for endpoint in endpoints {
+            self.engine.enqueue(Job {
+                envelope: Arc::clone(&envelope),
+                endpoint,
+                source: source.clone(),
+                trace: cx.clone(),
+                retry: None,
+            });
         }
-        Err(e) => {
-            // Not an envelope this build reads: counted, logged, and committed past, so one bad
-            // record cannot stall its partition.
-            metrics::counter!("dispatcher_undecodable_total").increment(1);
-            tracing::error!(topic = %tp.0, partition = tp.1, offset = m.offset(), error = %e, "undecodable event skipped");
-            partitions.begin(&tp, m.offset(), 0, bound);
-            return;
-        }
-    };
-    let age = (chrono::Utc::now() - envelope.received_at).num_milliseconds().max(0) as f64 / 1000.0;
-    metrics::gauge!("webhook_processing_lag_seconds", "lane" => envelope.priority.as_str())
-        .set(age);
-    let endpoints = cache.matching(envelope.account_id, &envelope.event_type);
-    let trace = wire::headers::trace(m);
-    partitions::apply(consumer, &tp, partitions.begin(&tp, m.offset(), endpoints.len(), bound));
-    let envelope = Arc::new(envelope);
-    let source = Source { tp, offset: m.offset(), generation };
-    for endpoint in endpoints {
-        engine.enqueue(Job {
-            envelope: Arc::clone(&envelope),
-            endpoint,
-            source: source.clone(),
-            trace,
-            retry: None,
-        });
+        trace::end(&cx, None);
     }
 }

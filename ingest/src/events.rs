@@ -8,7 +8,7 @@ use chrono::{DateTime, Utc};
 use hookstream_core::db::api_keys::KeyOwner;
 use hookstream_core::envelope::{EventEnvelope, Priority, SCHEMA_VERSION};
 use hookstream_core::schema::{Schemas, Violation};
-use hookstream_core::trace_context::TraceParent;
+use hookstream_core::trace::{self, Context};
 use hookstream_core::{AccountId, EventId};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
@@ -128,8 +128,26 @@ pub async fn post_event(
     headers: HeaderMap,
     body: Body,
 ) -> Result<(StatusCode, [(&'static str, String); 1], Json<Accepted>), ApiError> {
-    require_json(&headers)?;
-    let bytes = read_limited(&headers, body, state.settings.max_body_bytes).await?;
+    let cx = server_span(&state, &headers, "/v1/events");
+    let result = accept_request(&state, &owner, &headers, body, &cx).await;
+    let status = result.as_ref().map_or_else(ApiError::status, |_| StatusCode::ACCEPTED);
+    trace::end_server(&cx, status.as_u16());
+    let event_id = result?;
+    // The trace the event travels in, so the caller can find its delivery spans.
+    let traceparent = trace::traceparent(&cx).unwrap_or_default();
+    Ok((StatusCode::ACCEPTED, [("traceparent", traceparent)], Json(Accepted { event_id })))
+}
+
+/// Reads, checks and accepts the one event of a `POST /v1/events` in the server span `cx`.
+async fn accept_request(
+    state: &AppState,
+    owner: &KeyOwner,
+    headers: &HeaderMap,
+    body: Body,
+    cx: &Context,
+) -> Result<EventId, ApiError> {
+    require_json(headers)?;
+    let bytes = read_limited(headers, body, state.settings.max_body_bytes).await?;
     let request: EventRequest = parse_json(&bytes)?;
     let idempotency_key = headers
         .get("idempotency-key")
@@ -139,13 +157,10 @@ pub async fn post_event(
                 .map_err(|_| ApiError::invalid("Idempotency-Key", "must be visible ASCII"))
         })
         .transpose()?;
-    let trace = continue_trace(&headers);
     let event_type = request.event_type.clone();
-    let result = accept(&state, &owner, request.into(), idempotency_key, "", &trace).await;
-    record(&event_type, &state, &result);
-    let event_id = result?;
-    // The trace the event travels in, so the caller can find its delivery spans.
-    Ok((StatusCode::ACCEPTED, [("traceparent", trace.to_string())], Json(Accepted { event_id })))
+    let result = accept(state, owner, request.into(), idempotency_key, "", cx).await;
+    record(&event_type, state, &result);
+    result
 }
 
 /// Accept up to `ingest.max_batch_events` events, each accepted or rejected on its own.
@@ -171,16 +186,31 @@ pub async fn post_batch(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Json<BatchResponse>, ApiError> {
-    require_json(&headers)?;
-    let bytes = read_limited(&headers, body, state.settings.max_body_bytes).await?;
+    let cx = server_span(&state, &headers, "/v1/events/batch");
+    let result = accept_batch(&state, &owner, &headers, body, &cx).await;
+    let status = result.as_ref().map_or_else(ApiError::status, |_| StatusCode::OK);
+    trace::end_server(&cx, status.as_u16());
+    result.map(Json)
+}
+
+/// Reads and checks a batch and accepts each of its events on its own, in the server span
+/// `cx` (each produce is a child of it).
+async fn accept_batch(
+    state: &AppState,
+    owner: &KeyOwner,
+    headers: &HeaderMap,
+    body: Body,
+    cx: &Context,
+) -> Result<BatchResponse, ApiError> {
+    require_json(headers)?;
+    let bytes = read_limited(headers, body, state.settings.max_body_bytes).await?;
     let batch: BatchRequest = parse_json(&bytes)?;
     let max = state.settings.max_batch_events;
     if batch.events.len() > max {
         return Err(ApiError::invalid("/events", format!("at most {max} events per batch")));
     }
-    let trace = continue_trace(&headers);
     let tasks = batch.events.into_iter().enumerate().map(|(index, value)| {
-        let (state, owner, trace) = (&state, &owner, &trace);
+        let (state, owner, trace) = (state, owner, cx);
         async move {
             let prefix = format!("/events/{index}");
             let result = match from_value::<BatchEventRequest>(value, &prefix) {
@@ -208,7 +238,7 @@ pub async fn post_batch(
     });
     let results: Vec<BatchResult> = futures::future::join_all(tasks).await;
     let accepted = results.iter().filter(|r| r.event_id.is_some()).count();
-    Ok(Json(BatchResponse { accepted, rejected: results.len() - accepted, results }))
+    Ok(BatchResponse { accepted, rejected: results.len() - accepted, results })
 }
 
 /// The fields of an event that do not depend on how it arrived.
@@ -265,7 +295,7 @@ async fn accept(
     event: NewEvent,
     idempotency_key: Option<String>,
     field_prefix: &str,
-    trace: &TraceParent,
+    trace: &Context,
 ) -> Result<EventId, ApiError> {
     if let Some(key) = &idempotency_key {
         idempotency::validate_key(key).map_err(|e| prefixed(e, field_prefix))?;
@@ -344,13 +374,12 @@ fn prefixed(e: ApiError, prefix: &str) -> ApiError {
     }
 }
 
-/// The span of this request: a child of the caller's `traceparent`, or a new trace.
-fn continue_trace(headers: &HeaderMap) -> TraceParent {
-    let incoming =
-        headers.get("traceparent").and_then(|v| v.to_str().ok()).and_then(TraceParent::parse);
-    let trace = incoming.map(|t| t.child()).unwrap_or_else(TraceParent::new_root);
-    tracing::Span::current().record("trace_id", trace.trace_id_hex());
-    trace
+/// The server span of this request: a child of the caller's `traceparent`, or the root of a
+/// new trace; the request's log lines carry its ids.
+fn server_span(state: &AppState, headers: &HeaderMap, route: &'static str) -> Context {
+    let cx = state.tracer.server(&trace::extract_http(headers), "POST", route);
+    trace::record_on_current(&cx);
+    cx
 }
 
 /// Counts `webhook_received_total{event_type, outcome}`; unknown types share one label value

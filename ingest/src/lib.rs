@@ -21,6 +21,7 @@ pub use config::{IngestConfig, IngestSettings};
 use hookstream_core::http::{self, KeyResolver};
 use hookstream_core::schema::Schemas;
 use hookstream_core::service::{self, ServiceError};
+use hookstream_core::trace::Tracing;
 use hookstream_core::wire::EnvelopeCodec;
 pub use openapi::document as openapi_document;
 use tokio_util::sync::CancellationToken;
@@ -37,7 +38,8 @@ pub async fn run(config: IngestConfig, shutdown: CancellationToken) -> Result<()
     let schemas = Schemas::load().map_err(ServiceError::startup)?;
     let codec = EnvelopeCodec::new(config.kafka.schema_registry_url.as_ref())
         .map_err(ServiceError::startup)?;
-    let publisher = Publisher::new(&config.kafka, config.topics.topics(), codec)?;
+    let traces = Tracing::start(&config.telemetry, "hookstream-ingest")?;
+    let publisher = Publisher::new(&config.kafka, config.topics.topics(), codec, traces.tracer())?;
     let settings = &config.ingest;
     let drain = service::drain_budget(settings.shutdown_deadline);
     let state = AppState {
@@ -53,6 +55,7 @@ pub async fn run(config: IngestConfig, shutdown: CancellationToken) -> Result<()
             settings.idempotency_capacity,
         ),
         publisher: publisher.clone(),
+        tracer: traces.tracer(),
         schemas: Arc::new(schemas),
         settings: Arc::new(config.ingest),
     };
@@ -60,6 +63,7 @@ pub async fn run(config: IngestConfig, shutdown: CancellationToken) -> Result<()
     let (http, admin) = (&config.http, &config.admin);
     service::serve_http("ingest", http, admin, &backends, router(state), shutdown, drain).await?;
     publisher.flush(service::FINAL_STEPS - Duration::from_secs(1)).await;
+    traces.shutdown();
     Ok(())
 }
 

@@ -9,7 +9,7 @@ use hookstream_core::envelope::EventEnvelope;
 use hookstream_core::kafka::KafkaClientError;
 use hookstream_core::producer::{HealingProducer, ProduceError};
 use hookstream_core::topics::Topics;
-use hookstream_core::trace_context::TraceParent;
+use hookstream_core::trace::{self, Context, Tracer};
 use hookstream_core::wire::{self, EnvelopeCodec, WireError};
 use rdkafka::producer::FutureRecord;
 
@@ -46,45 +46,52 @@ struct Inner {
     codec: EnvelopeCodec,
     kafka: KafkaConfig,
     topics: Topics,
+    tracer: Tracer,
 }
 
 impl Publisher {
     /// A publisher writing to `topics`, with acknowledgements awaited up to
-    /// `kafka.produce_timeout`.
+    /// `kafka.produce_timeout`; each produce is a `send` span of `tracer`.
     pub fn new(
         kafka: &KafkaConfig,
         topics: Topics,
         codec: EnvelopeCodec,
+        tracer: Tracer,
     ) -> Result<Self, KafkaClientError> {
         let producer = HealingProducer::new(kafka, CLIENT_ID)?;
-        Ok(Self { inner: Arc::new(Inner { producer, codec, kafka: kafka.clone(), topics }) })
+        let kafka = kafka.clone();
+        Ok(Self { inner: Arc::new(Inner { producer, codec, kafka, topics, tracer }) })
     }
 
-    /// Produces `envelope` to `events.<priority>` with key = account id and the trace context
-    /// in headers; returns once the broker acknowledged.
+    /// Produces `envelope` to `events.<priority>` with key = account id, in a `send` span
+    /// that is a child of `parent` and whose context the record's headers carry; returns once
+    /// the broker acknowledged.
     pub async fn publish(
         &self,
         envelope: &EventEnvelope,
-        trace: &TraceParent,
+        parent: &Context,
     ) -> Result<Acked, PublishError> {
         let key = envelope.key();
         let topic = self.inner.topics.events(envelope.priority);
         let payload = self.inner.codec.encode(&topic, envelope).await?;
         let timeout = self.inner.kafka.produce_timeout;
-        let traceparent = trace.to_string();
-        let record = FutureRecord::to(&topic)
-            .key(&key)
-            .payload(&payload)
-            .headers(wire::headers::event(&traceparent));
+        let cx = self.inner.tracer.send(parent, &topic);
+        let record =
+            FutureRecord::to(&topic).key(&key).payload(&payload).headers(wire::headers::event(&cx));
         let started = Instant::now();
         // The producer's own message timeout equals `kafka.produce_timeout`.
         let result = self.inner.producer.send(record, timeout).await;
         metrics::histogram!("ingest_produce_duration_seconds").record(started.elapsed());
         match result {
-            Ok(delivery) => Ok(Acked { partition: delivery.partition, offset: delivery.offset }),
+            Ok(delivery) => {
+                trace::sent(&cx, delivery.partition, delivery.offset);
+                trace::end(&cx, None);
+                Ok(Acked { partition: delivery.partition, offset: delivery.offset })
+            }
             Err(e) => {
                 metrics::counter!("ingest_produce_errors_total").increment(1);
                 tracing::warn!(reason = %e, "produce failed");
+                trace::end(&cx, Some(("produce", &e.to_string())));
                 Err(e.into())
             }
         }

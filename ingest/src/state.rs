@@ -4,6 +4,7 @@ use std::sync::Arc;
 
 use hookstream_core::http::{HttpState, KeyResolver};
 use hookstream_core::schema::Schemas;
+use hookstream_core::trace::Tracer;
 
 use crate::config::IngestSettings;
 use crate::idempotency::IdempotencyKeys;
@@ -25,6 +26,8 @@ pub struct AppState {
     pub idempotency: IdempotencyKeys,
     /// The producer.
     pub publisher: Publisher,
+    /// Makes the requests' server spans.
+    pub tracer: Tracer,
 }
 
 impl HttpState for AppState {

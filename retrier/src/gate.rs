@@ -11,6 +11,7 @@ use chrono::{DateTime, Utc};
 use hookstream_core::delivery::endpoints::EndpointCache;
 use hookstream_core::delivery::engine::{Engine, Job, Retry, Source};
 use hookstream_core::partitions::{self, Partitions, Tp, TrackedConsumer};
+use hookstream_core::trace::{self, Consumed, Tracer};
 use tokio::sync::mpsc;
 
 use hookstream_core::wire::TaskRecord;
@@ -35,16 +36,21 @@ pub struct Gates {
     consumer: Arc<TrackedConsumer>,
     lookahead: chrono::Duration,
     open: Mutex<HashMap<Tp, (u64, mpsc::UnboundedSender<Waiting>)>>,
+    tracer: Tracer,
+    group: String,
 }
 
 impl Gates {
-    /// Gates that hand due tasks to `engine`.
+    /// Gates that hand due tasks to `engine`, each in a `process` span of `tracer` for the
+    /// consumer group `group`.
     pub fn new(
         engine: Arc<Engine>,
         cache: EndpointCache,
         partitions: Arc<Partitions>,
         consumer: Arc<TrackedConsumer>,
         lookahead: Duration,
+        tracer: Tracer,
+        group: String,
     ) -> Arc<Self> {
         Arc::new(Self {
             engine,
@@ -53,6 +59,8 @@ impl Gates {
             consumer,
             lookahead: chrono::Duration::from_std(lookahead).unwrap_or_default(),
             open: Mutex::new(HashMap::new()),
+            tracer,
+            group,
         })
     }
 
@@ -105,13 +113,22 @@ impl Gates {
             return; // revoked while waiting: the next owner reads it again
         }
         let r = w.record;
+        let cx = self.tracer.process(
+            &r.context,
+            &Consumed {
+                topic: &source.tp.0,
+                partition: source.tp.1,
+                offset: source.offset,
+                group: &self.group,
+            },
+        );
         let e = &r.task.envelope;
         match self.cache.get(e.account_id, r.task.endpoint_id) {
             Some(endpoint) => self.engine.enqueue(Job {
                 envelope: Arc::new(r.task.envelope.clone()),
                 endpoint,
                 source,
-                trace: r.trace(),
+                trace: cx.clone(),
                 retry: Some(Retry {
                     tier: w.tier,
                     attempts: r.task.attempt,
@@ -122,18 +139,12 @@ impl Gates {
                 }),
             }),
             None => {
-                let traceparent = r.trace().child().to_string();
                 self.engine
-                    .dead_letter(
-                        r.task,
-                        &r.origin,
-                        &traceparent,
-                        &source,
-                        "endpoint disabled or deleted",
-                    )
+                    .dead_letter(r.task, &r.origin, &cx, &source, "endpoint disabled or deleted")
                     .await
             }
         }
+        trace::end(&cx, None);
     }
 }
 

@@ -22,6 +22,7 @@ use hookstream_core::delivery::runtime::{DeliveryRuntime, RuntimeParts};
 use hookstream_core::kafka::{self, KafkaClientError};
 use hookstream_core::partitions::{self, PartitionContext, Partitions, TrackedConsumer};
 use hookstream_core::service::{self, ServiceError};
+use hookstream_core::trace::Tracing;
 use hookstream_core::wire::TaskRecord;
 use rdkafka::consumer::{CommitMode, Consumer};
 use rdkafka::message::BorrowedMessage;
@@ -35,6 +36,7 @@ use crate::gate::{Gates, Waiting};
 /// due time are read again by the next owner.
 pub async fn run(config: RetrierConfig, shutdown: CancellationToken) -> Result<(), ServiceError> {
     let backends = service::connect(&config.kafka, &config.database).await?;
+    let traces = Tracing::start(&config.telemetry, "hookstream-retrier")?;
     let settings = &config.retrier;
     let topics = config.topics.topics();
     let partitions = Arc::new(Partitions::default());
@@ -62,6 +64,7 @@ pub async fn run(config: RetrierConfig, shutdown: CancellationToken) -> Result<(
         partitions: Arc::clone(&partitions),
         buffer_bound: settings.max_buffered_per_partition,
         endpoint_refresh: settings.endpoint_refresh,
+        tracer: traces.tracer(),
     })
     .await?;
     let (engine, handoff, background) = (&runtime.engine, &runtime.handoff, runtime.background());
@@ -71,6 +74,8 @@ pub async fn run(config: RetrierConfig, shutdown: CancellationToken) -> Result<(
         Arc::clone(&partitions),
         Arc::clone(&consumer),
         settings.lookahead,
+        traces.tracer(),
+        settings.group_id.clone(),
     );
 
     let admin = tokio::spawn({
@@ -126,6 +131,7 @@ pub async fn run(config: RetrierConfig, shutdown: CancellationToken) -> Result<(
     if let Ok(Err(e)) = admin.await {
         tracing::warn!(error = %e, "admin server stopped with an error");
     }
+    traces.shutdown();
     Ok(())
 }
 

@@ -19,6 +19,7 @@ use hookstream_core::envelope::{DeliveryTask, EventEnvelope, Priority, SCHEMA_VE
 use hookstream_core::kafka::{self, TopicSpec};
 use hookstream_core::producer::HealingProducer;
 use hookstream_core::tier::{RateLimit, Tier};
+use hookstream_core::trace::Tracing;
 use hookstream_core::wire::headers;
 use hookstream_core::{AccountId, EndpointId, EventId};
 use rdkafka::message::{Header, OwnedHeaders};
@@ -213,7 +214,13 @@ pub(crate) async fn run(config: &ToolConfig, args: BenchRetryArgs) -> anyhow::Re
             .collect();
         dlq::index(&pool, &rows).await?;
     }
-    let handoff = Handoff::new(producer.clone(), topics.clone(), config.kafka.produce_timeout);
+    let traces = Tracing::local("hookstream-testbed");
+    let handoff = Handoff::new(
+        producer.clone(),
+        topics.clone(),
+        config.kafka.produce_timeout,
+        traces.tracer(),
+    );
     handoff.warm_up().await;
     let filter = dlq::Filter { account: Some(account), ..dlq::Filter::default() };
     let options = RedriveOptions {

@@ -11,6 +11,7 @@ mod bench_dispatch;
 mod bench_produce;
 mod bench_retry;
 mod loadgen;
+mod otlp_sink;
 mod proc_stats;
 mod reconcile;
 mod seed;
@@ -46,6 +47,8 @@ enum Command {
     /// Retrier benchmark: lateness of tasks coming due at a constant rate, and the DLQ
     /// redrive rate.
     BenchRetry(bench_retry::BenchRetryArgs),
+    /// An OTLP/HTTP trace receiver that counts what it gets, for the cost of tracing.
+    OtlpSink(otlp_sink::OtlpSinkArgs),
 }
 
 #[tokio::main]
@@ -62,6 +65,7 @@ async fn main() -> ExitCode {
                 Command::BenchProduce(args) => bench_produce::run(&config, args).await,
                 Command::BenchDispatch(args) => bench_dispatch::run(&config, args).await,
                 Command::BenchRetry(args) => bench_retry::run(&config, args).await,
+                Command::OtlpSink(args) => otlp_sink::run(args).await,
             }
         },
     )

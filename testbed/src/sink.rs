@@ -25,7 +25,7 @@ use chrono::{DateTime, Utc};
 use clap::Args;
 use hdrhistogram::Histogram;
 use hookstream_core::delivery::endpoints::{CachedEndpoint, EndpointCache};
-use hookstream_core::trace_context::TraceParent;
+use hookstream_core::trace;
 use rand::Rng;
 use serde::{Deserialize, Serialize};
 use sqlx::PgPool;
@@ -409,12 +409,7 @@ impl Sink {
         };
         let now = Utc::now();
         let latency_us = (now - event.timestamp).num_microseconds().unwrap_or(i64::MAX).max(1);
-        let trace = headers
-            .get("traceparent")
-            .and_then(|v| v.to_str().ok())
-            .and_then(TraceParent::parse)
-            .map(|t| t.trace_id_hex())
-            .unwrap_or_default();
+        let trace = trace::trace_id(&trace::extract_http(headers)).unwrap_or_default();
         let endpoint_id = endpoint.target.id.to_string();
         let first = c.seen.insert((event.id.clone(), endpoint_id.clone()));
         if first {

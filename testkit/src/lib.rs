@@ -7,6 +7,10 @@
 
 #![allow(clippy::expect_used, clippy::unwrap_used)]
 
+mod otlp;
+
+pub use otlp::{ExportedSpan, OtlpReceiver};
+
 use std::future::Future;
 use std::time::Duration;
 
@@ -148,6 +152,12 @@ where
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+/// The context of a new trace's `send` span, for records a test produces as ingest would.
+pub fn new_trace() -> hookstream_core::trace::Context {
+    let tracing = hookstream_core::trace::Tracing::local("test");
+    tracing.tracer().send(&hookstream_core::trace::Context::new(), "test")
 }
 
 /// A free loopback port (bound, then released).

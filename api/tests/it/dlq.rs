@@ -352,3 +352,58 @@ async fn a_job_stopped_by_shutdown_is_recorded_interrupted_and_leaves_nothing_cl
     assert_eq!(claimed, 0, "nothing left claimed, so nothing is sent twice");
     drop(api);
 }
+
+#[tokio::test]
+async fn a_redrive_starts_a_trace_of_its_own_linked_to_the_events() {
+    const ORIGINAL: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+    let otlp = testkit::OtlpReceiver::start().await;
+    let otlp_url = url::Url::parse(&otlp.endpoint).expect("url");
+    let mut api = Api::start_tuned(testkit::kafka_config(), Default::default(), move |c| {
+        c.telemetry.otlp_endpoint = Some(otlp_url);
+    })
+    .await;
+    testkit::create_topics(&api.topics.topics().all(), 1).await;
+    let account = api.account;
+    let ep = endpoint(&api, account).await;
+    dead(&api, account, ep, "subscriber.created", 1).await;
+    sqlx::query("UPDATE dead_letters SET traceparent = $1 WHERE account_id = $2")
+        .bind(ORIGINAL)
+        .bind(account)
+        .execute(&api.db.pool)
+        .await
+        .expect("traceparent");
+    let token = api.token.clone();
+    let report = redrive(&api, &token, json!({})).await;
+    assert_eq!(report["redriven"].as_u64(), Some(1), "{report}");
+    let topics = api.topics.topics();
+    let first_tier = topics.retry(topics.retry_delays()[0]);
+    let produced = testkit::consume_exactly(
+        &api.kafka,
+        std::slice::from_ref(&first_tier),
+        1,
+        Duration::from_secs(20),
+        Duration::from_millis(500),
+    )
+    .await;
+    let carried = hookstream_core::wire::headers::text(&produced[0], "traceparent")
+        .expect("the redriven task carries a trace")
+        .to_owned();
+    api.halt().await; // flushes the spans
+
+    let spans = testkit::eventually(Duration::from_secs(10), "spans exported", || {
+        let spans = otlp.spans();
+        async move { (spans.len() >= 2).then_some(spans) }
+    })
+    .await;
+    let root = spans.iter().find(|s| s.name == "redrive").expect("a redrive span");
+    assert_eq!(root.parent_span_id, "", "a trace of its own");
+    assert_ne!(root.trace_id, "4bf92f3577b34da6a3ce929d0e0e4736");
+    assert_eq!(
+        root.links,
+        vec![("4bf92f3577b34da6a3ce929d0e0e4736".to_owned(), "00f067aa0ba902b7".to_owned())],
+        "linked to the trace the event travelled in"
+    );
+    let send = spans.iter().find(|s| s.name == format!("send {first_tier}")).expect("send span");
+    assert_eq!((send.parent_span_id.as_str(), send.kind), (root.span_id.as_str(), 4));
+    assert_eq!(carried, format!("00-{}-{}-01", send.trace_id, send.span_id));
+}

@@ -9,6 +9,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
+use opentelemetry::trace::TraceContextExt;
+use opentelemetry::KeyValue;
 use sqlx::PgPool;
 use tokio::sync::{mpsc, Semaphore};
 use tokio_util::sync::CancellationToken;
@@ -26,7 +28,7 @@ use crate::db::endpoints;
 use crate::envelope::{DeliveryTask, EventEnvelope, Origin, Priority};
 use crate::partitions::{Partitions, Tp};
 use crate::rate_limit::KeyedLimiters;
-use crate::trace_context::TraceParent;
+use crate::trace::{self, Context, Tracer};
 use crate::{AccountId, EndpointId};
 
 /// Where a job's message sits, so its offset can be finished.
@@ -65,8 +67,8 @@ pub struct Job {
     pub endpoint: Arc<CachedEndpoint>,
     /// The message the job came from.
     pub source: Source,
-    /// Trace context from the message's headers.
-    pub trace: TraceParent,
+    /// The trace context of the `process` span of the message: each attempt is its child.
+    pub trace: Context,
     /// `None` for the dispatcher's first attempt.
     pub retry: Option<Retry>,
 }
@@ -139,6 +141,7 @@ impl Lanes {
 /// What every endpoint worker shares.
 pub struct Engine {
     sender: Sender,
+    tracer: Tracer,
     handoff: Handoff,
     recorder: Recorder,
     pool: PgPool,
@@ -174,6 +177,8 @@ pub struct EngineParts {
     pub partitions: Arc<Partitions>,
     /// Buffered deliveries per partition before it is paused.
     pub buffer_bound: usize,
+    /// Makes the `deliver` and HTTP client spans.
+    pub tracer: Tracer,
 }
 
 impl Engine {
@@ -181,6 +186,7 @@ impl Engine {
     pub fn new(parts: EngineParts) -> Result<Self, reqwest::Error> {
         Ok(Self {
             sender: Sender::new(&parts.delivery)?,
+            tracer: parts.tracer,
             handoff: parts.handoff,
             recorder: parts.recorder,
             pool: parts.pool,
@@ -269,6 +275,24 @@ impl Engine {
         if self.partitions.generation(&job.source.tp) != Some(job.source.generation) {
             return; // revoked: the partition's next owner delivers it
         }
+        let e = &job.envelope;
+        let cx = self.tracer.internal(
+            &job.trace,
+            "deliver",
+            vec![
+                KeyValue::new("hookstream.account.id", e.account_id.to_string()),
+                KeyValue::new("hookstream.event.id", e.event_id.to_string()),
+                KeyValue::new("hookstream.event.type", e.event_type.clone()),
+                KeyValue::new("hookstream.endpoint.id", job.endpoint.target.id.to_string()),
+                KeyValue::new("hookstream.attempt", i64::from(job.attempt())),
+            ],
+        );
+        let log = trace::log_span(&cx);
+        tracing::Instrument::instrument(self.deliver(job, &cx), log).await;
+    }
+
+    /// One attempt of `job` in the `deliver` span `cx` (ended here; dropped, it ends too).
+    async fn deliver(&self, job: Job, cx: &Context) {
         let ep = &job.endpoint;
         if let Some(limit) = ep.rate_limit {
             let limiter = self.endpoint_limits.get(&ep.target.id, limit);
@@ -289,6 +313,8 @@ impl Engine {
         let Ok(permit) = lane.acquire_owned().await else { return };
         if !job.replay() && self.delivered_before(&job).await {
             metrics::counter!("webhook_skipped_delivered_total").increment(1);
+            cx.span().set_attribute(KeyValue::new("hookstream.outcome", "skipped"));
+            trace::end(cx, None);
             drop(permit);
             self.finish(&job.source);
             return;
@@ -298,9 +324,15 @@ impl Engine {
             metrics::histogram!("webhook_retry_lateness_seconds", "tier" => self.handoff.tier_label(retry.tier))
                 .record(late);
         }
-        let traceparent = job.trace.child().to_string();
         let attempt = if self.breakers.allow(ep.target.id) {
-            let a = self.sender.send(&ep.target, &job.envelope, &traceparent).await;
+            let client = self.tracer.client_post(cx, &ep.target.url);
+            let a = self.sender.send(&ep.target, &job.envelope, &client).await;
+            if let Some(status) = a.status {
+                client
+                    .span()
+                    .set_attribute(KeyValue::new("http.response.status_code", i64::from(status)));
+            }
+            trace::end(&client, failure(&a).as_ref().map(|(k, d)| (*k, d.as_str())));
             self.breakers.record(ep.target.id, !matches!(a.outcome, Outcome::Retryable { .. }));
             a
         } else {
@@ -315,10 +347,19 @@ impl Engine {
             Outcome::Permanent { .. } => Some(Destination::Dlq),
         };
         self.observe(&job, &attempt, destination.as_ref());
+        cx.span().set_attribute(KeyValue::new(
+            "hookstream.outcome",
+            match destination {
+                None => "delivered",
+                Some(Destination::Retry(_)) => "retry",
+                Some(Destination::Dlq) => "dead_letter",
+            },
+        ));
         self.record(&job, &attempt, destination.as_ref()).await;
         if let Some(destination) = destination {
             let task = self.task(&job, &attempt);
-            if !self.hand_off(&destination, &task, &job.origin(), &traceparent, &job.source).await {
+            if !self.hand_off(&destination, &task, &job.origin(), cx, &job.source).await {
+                trace::end(cx, Some(("revoked", "the partition was revoked before the hand-off")));
                 drop(permit);
                 self.partitions.wake();
                 return; // revoked meanwhile: the next owner redoes it
@@ -327,6 +368,7 @@ impl Engine {
                 self.disable(&job.endpoint).await;
             }
         }
+        trace::end(cx, failure(&attempt).as_ref().map(|(k, d)| (*k, d.as_str())));
         // Out of flight before the finish is reported, so a shutdown waiting for in-flight
         // work to end sees it ended.
         drop(permit);
@@ -339,7 +381,7 @@ impl Engine {
         &self,
         mut task: DeliveryTask,
         origin: &Origin,
-        traceparent: &str,
+        parent: &Context,
         source: &Source,
         reason: &str,
     ) {
@@ -367,7 +409,7 @@ impl Engine {
             .await;
         metrics::counter!("webhook_dlq_handoffs_total", "reason" => "endpoint_unavailable")
             .increment(1);
-        if self.hand_off(&Destination::Dlq, &task, origin, traceparent, source).await {
+        if self.hand_off(&Destination::Dlq, &task, origin, parent, source).await {
             self.finish(source);
         }
     }
@@ -406,16 +448,16 @@ impl Engine {
         destination: &Destination,
         task: &DeliveryTask,
         origin: &Origin,
-        traceparent: &str,
+        parent: &Context,
         source: &Source,
     ) -> bool {
         let mut backoff = Backoff::default();
         loop {
             let result: Result<(), HandoffError> = match destination {
                 Destination::Retry(tier) => {
-                    self.handoff.to_retry(task, *tier, origin, traceparent).await
+                    self.handoff.to_retry(task, *tier, origin, parent).await
                 }
-                Destination::Dlq => self.handoff.to_dlq(task, origin, traceparent).await,
+                Destination::Dlq => self.handoff.to_dlq(task, origin, parent).await,
             };
             match result {
                 Ok(()) => return true,
@@ -499,6 +541,17 @@ impl Engine {
         let (tp, generation, offset) = (&source.tp, source.generation, source.offset);
         self.partitions.finish_deferred(tp, generation, offset, self.buffer_bound);
     }
+}
+
+/// A failed attempt's `error.type` (its failure reason) and description, for its spans.
+fn failure(a: &Attempt) -> Option<(&'static str, String)> {
+    let reason = a.reason?;
+    let description = a
+        .error
+        .clone()
+        .or_else(|| a.status.map(|s| format!("http {s}")))
+        .unwrap_or_else(|| reason.label().to_owned());
+    Some((reason.label(), description))
 }
 
 fn circuit_open() -> Attempt {

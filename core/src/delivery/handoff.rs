@@ -9,6 +9,7 @@ use rdkafka::producer::{FutureRecord, Producer};
 use crate::envelope::{DeliveryTask, Origin};
 use crate::producer::{HealingProducer, ProduceError};
 use crate::topics::Topics;
+use crate::trace::{self, Context, Tracer};
 
 /// Why a hand-off failed (the task stays unfinished and its offset uncommitted).
 #[derive(Debug, thiserror::Error)]
@@ -33,13 +34,24 @@ pub struct Handoff {
     producer: HealingProducer,
     topics: Topics,
     timeout: Duration,
+    tracer: Tracer,
 }
 
 impl Handoff {
     /// A hand-off over `producer` (shared with other writers, so a wedged one is replaced
-    /// for all of them).
-    pub fn new(producer: HealingProducer, topics: Topics, timeout: Duration) -> Self {
-        Self { producer, topics, timeout }
+    /// for all of them); each produce is a `send` span of `tracer`.
+    pub fn new(
+        producer: HealingProducer,
+        topics: Topics,
+        timeout: Duration,
+        tracer: Tracer,
+    ) -> Self {
+        Self { producer, topics, timeout, tracer }
+    }
+
+    /// The tracer its spans are made with.
+    pub fn tracer(&self) -> &Tracer {
+        &self.tracer
     }
 
     /// The tier for a retry wanted no earlier than `at_least` from now: the first whose delay
@@ -93,17 +105,18 @@ impl Handoff {
         self.topics.retry_delays().len()
     }
 
-    /// Sends `task` to retry tier `tier`, due after that tier's delay.
+    /// Sends `task` to retry tier `tier`, due after that tier's delay, in a `send` span that
+    /// is a child of `parent`.
     pub async fn to_retry(
         &self,
         task: &DeliveryTask,
         tier: usize,
         origin: &Origin,
-        traceparent: &str,
+        parent: &Context,
     ) -> Result<(), HandoffError> {
         let delay = self.topics.retry_delays()[tier.min(self.tiers() - 1)];
         let due = Utc::now().timestamp_millis() + delay.as_millis() as i64;
-        self.produce(self.topics.retry(delay), task, due, origin, traceparent).await
+        self.produce(self.topics.retry(delay), task, due, origin, parent).await
     }
 
     /// Sends a replayed `task` to the first tier, due at once.
@@ -111,10 +124,10 @@ impl Handoff {
         &self,
         task: &DeliveryTask,
         origin: &Origin,
-        traceparent: &str,
+        parent: &Context,
     ) -> Result<(), HandoffError> {
         let first = self.topics.retry(self.topics.retry_delays()[0]);
-        self.produce(first, task, Utc::now().timestamp_millis(), origin, traceparent).await
+        self.produce(first, task, Utc::now().timestamp_millis(), origin, parent).await
     }
 
     /// Sends `task` to the DLQ.
@@ -122,10 +135,9 @@ impl Handoff {
         &self,
         task: &DeliveryTask,
         origin: &Origin,
-        traceparent: &str,
+        parent: &Context,
     ) -> Result<(), HandoffError> {
-        self.produce(self.topics.dlq(), task, Utc::now().timestamp_millis(), origin, traceparent)
-            .await
+        self.produce(self.topics.dlq(), task, Utc::now().timestamp_millis(), origin, parent).await
     }
 
     async fn produce(
@@ -134,14 +146,22 @@ impl Handoff {
         task: &DeliveryTask,
         due_ms: i64,
         origin: &Origin,
-        traceparent: &str,
+        parent: &Context,
     ) -> Result<(), HandoffError> {
-        let (payload, headers) = crate::wire::task::encode(task, due_ms, origin, traceparent)?;
+        let cx = self.tracer.send(parent, &topic);
+        let (payload, headers) = crate::wire::task::encode(task, due_ms, origin, &cx)?;
         let key = task.envelope.key();
         let record = FutureRecord::to(&topic).key(&key).payload(&payload).headers(headers);
         match self.producer.send(record, self.timeout).await {
-            Ok(_) => Ok(()),
-            Err(source) => Err(HandoffError::Broker { topic, source }),
+            Ok(stored) => {
+                trace::sent(&cx, stored.partition, stored.offset);
+                trace::end(&cx, None);
+                Ok(())
+            }
+            Err(source) => {
+                trace::end(&cx, Some(("produce", &source.to_string())));
+                Err(HandoffError::Broker { topic, source })
+            }
         }
     }
 }

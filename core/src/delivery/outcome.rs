@@ -68,6 +68,23 @@ impl FailureReason {
         }
     }
 
+    /// Its name as serialized (`server_error`, …): a span's `error.type`.
+    pub fn label(self) -> &'static str {
+        match self {
+            FailureReason::ClientError => "client_error",
+            FailureReason::Unexpected => "unexpected",
+            FailureReason::ServerError => "server_error",
+            FailureReason::RequestTimeout => "request_timeout",
+            FailureReason::TooManyRequests => "too_many_requests",
+            FailureReason::Gone => "gone",
+            FailureReason::Timeout => "timeout",
+            FailureReason::Connection => "connection",
+            FailureReason::CircuitOpen => "circuit_open",
+            FailureReason::Refused => "refused",
+            FailureReason::EndpointUnavailable => "endpoint_unavailable",
+        }
+    }
+
     /// The reason of a request that got no answer.
     pub fn of_transport(e: &reqwest::Error) -> Self {
         if e.is_timeout() {
@@ -114,6 +131,26 @@ fn parse_retry_after(value: &str) -> Option<Duration> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_reasons_label_is_its_serialized_name() {
+        use FailureReason::*;
+        for r in [
+            ClientError,
+            Unexpected,
+            ServerError,
+            RequestTimeout,
+            TooManyRequests,
+            Gone,
+            Timeout,
+            Connection,
+            CircuitOpen,
+            Refused,
+            EndpointUnavailable,
+        ] {
+            assert_eq!(serde_json::to_value(r).expect("json"), r.label(), "{r:?}");
+        }
+    }
 
     #[test]
     fn statuses_are_classified_as_the_design_says() {

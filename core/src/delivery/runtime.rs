@@ -18,6 +18,7 @@ use crate::partitions::Partitions;
 use crate::producer::HealingProducer;
 use crate::service::{self, ServiceError};
 use crate::topics::Topics;
+use crate::trace::Tracer;
 
 /// What [`DeliveryRuntime::start`] needs.
 pub struct RuntimeParts<'a> {
@@ -39,6 +40,8 @@ pub struct RuntimeParts<'a> {
     pub buffer_bound: usize,
     /// How often the endpoint cache is refreshed.
     pub endpoint_refresh: Duration,
+    /// The service's tracer.
+    pub tracer: Tracer,
 }
 
 /// The running delivery side of a consumer service.
@@ -70,7 +73,8 @@ impl DeliveryRuntime {
             service::LOG_FLUSH_BUDGET,
         );
         let producer = HealingProducer::new(parts.kafka, parts.client)?;
-        let handoff = Handoff::new(producer, parts.topics, parts.kafka.produce_timeout);
+        let handoff =
+            Handoff::new(producer, parts.topics, parts.kafka.produce_timeout, parts.tracer.clone());
         handoff.warm_up().await;
         let engine = Engine::new(EngineParts {
             delivery: parts.delivery.clone(),
@@ -80,6 +84,7 @@ impl DeliveryRuntime {
             lanes: parts.lanes,
             partitions: parts.partitions,
             buffer_bound: parts.buffer_bound,
+            tracer: parts.tracer,
         })
         .map_err(ServiceError::startup)?;
         Ok(Self { cache, engine: Arc::new(engine), handoff, background, recorder_task })

@@ -11,6 +11,7 @@ use super::sign::{signature_header, SigningSecret};
 use super::DeliveryConfig;
 use crate::envelope::EventEnvelope;
 use crate::ids::{AccountId, EndpointId};
+use crate::trace::Context;
 
 /// What the engine needs to know of an endpoint.
 #[derive(Debug, Clone)]
@@ -83,13 +84,9 @@ impl Sender {
         .into_bytes()
     }
 
-    /// Makes one attempt of `envelope` to `target`.
-    pub async fn send(
-        &self,
-        target: &Target,
-        envelope: &EventEnvelope,
-        traceparent: &str,
-    ) -> Attempt {
+    /// Makes one attempt of `envelope` to `target`; the request carries the trace context of
+    /// `cx` (its HTTP client span) as `traceparent`.
+    pub async fn send(&self, target: &Target, envelope: &EventEnvelope, cx: &Context) -> Attempt {
         let started = Instant::now();
         if !self.config.allow_private_targets {
             if let Err(e) = guard::check_literal(&target.url) {
@@ -99,6 +96,8 @@ impl Sender {
         let body = Self::body(envelope);
         let timestamp = Utc::now().timestamp();
         let msg_id = envelope.event_id.as_str();
+        let mut trace_headers = reqwest::header::HeaderMap::new();
+        crate::trace::inject_http(cx, &mut trace_headers);
         let request = self
             .client
             .post(target.url.clone())
@@ -109,7 +108,7 @@ impl Sender {
                 "webhook-signature",
                 signature_header(&target.secrets, msg_id, timestamp, &body),
             )
-            .header("traceparent", traceparent)
+            .headers(trace_headers)
             .body(body);
         match request.send().await {
             Ok(response) => {
@@ -251,7 +250,7 @@ mod tests {
                 url: url.parse().expect("url"),
                 secrets: vec![],
             };
-            let attempt = sender.send(&target, &envelope(), "").await;
+            let attempt = sender.send(&target, &envelope(), &Context::new()).await;
             let error = attempt.error.expect("an error");
             assert!(error.starts_with(guard::REFUSED), "{url}: {error}");
             assert_eq!(attempt.reason, Some(FailureReason::Refused), "{url}");
@@ -287,7 +286,7 @@ mod tests {
             url: format!("http://{receiver_addr}/hook").parse().expect("url"),
             secrets: vec![],
         };
-        let attempt = sender.send(&target, &envelope(), "").await;
+        let attempt = sender.send(&target, &envelope(), &Context::new()).await;
         assert_eq!(attempt.status, Some(200), "{attempt:?}");
         assert_eq!(
             proxied.load(std::sync::atomic::Ordering::SeqCst),

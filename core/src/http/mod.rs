@@ -29,7 +29,8 @@ pub trait HttpState: Send + Sync {
 }
 
 /// Times a request into the histogram `metric{route, status}` and runs it in a span naming
-/// the route (with an empty `trace_id` the handler may fill in). For
+/// the route (with empty `trace_id` and `span_id` the handler may fill in:
+/// [`crate::trace::record_on_current`]). For
 /// `axum::middleware::from_fn(move |r, n| observe(METRIC, r, n))`.
 pub async fn observe(metric: &'static str, request: Request, next: Next) -> Response {
     let route = request
@@ -37,7 +38,7 @@ pub async fn observe(metric: &'static str, request: Request, next: Next) -> Resp
         .get::<MatchedPath>()
         .map(|p| p.as_str().to_owned())
         .unwrap_or_else(|| "unmatched".to_owned());
-    let span = tracing::info_span!("request", method = %request.method(), %route, trace_id = tracing::field::Empty);
+    let span = tracing::info_span!("request", method = %request.method(), %route, trace_id = tracing::field::Empty, span_id = tracing::field::Empty);
     let started = Instant::now();
     let response = tracing::Instrument::instrument(next.run(request), span).await;
     metrics::histogram!(metric, "route" => route, "status" => response.status().as_u16().to_string())

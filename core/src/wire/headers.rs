@@ -1,9 +1,13 @@
-//! Kafka header names (DESIGN.md) and reading them off a record.
+//! Kafka header names (DESIGN.md), reading them off a record, and the trace context carried
+//! in them (through the W3C propagator, [`crate::trace::propagator`]).
 
+use std::collections::HashMap;
+
+use opentelemetry::propagation::{Extractor, TextMapPropagator};
 use rdkafka::message::{Header, Headers, OwnedHeaders};
 use rdkafka::Message;
 
-use crate::trace_context::TraceParent;
+use crate::trace::{self, Context};
 
 /// Attempt number of the task (1 = the dispatcher's first attempt).
 pub const ATTEMPT: &str = "hs-attempt";
@@ -25,24 +29,51 @@ pub fn text<'m, M: Message>(m: &'m M, name: &str) -> Option<&'m str> {
         .and_then(|v| std::str::from_utf8(v).ok())
 }
 
-/// The trace `m` carries in `traceparent`, or a new root when it carries none that parses.
-pub fn trace<M: Message>(m: &M) -> TraceParent {
-    text(m, TRACEPARENT).and_then(TraceParent::parse).unwrap_or_else(TraceParent::new_root)
+/// The trace context `m` carries (`traceparent`, `tracestate`); empty when none parses.
+pub fn context<M: Message>(m: &M) -> Context {
+    trace::propagator().extract(&Record(m))
 }
 
-/// The headers of a delivery task: attempt, due time, origin and trace.
-pub fn task(attempt: u32, due_ms: i64, origin: &str, traceparent: &str) -> OwnedHeaders {
+/// Reads a record's headers for the propagator.
+struct Record<'m, M>(&'m M);
+
+impl<M: Message> Extractor for Record<'_, M> {
+    fn get(&self, key: &str) -> Option<&str> {
+        text(self.0, key)
+    }
+
+    fn keys(&self) -> Vec<&str> {
+        self.0.headers().map(|h| h.iter().map(|h| h.key).collect()).unwrap_or_default()
+    }
+}
+
+/// `headers` with the trace context of `cx` added (nothing without a valid span).
+fn with_trace(mut headers: OwnedHeaders, cx: &Context) -> OwnedHeaders {
+    let mut fields = HashMap::new();
+    trace::propagator().inject_context(cx, &mut fields);
+    // In a fixed order, so a record's headers do not depend on a map's.
+    for key in [TRACEPARENT, TRACESTATE] {
+        if let Some(value) = fields.get(key) {
+            headers = headers.insert(Header { key, value: Some(value.as_str()) });
+        }
+    }
+    headers
+}
+
+/// The headers of a delivery task: attempt, due time, origin and the trace context of `cx`
+/// (the hand-off's `send` span).
+pub fn task(attempt: u32, due_ms: i64, origin: &str, cx: &Context) -> OwnedHeaders {
     let (attempt, due) = (attempt.to_string(), due_ms.to_string());
-    OwnedHeaders::new()
+    let headers = OwnedHeaders::new()
         .insert(Header { key: ATTEMPT, value: Some(attempt.as_str()) })
         .insert(Header { key: DUE_AT, value: Some(due.as_str()) })
-        .insert(Header { key: ORIGIN, value: Some(origin) })
-        .insert(Header { key: TRACEPARENT, value: Some(traceparent) })
+        .insert(Header { key: ORIGIN, value: Some(origin) });
+    with_trace(headers, cx)
 }
 
-/// The headers of an event: its trace.
-pub fn event(traceparent: &str) -> OwnedHeaders {
-    OwnedHeaders::new().insert(Header { key: TRACEPARENT, value: Some(traceparent) })
+/// The headers of an event: the trace context of `cx` (ingest's `send` span).
+pub fn event(cx: &Context) -> OwnedHeaders {
+    with_trace(OwnedHeaders::new(), cx)
 }
 
 #[cfg(test)]
@@ -54,7 +85,9 @@ mod tests {
 
     #[test]
     fn task_headers_read_back() {
-        let tp = TraceParent::new_root().to_string();
+        let tracing = crate::trace::Tracing::local("test");
+        let cx = tracing.tracer().send(&Context::new(), "t");
+        let tp = trace::traceparent(&cx).expect("a span");
         let m = OwnedMessage::new(
             None,
             None,
@@ -62,14 +95,17 @@ mod tests {
             Timestamp::NotAvailable,
             0,
             0,
-            Some(task(3, 1_700_000_000_000, "e/1/2", &tp)),
+            Some(task(3, 1_700_000_000_000, "e/1/2", &cx)),
         );
         assert_eq!(text(&m, ATTEMPT), Some("3"));
         assert_eq!(text(&m, DUE_AT), Some("1700000000000"));
         assert_eq!(text(&m, ORIGIN), Some("e/1/2"));
-        assert_eq!(trace(&m).to_string(), tp);
+        assert_eq!(text(&m, TRACEPARENT), Some(tp.as_str()));
+        assert_eq!(trace::traceparent(&context(&m)), Some(tp));
         let bare = OwnedMessage::new(None, None, "t".into(), Timestamp::NotAvailable, 0, 0, None);
         assert_eq!(text(&bare, ORIGIN), None);
-        assert_ne!(trace(&bare).to_string(), tp, "no header: a new root");
+        assert_eq!(trace::traceparent(&context(&bare)), None, "no header: no context");
+        let untraced = event(&Context::new());
+        assert_eq!(untraced.count(), 0, "no span: no trace headers");
     }
 }

@@ -9,17 +9,17 @@ use rdkafka::Message;
 use super::envelope::WireError;
 use super::headers;
 use crate::envelope::{DeliveryTask, Origin};
-use crate::trace_context::TraceParent;
+use crate::trace::Context;
 
 /// A task's payload and headers, ready to produce.
 pub fn encode(
     task: &DeliveryTask,
     due_ms: i64,
     origin: &Origin,
-    traceparent: &str,
+    cx: &Context,
 ) -> Result<(Vec<u8>, OwnedHeaders), WireError> {
     let payload = serde_json::to_vec(task)?;
-    Ok((payload, headers::task(task.attempt, due_ms, &origin.to_string(), traceparent)))
+    Ok((payload, headers::task(task.attempt, due_ms, &origin.to_string(), cx)))
 }
 
 /// A task record, read.
@@ -31,8 +31,10 @@ pub struct TaskRecord {
     pub due: DateTime<Utc>,
     /// `hs-origin`; this record's own position when absent.
     pub origin: Origin,
-    /// `traceparent`, raw.
+    /// `traceparent`, raw (kept with a dead letter).
     pub traceparent: Option<String>,
+    /// The trace context the record carries (the hand-off's `send` span).
+    pub context: Context,
     /// The record's timestamp (when it was produced).
     pub timestamp: DateTime<Utc>,
 }
@@ -56,15 +58,7 @@ impl TaskRecord {
             .and_then(|ms| Utc.timestamp_millis_opt(ms).single())
             .unwrap_or(now);
         let traceparent = headers::text(m, headers::TRACEPARENT).map(str::to_owned);
-        Ok(TaskRecord { task, due, origin, traceparent, timestamp })
-    }
-
-    /// The trace to continue (a new root when the record carries none).
-    pub fn trace(&self) -> TraceParent {
-        self.traceparent
-            .as_deref()
-            .and_then(TraceParent::parse)
-            .unwrap_or_else(TraceParent::new_root)
+        Ok(TaskRecord { task, due, origin, traceparent, context: headers::context(m), timestamp })
     }
 }
 
@@ -100,9 +94,11 @@ mod tests {
             replay: false,
         };
         let origin: Origin = "hookstream.events.normal/3/42".parse().expect("origin");
-        let tp = TraceParent::new_root().to_string();
+        let tracing = crate::trace::Tracing::local("test");
+        let cx = tracing.tracer().send(&Context::new(), "hookstream.retry.5s");
+        let tp = crate::trace::traceparent(&cx).expect("a span");
         let due = now + chrono::Duration::seconds(5);
-        let (payload, hdrs) = encode(&task, due.timestamp_millis(), &origin, &tp).expect("encode");
+        let (payload, hdrs) = encode(&task, due.timestamp_millis(), &origin, &cx).expect("encode");
         let m = OwnedMessage::new(
             Some(payload),
             None,
@@ -113,7 +109,8 @@ mod tests {
             Some(hdrs),
         );
         let back = TaskRecord::decode(&m).expect("decode");
-        assert_eq!(back.trace().to_string(), tp);
+        assert_eq!(back.traceparent.as_deref(), Some(tp.as_str()));
+        assert_eq!(crate::trace::traceparent(&back.context), Some(tp));
         assert_eq!(back.task, task);
         assert_eq!((back.due, back.origin, back.timestamp), (due, origin, now));
     }

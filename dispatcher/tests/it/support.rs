@@ -10,7 +10,6 @@ use hookstream_core::db::accounts;
 use hookstream_core::delivery::DeliveryConfig;
 use hookstream_core::envelope::{EventEnvelope, Priority, SCHEMA_VERSION};
 use hookstream_core::tier::{RateLimit, Tier};
-use hookstream_core::trace_context::TraceParent;
 use hookstream_core::wire::headers;
 use hookstream_core::{kafka, AccountId, EndpointId, EventId};
 use hookstream_dispatcher::{DispatcherConfig, DispatcherSettings};
@@ -106,7 +105,7 @@ impl World {
         let payload = serde_json::to_vec(&envelope).expect("json");
         let topic = self.topics.topics().events(priority);
         let key = envelope.key();
-        let trace = TraceParent::new_root().to_string();
+        let trace = testkit::new_trace();
         let record =
             FutureRecord::to(&topic).key(&key).payload(&payload).headers(headers::event(&trace));
         self.producer

@@ -10,7 +10,6 @@ use hookstream_core::db::accounts;
 use hookstream_core::delivery::DeliveryConfig;
 use hookstream_core::envelope::{DeliveryTask, EventEnvelope, Origin, Priority, SCHEMA_VERSION};
 use hookstream_core::tier::Tier;
-use hookstream_core::trace_context::TraceParent;
 use hookstream_core::wire::{self, headers};
 use hookstream_core::{kafka, AccountId, EndpointId, EventId};
 use hookstream_dispatcher::{DispatcherConfig, DispatcherSettings};
@@ -114,7 +113,7 @@ impl World {
         let payload = serde_json::to_vec(&envelope).expect("json");
         let topic = self.topics.topics().events(Priority::Normal);
         let key = envelope.key();
-        let trace = TraceParent::new_root().to_string();
+        let trace = testkit::new_trace();
         let record =
             FutureRecord::to(&topic).key(&key).payload(&payload).headers(headers::event(&trace));
         self.producer
@@ -138,7 +137,7 @@ impl World {
         let topic = topics.retry(topics.retry_delays()[tier]);
         let key = task.envelope.key();
         let origin = Origin { topic: topics.events(Priority::Normal), partition: 0, offset: 0 };
-        let trace = TraceParent::new_root().to_string();
+        let trace = testkit::new_trace();
         let (payload, headers) = wire::task::encode(task, due_ms, &origin, &trace).expect("task");
         let record = FutureRecord::to(&topic)
             .key(&key)
