@@ -7,11 +7,7 @@ use std::time::{Duration, Instant};
 use chrono::{DateTime, Utc};
 use clap::{Args, Subcommand};
 use comfy_table::{presets, Table};
-use hookstream_core::config::TelemetryConfig;
-use hookstream_core::delivery::handoff::Handoff;
 use hookstream_core::dlq::{self, Filter, RedriveOptions};
-use hookstream_core::producer::HealingProducer;
-use hookstream_core::trace::Tracing;
 use hookstream_core::{AccountId, DeadLetterId, EndpointId};
 use indicatif::{ProgressBar, ProgressStyle};
 
@@ -148,14 +144,7 @@ pub(crate) async fn run(config: &ToolConfig, cmd: DlqCommand) -> anyhow::Result<
         },
         DlqCommand::Redrive { filter, dry_run, rate } => {
             let filter = filter.filter(false)?;
-            let producer = HealingProducer::new(&config.kafka, "hookstream-cli")?;
-            let traces = Tracing::start(&TelemetryConfig::default(), "hookstream-cli")?;
-            let handoff = Handoff::new(
-                producer,
-                config.topics.topics(),
-                config.kafka.produce_timeout,
-                traces.tracer(),
-            );
+            let (handoff, _traces) = config.handoff("hookstream-cli")?;
             let bar = ProgressBar::new(0).with_style(
                 ProgressStyle::with_template(
                     "{spinner} redriving [{bar:40}] {pos}/{len} {per_sec} eta {eta}",

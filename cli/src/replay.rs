@@ -15,13 +15,10 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use clap::Args;
 use governor::{Quota, RateLimiter};
-use hookstream_core::config::TelemetryConfig;
 use hookstream_core::db::endpoints::{self, DeliveryEndpoint};
 use hookstream_core::delivery::endpoints::matches;
-use hookstream_core::delivery::handoff::Handoff;
 use hookstream_core::envelope::{DeliveryTask, Origin};
-use hookstream_core::producer::HealingProducer;
-use hookstream_core::trace::{self, KeyValue, Tracing};
+use hookstream_core::trace::{self, KeyValue};
 use hookstream_core::wire::{self, EnvelopeCodec, WireError};
 use hookstream_core::{kafka, AccountId, EndpointId};
 use indicatif::{ProgressBar, ProgressStyle};
@@ -134,14 +131,7 @@ pub(crate) async fn run(config: &ToolConfig, args: ReplayArgs) -> anyhow::Result
         by_account.entry(e.account_id).or_default().push(e);
     }
     let codec = EnvelopeCodec::new(config.kafka.schema_registry_url.as_ref())?;
-    let producer = HealingProducer::new(&config.kafka, "hookstream-replay")?;
-    let traces = Tracing::start(&TelemetryConfig::default(), "hookstream-cli")?;
-    let handoff = Handoff::new(
-        producer,
-        config.topics.topics(),
-        config.kafka.produce_timeout,
-        traces.tracer(),
-    );
+    let (handoff, _traces) = config.handoff("hookstream-replay")?;
     handoff.warm_up().await;
     let limiter = RateLimiter::direct(Quota::per_second(args.rate));
 
@@ -219,7 +209,7 @@ pub(crate) async fn run(config: &ToolConfig, args: ReplayArgs) -> anyhow::Result
             .collect();
         // A new trace per replayed event, linked to the one it travelled in.
         let original = wire::headers::context(&m);
-        let cx = traces.tracer().linked_root(
+        let cx = handoff.tracer().linked_root(
             "replay",
             &original,
             vec![KeyValue::new("hookstream.event.id", envelope.event_id.to_string())],

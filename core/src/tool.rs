@@ -3,7 +3,13 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::config::{ConfigError, DatabaseConfig, KafkaConfig, ServiceConfig, TopicsConfig};
+use crate::config::{
+    ConfigError, DatabaseConfig, KafkaConfig, ServiceConfig, TelemetryConfig, TopicsConfig,
+};
+use crate::delivery::handoff::Handoff;
+use crate::producer::HealingProducer;
+use crate::service::ServiceError;
+use crate::trace::Tracing;
 
 /// Exit code for bad input (also clap's).
 pub const EXIT_USAGE: u8 = 2;
@@ -18,6 +24,23 @@ pub struct ToolConfig {
     pub topics: TopicsConfig,
     /// `[database]`.
     pub database: DatabaseConfig,
+}
+
+impl ToolConfig {
+    /// A hand-off to the retry tiers and the DLQ for a command: a producer of its own
+    /// (client id `client`) and spans exported where `OTEL_EXPORTER_OTLP_ENDPOINT` says (the
+    /// [`Tracing`] flushes them when dropped, so keep it as long as the hand-off).
+    pub fn handoff(&self, client: &'static str) -> Result<(Handoff, Tracing), ServiceError> {
+        let producer = HealingProducer::new(&self.kafka, client)?;
+        let traces = Tracing::start(&TelemetryConfig::default(), client)?;
+        let handoff = Handoff::new(
+            producer,
+            self.topics.topics(),
+            self.kafka.produce_timeout,
+            traces.tracer(),
+        );
+        Ok((handoff, traces))
+    }
 }
 
 impl ServiceConfig for ToolConfig {

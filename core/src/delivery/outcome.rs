@@ -134,20 +134,7 @@ mod tests {
 
     #[test]
     fn a_reasons_label_is_its_serialized_name() {
-        use FailureReason::*;
-        for r in [
-            ClientError,
-            Unexpected,
-            ServerError,
-            RequestTimeout,
-            TooManyRequests,
-            Gone,
-            Timeout,
-            Connection,
-            CircuitOpen,
-            Refused,
-            EndpointUnavailable,
-        ] {
+        for r in [FailureReason::ServerError, FailureReason::TooManyRequests, FailureReason::Gone] {
             assert_eq!(serde_json::to_value(r).expect("json"), r.label(), "{r:?}");
         }
     }
