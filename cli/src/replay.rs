@@ -230,6 +230,8 @@ pub(crate) async fn run(config: &ToolConfig, args: ReplayArgs) -> anyhow::Result
                 last_error: None,
                 last_reason: None,
                 replay: true,
+                uncounted: 0,
+                not_before: None,
             };
             handoff.replay(&task, &origin, &cx).await?;
         }

@@ -115,6 +115,19 @@ pub struct DeliveryTask {
     /// and marked as a replay there.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub replay: bool,
+    /// Of `attempt`, those that did not count against the retry schedule: the receiver
+    /// answered 429, or the endpoint's circuit was open or it was throttled (no request). The
+    /// task was delayed, not failed; `delivery.max_task_age` bounds how long. Absent: 0.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub uncounted: u32,
+    /// No request to the endpoint before this time: what its 429 asked for (`Retry-After`,
+    /// up to an hour). A task that comes due earlier is delayed again without a request.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub not_before: Option<DateTime<Utc>>,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 /// Where a delivery task came from: `topic/partition/offset` of the source event.
@@ -201,6 +214,8 @@ mod tests {
             last_error: Some("http 503".into()),
             last_reason: Some(crate::delivery::outcome::FailureReason::ServerError),
             replay: false,
+            uncounted: 0,
+            not_before: None,
         };
         let json = serde_json::to_value(&task).expect("json");
         assert_eq!(json["attempt"], 2);

@@ -136,6 +136,8 @@ impl Gates {
                     due: r.due,
                     origin: r.origin.clone(),
                     replay: r.task.replay,
+                    uncounted: r.task.uncounted,
+                    not_before: r.task.not_before,
                 }),
             }),
             None => {

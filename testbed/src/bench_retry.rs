@@ -272,5 +272,7 @@ fn task(account: AccountId, endpoint: EndpointId, data: Value) -> DeliveryTask {
         last_error: Some("http 503".into()),
         last_reason: None,
         replay: false,
+        uncounted: 0,
+        not_before: None,
     }
 }

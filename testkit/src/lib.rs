@@ -420,6 +420,7 @@ pub struct Receiver {
     scripts: std::sync::Arc<
         std::sync::Mutex<std::collections::HashMap<String, std::collections::VecDeque<u16>>>,
     >,
+    retry_after: std::sync::Arc<std::sync::Mutex<std::collections::HashMap<String, u64>>>,
 }
 
 impl Receiver {
@@ -433,6 +434,7 @@ impl Receiver {
             hits: Default::default(),
             statuses: Default::default(),
             scripts: Default::default(),
+            retry_after: Default::default(),
         };
         let state = receiver.clone();
         let app = axum::Router::new()
@@ -461,7 +463,10 @@ impl Receiver {
                     let status = scripted.unwrap_or_else(|| {
                         r.statuses.lock().unwrap().get(&path).copied().unwrap_or(200)
                     });
-                    StatusCode::from_u16(status).unwrap_or(StatusCode::OK)
+                    let status = StatusCode::from_u16(status).unwrap_or(StatusCode::OK);
+                    let retry_after = r.retry_after.lock().unwrap().get(&path).copied();
+                    let header = retry_after.map(|s| [("retry-after", s.to_string())]);
+                    (status, axum::response::AppendHeaders(header.into_iter().flatten()))
                 },
             )
             .with_state(state);
@@ -485,6 +490,11 @@ impl Receiver {
     /// [`Self::respond`] set (200 by default).
     pub fn script(&self, path: &str, statuses: &[u16]) {
         self.scripts.lock().unwrap().insert(path.to_owned(), statuses.iter().copied().collect());
+    }
+
+    /// Answers `path` with `Retry-After: seconds` (on every answer) from now on.
+    pub fn retry_after(&self, path: &str, seconds: u64) {
+        self.retry_after.lock().unwrap().insert(path.to_owned(), seconds);
     }
 
     /// Every request so far.

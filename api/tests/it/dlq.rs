@@ -45,6 +45,8 @@ async fn dead(api: &Api, account: AccountId, ep: EndpointId, event_type: &str, n
                     last_error: Some("http 503".into()),
                     last_reason: None,
                     replay: false,
+                    uncounted: 0,
+                    not_before: None,
                 },
                 origin: Some(format!("{}/0/7", api.topics.topics().events(Priority::Normal))),
                 traceparent: None,

@@ -78,6 +78,17 @@ impl CircuitBreakers {
         };
     }
 
+    /// How long until an open circuit lets a probe through (`None` when it is closed; zero
+    /// while a probe is in flight).
+    pub fn reopens_in(&self, endpoint: EndpointId) -> Option<Duration> {
+        let states = self.states.lock().unwrap_or_else(|p| p.into_inner());
+        match states.get(&endpoint)? {
+            State::Open { until, .. } => Some(until.saturating_duration_since(Instant::now())),
+            State::Probing { .. } => Some(Duration::ZERO),
+            State::Closed { .. } => None,
+        }
+    }
+
     /// Whether the endpoint's circuit is open (for metrics).
     pub fn is_open(&self, endpoint: EndpointId) -> bool {
         let states = self.states.lock().unwrap_or_else(|p| p.into_inner());

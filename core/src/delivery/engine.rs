@@ -57,6 +57,10 @@ pub struct Retry {
     pub origin: Origin,
     /// A replay: delivered even if delivered before.
     pub replay: bool,
+    /// Of `attempts`, those that did not count against the schedule (`DeliveryTask::uncounted`).
+    pub uncounted: u32,
+    /// No request before this time (`DeliveryTask::not_before`).
+    pub not_before: Option<DateTime<Utc>>,
 }
 
 /// One delivery of one event to one endpoint, tied to the message it came from.
@@ -78,8 +82,26 @@ impl Job {
         self.retry.as_ref().is_some_and(|r| r.replay)
     }
 
+    /// This attempt's number (requests made, and tasks delayed without one, included).
     fn attempt(&self) -> u32 {
         self.retry.as_ref().map_or(1, |r| r.attempts + 1)
+    }
+
+    /// Failures before this attempt that counted against the schedule.
+    fn counted(&self) -> u32 {
+        self.retry.as_ref().map_or(0, |r| r.attempts.saturating_sub(r.uncounted))
+    }
+
+    fn uncounted(&self) -> u32 {
+        self.retry.as_ref().map_or(0, |r| r.uncounted)
+    }
+
+    /// How long since its first attempt.
+    fn age(&self) -> Duration {
+        self.retry
+            .as_ref()
+            .and_then(|r| (Utc::now() - r.first_attempt_at).to_std().ok())
+            .unwrap_or_default()
     }
 
     fn origin(&self) -> Origin {
@@ -91,12 +113,6 @@ impl Job {
                 offset: self.source.offset,
             },
         }
-    }
-
-    /// The tier a retryable failure goes to (`None`: the schedule is exhausted).
-    fn next_tier(&self, tiers: usize) -> Option<usize> {
-        let next = self.retry.as_ref().map_or(0, |r| r.tier + 1);
-        (next < tiers).then_some(next)
     }
 }
 
@@ -158,7 +174,15 @@ pub struct Engine {
     worker_idle: Duration,
     /// Cancelled at shutdown: workers take no further job.
     stop: CancellationToken,
+    /// Endpoints that answered 429: no request to them before the time they asked for.
+    throttles: Mutex<HashMap<EndpointId, DateTime<Utc>>>,
+    /// How long a task may be delayed by 429s and open circuits before it goes to the DLQ.
+    max_task_age: Duration,
 }
+
+/// The longest a receiver's `Retry-After` holds its endpoint back: a hostile or broken
+/// receiver cannot park its tasks for days (`delivery.max_task_age` ends them anyway).
+pub const MAX_HOLD: Duration = Duration::from_secs(3600);
 
 /// What an [`Engine`] is built from.
 pub struct EngineParts {
@@ -203,6 +227,8 @@ impl Engine {
             tracker: TaskTracker::new(),
             worker_idle: parts.delivery.worker_idle,
             stop: CancellationToken::new(),
+            throttles: Mutex::new(HashMap::new()),
+            max_task_age: parts.delivery.max_task_age,
         })
     }
 
@@ -294,58 +320,59 @@ impl Engine {
     /// One attempt of `job` in the `deliver` span `cx` (ended here; dropped, it ends too).
     async fn deliver(&self, job: Job, cx: &Context) {
         let ep = &job.endpoint;
-        if let Some(limit) = ep.rate_limit {
-            let limiter = self.endpoint_limits.get(&ep.target.id, limit);
-            if limiter.1.check().is_err() {
-                metrics::counter!("webhook_rate_limit_waits_total", "scope" => "endpoint")
-                    .increment(1);
-                limiter.1.until_ready().await;
+        // A held task makes no request: it waits neither for the rate limits nor for a lane.
+        let held = self.held_until(&job);
+        let permit = match held {
+            Some(_) => None,
+            None => {
+                self.wait_for_rate_limits(ep).await;
+                // The lane permit is taken after the rate-limit waits: a throttled endpoint
+                // must not hold a share of the in-flight bound while it sleeps.
+                let Some(lane) = self.lanes.get(job.envelope.priority) else { return };
+                let Ok(permit) = lane.acquire_owned().await else { return };
+                if !job.replay() && self.delivered_before(&job).await {
+                    metrics::counter!("webhook_skipped_delivered_total").increment(1);
+                    cx.span().set_attribute(KeyValue::new("hookstream.outcome", "skipped"));
+                    trace::end(cx, None);
+                    drop(permit);
+                    self.finish(&job.source);
+                    return;
+                }
+                Some(permit)
             }
-        }
-        let limiter = self.account_limits.get(&ep.target.account_id, ep.account_limit);
-        if limiter.1.check().is_err() {
-            metrics::counter!("webhook_rate_limit_waits_total", "scope" => "account").increment(1);
-            limiter.1.until_ready().await;
-        }
-        // The lane permit is taken after the rate-limit waits: a throttled endpoint must not
-        // hold a share of the in-flight bound while it sleeps.
-        let Some(lane) = self.lanes.get(job.envelope.priority) else { return };
-        let Ok(permit) = lane.acquire_owned().await else { return };
-        if !job.replay() && self.delivered_before(&job).await {
-            metrics::counter!("webhook_skipped_delivered_total").increment(1);
-            cx.span().set_attribute(KeyValue::new("hookstream.outcome", "skipped"));
-            trace::end(cx, None);
-            drop(permit);
-            self.finish(&job.source);
-            return;
-        }
+        };
         if let Some(retry) = &job.retry {
             let late = (Utc::now() - retry.due).num_microseconds().unwrap_or(0) as f64 / 1e6;
             metrics::histogram!("webhook_retry_lateness_seconds", "tier" => self.handoff.tier_label(retry.tier))
                 .record(late);
         }
-        let attempt = if self.breakers.allow(ep.target.id) {
-            let client = self.tracer.client_post(cx, &ep.target.url);
-            let a = self.sender.send(&ep.target, &job.envelope, &client).await;
-            if let Some(status) = a.status {
-                client
-                    .span()
-                    .set_attribute(KeyValue::new("http.response.status_code", i64::from(status)));
+        let attempt = match held {
+            Some(until) => held_back(until),
+            None if self.breakers.allow(ep.target.id) => {
+                let client = self.tracer.client_post(cx, &ep.target.url);
+                let a = self.sender.send(&ep.target, &job.envelope, &client).await;
+                if let Some(status) = a.status {
+                    client.span().set_attribute(KeyValue::new(
+                        "http.response.status_code",
+                        i64::from(status),
+                    ));
+                }
+                trace::end(&client, failure(&a).as_ref().map(|(k, d)| (*k, d.as_str())));
+                // A 429 says the receiver is up: its hold, not the circuit, keeps requests off.
+                let failed = matches!(a.outcome, Outcome::Retryable { .. }) && a.counts();
+                self.breakers.record(ep.target.id, !failed);
+                if let (Some(429), Outcome::Retryable { retry_after }) = (a.status, &a.outcome) {
+                    self.throttle(&job, *retry_after);
+                }
+                a
             }
-            trace::end(&client, failure(&a).as_ref().map(|(k, d)| (*k, d.as_str())));
-            self.breakers.record(ep.target.id, !matches!(a.outcome, Outcome::Retryable { .. }));
-            a
-        } else {
-            circuit_open()
+            None => circuit_open(self.breakers.reopens_in(ep.target.id)),
         };
-        let destination = match attempt.outcome {
-            Outcome::Delivered => None,
-            Outcome::Retryable { retry_after } => Some(match job.next_tier(self.handoff.tiers()) {
-                Some(next) => Destination::Retry(self.handoff.tier_for(next, retry_after)),
-                None => Destination::Dlq,
-            }),
-            Outcome::Permanent { .. } => Some(Destination::Dlq),
-        };
+        let destination = self.destination(&job, &attempt);
+        if !attempt.counts() && destination.is_some() {
+            let reason = attempt.reason.map_or("other", |r| r.label());
+            metrics::counter!("webhook_deferred_total", "reason" => reason).increment(1);
+        }
         self.observe(&job, &attempt, destination.as_ref());
         cx.span().set_attribute(KeyValue::new(
             "hookstream.outcome",
@@ -373,6 +400,75 @@ impl Engine {
         // work to end sees it ended.
         drop(permit);
         self.finish(&job.source);
+    }
+
+    /// Waits for the endpoint's and the account's rate limits (a wait, never a failure).
+    async fn wait_for_rate_limits(&self, ep: &CachedEndpoint) {
+        if let Some(limit) = ep.rate_limit {
+            let limiter = self.endpoint_limits.get(&ep.target.id, limit);
+            if limiter.1.check().is_err() {
+                metrics::counter!("webhook_rate_limit_waits_total", "scope" => "endpoint")
+                    .increment(1);
+                limiter.1.until_ready().await;
+            }
+        }
+        let limiter = self.account_limits.get(&ep.target.account_id, ep.account_limit);
+        if limiter.1.check().is_err() {
+            metrics::counter!("webhook_rate_limit_waits_total", "scope" => "account").increment(1);
+            limiter.1.until_ready().await;
+        }
+    }
+
+    /// Where a retryable or permanent failure goes. A counted failure moves one step along
+    /// the schedule (the DLQ after the last tier); one that does not count (429, open
+    /// circuit, held back) waits again at its step, until `max_task_age`.
+    fn destination(&self, job: &Job, attempt: &Attempt) -> Option<Destination> {
+        let retry_after = match attempt.outcome {
+            Outcome::Delivered => return None,
+            Outcome::Permanent { .. } => return Some(Destination::Dlq),
+            Outcome::Retryable { retry_after } => retry_after,
+        };
+        let step = job.counted() as usize;
+        Some(if !attempt.counts() {
+            if job.age() >= self.max_task_age {
+                Destination::Dlq
+            } else {
+                Destination::Retry(self.handoff.tier_for(step.saturating_sub(1), retry_after))
+            }
+        } else if step >= self.handoff.tiers() {
+            Destination::Dlq
+        } else {
+            Destination::Retry(self.handoff.tier_for(step, retry_after))
+        })
+    }
+
+    /// Holds the endpoint back after its 429: for its `Retry-After` (up to [`MAX_HOLD`]),
+    /// else for the delay of the tier the task waits in.
+    fn throttle(&self, job: &Job, retry_after: Option<Duration>) {
+        let step = (job.counted() as usize).saturating_sub(1);
+        let wait = retry_after
+            .unwrap_or_else(|| self.handoff.delay(self.handoff.tier_for(step, None)))
+            .min(MAX_HOLD);
+        let now = Utc::now();
+        let until = now + chrono::Duration::from_std(wait).unwrap_or_default();
+        let mut throttles = self.throttles.lock().unwrap_or_else(|p| p.into_inner());
+        // Expired holds go as new ones come, so the map follows the endpoints throttled now.
+        throttles.retain(|_, u| *u > now);
+        throttles.insert(job.endpoint.target.id, until);
+    }
+
+    /// Until when no request may go to the job's endpoint: its task's `not_before` or the
+    /// endpoint's hold, whichever is later (`None` when both are past).
+    fn held_until(&self, job: &Job) -> Option<DateTime<Utc>> {
+        let now = Utc::now();
+        let hold = self
+            .throttles
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&job.endpoint.target.id)
+            .copied();
+        let asked = job.retry.as_ref().and_then(|r| r.not_before);
+        hold.max(asked).filter(|until| *until > now)
     }
 
     /// Sends a task whose endpoint is gone or disabled to the DLQ, records it as failed, and
@@ -437,6 +533,10 @@ impl Engine {
                 .or_else(|| attempt.status.map(|s| format!("http {s}"))),
             last_reason: attempt.reason,
             replay: job.replay(),
+            uncounted: job.uncounted() + u32::from(!attempt.counts()),
+            // The endpoint's hold travels with the task: the next service to read it (the
+            // retrier) makes no request before it either.
+            not_before: self.held_until(job),
         }
     }
 
@@ -554,9 +654,26 @@ fn failure(a: &Attempt) -> Option<(&'static str, String)> {
     Some((reason.label(), description))
 }
 
-fn circuit_open() -> Attempt {
+/// A task not attempted because its endpoint is held back until `until` (its 429).
+fn held_back(until: DateTime<Utc>) -> Attempt {
+    let wait = (until - Utc::now()).to_std().unwrap_or_default();
     Attempt {
-        outcome: Outcome::Retryable { retry_after: None },
+        outcome: Outcome::Retryable { retry_after: Some(wait) },
+        status: None,
+        latency: Duration::ZERO,
+        response_body: None,
+        error: Some(format!(
+            "throttled: the endpoint asked for no request before {}; not attempted",
+            until.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+        )),
+        reason: Some(FailureReason::TooManyRequests),
+    }
+}
+
+/// A task not attempted because the endpoint's circuit is open (for `reopens_in` more).
+fn circuit_open(reopens_in: Option<Duration>) -> Attempt {
+    Attempt {
+        outcome: Outcome::Retryable { retry_after: reopens_in },
         status: None,
         latency: Duration::ZERO,
         response_body: None,

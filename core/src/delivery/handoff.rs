@@ -100,6 +100,12 @@ impl Handoff {
         &self.topics
     }
 
+    /// The delay of tier `tier` (the last tier's beyond it).
+    pub fn delay(&self, tier: usize) -> Duration {
+        let delays = self.topics.retry_delays();
+        delays.get(tier).or(delays.last()).copied().unwrap_or_default()
+    }
+
     /// Number of retry tiers.
     pub fn tiers(&self) -> usize {
         self.topics.retry_delays().len()

@@ -52,6 +52,11 @@ pub struct DeliveryConfig {
     /// the endpoint's next delivery), so workers do not pile up for every endpoint ever seen.
     #[serde(with = "humantime_serde")]
     pub worker_idle: Duration,
+    /// How long after its first attempt a task may still be delayed by a receiver's 429s
+    /// and open circuits (which do not count against the retry schedule) before it goes to
+    /// the DLQ, so a receiver that throttles forever still ends there.
+    #[serde(with = "humantime_serde")]
+    pub max_task_age: Duration,
 }
 
 impl Default for DeliveryConfig {
@@ -67,6 +72,7 @@ impl Default for DeliveryConfig {
             record_batch_size: 100,
             record_flush_interval: Duration::from_secs(1),
             worker_idle: Duration::from_secs(60),
+            max_task_age: Duration::from_secs(24 * 3600),
         }
     }
 }
@@ -88,6 +94,9 @@ impl DeliveryConfig {
         }
         if self.worker_idle.is_zero() {
             return Err(ConfigError::invalid("delivery.worker_idle", "must be greater than zero"));
+        }
+        if self.max_task_age.is_zero() {
+            return Err(ConfigError::invalid("delivery.max_task_age", "must be greater than zero"));
         }
         Ok(())
     }

@@ -43,6 +43,15 @@ pub struct Attempt {
     pub reason: Option<FailureReason>,
 }
 
+impl Attempt {
+    /// Whether a failure counts against the retry schedule. A receiver's 429 and an open
+    /// circuit (no request) delay the task instead: the endpoint is throttled or resting, and
+    /// the event has not failed.
+    pub fn counts(&self) -> bool {
+        !matches!(self.reason, Some(FailureReason::TooManyRequests | FailureReason::CircuitOpen))
+    }
+}
+
 /// Sends webhooks over pooled keep-alive connections.
 #[derive(Clone)]
 pub struct Sender {

@@ -92,6 +92,8 @@ mod tests {
             last_error: Some("http 503".into()),
             last_reason: Some(crate::delivery::outcome::FailureReason::ServerError),
             replay: false,
+            uncounted: 0,
+            not_before: None,
         };
         let origin: Origin = "hookstream.events.normal/3/42".parse().expect("origin");
         let tracing = crate::trace::Tracing::local("test");

@@ -3,6 +3,7 @@
 mod crash;
 mod schedule;
 mod support;
+mod throttle;
 mod walls;
 
 use hookstream_testkit as testkit;

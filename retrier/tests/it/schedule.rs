@@ -10,7 +10,7 @@ use hookstream_core::envelope::DeliveryTask;
 use hookstream_testkit::{self as testkit, eventually, Hit, Receiver};
 use rdkafka::Message;
 
-use crate::support::{Running, World};
+use crate::support::{state, Running, World};
 
 const WAIT: Duration = Duration::from_secs(30);
 /// How much later than its schedule an attempt may arrive: hand-off produce, fetch and
@@ -30,14 +30,6 @@ fn assert_on_schedule(hits: &[Hit]) {
             i + 1
         );
     }
-}
-
-async fn state(world: &World, event: &str) -> Option<(String, i32, Option<i32>)> {
-    sqlx::query_as("SELECT state, attempts, last_status FROM deliveries WHERE event_id = $1")
-        .bind(event)
-        .fetch_optional(&world.db.pool)
-        .await
-        .expect("deliveries")
 }
 
 #[tokio::test]

@@ -162,8 +162,19 @@ impl World {
             last_error: Some("http 500".into()),
             last_reason: None,
             replay: false,
+            uncounted: 0,
+            not_before: None,
         }
     }
+}
+
+/// The delivery log's (state, attempts, last status) of `event`.
+pub(crate) async fn state(world: &World, event: &str) -> Option<(String, i32, Option<i32>)> {
+    sqlx::query_as("SELECT state, attempts, last_status FROM deliveries WHERE event_id = $1")
+        .bind(event)
+        .fetch_optional(&world.db.pool)
+        .await
+        .expect("deliveries")
 }
 
 /// A service running in-process until stopped or dropped.
