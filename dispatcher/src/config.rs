@@ -53,8 +53,8 @@ pub struct DispatcherSettings {
     pub group_id: String,
     /// Webhook requests in flight at once, over all lanes.
     pub in_flight: usize,
-    /// Share of `in_flight` each lane may use: `high`, `normal`, `low`. A lane never uses
-    /// another's share, so a `low` flood cannot starve `high`.
+    /// Each lane's weight in the shares of `in_flight` (`high`, `normal`, `low`): what a lane
+    /// gets when lanes compete; idle capacity is lent to whoever wants it.
     pub lane_weights: LaneWeights,
     /// Delivery tasks buffered per partition before that partition is paused.
     pub max_buffered_per_partition: usize,

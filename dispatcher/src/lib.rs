@@ -56,7 +56,7 @@ pub async fn run(
         topics: topics.clone(),
         delivery: &config.delivery,
         pool: &backends.database,
-        lanes: Lanes::weighted(&lane_sizes(settings)),
+        lanes: Lanes::weighted(settings.in_flight, &lane_weights(settings)),
         partitions: Arc::clone(&partitions),
         buffer_bound: settings.max_buffered_per_partition,
         endpoint_refresh: settings.endpoint_refresh,
@@ -125,16 +125,10 @@ pub async fn run(
     Ok(())
 }
 
-/// Each lane's share of `in_flight`, by weight (at least 1).
-fn lane_sizes(settings: &DispatcherSettings) -> [(Priority, usize); 3] {
+/// Each lane's weight in the shares of `in_flight`.
+fn lane_weights(settings: &DispatcherSettings) -> [(Priority, u32); 3] {
     let w = settings.lane_weights;
-    let total = (w.high + w.normal + w.low) as usize;
-    let share = |weight: u32| (settings.in_flight * weight as usize / total).max(1);
-    [
-        (Priority::High, share(w.high)),
-        (Priority::Normal, share(w.normal)),
-        (Priority::Low, share(w.low)),
-    ]
+    [(Priority::High, w.high), (Priority::Normal, w.normal), (Priority::Low, w.low)]
 }
 
 /// Reads the envelope of `m`. While the schema registry cannot be reached the record is

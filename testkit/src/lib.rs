@@ -421,6 +421,7 @@ pub struct Receiver {
         std::sync::Mutex<std::collections::HashMap<String, std::collections::VecDeque<u16>>>,
     >,
     retry_after: std::sync::Arc<std::sync::Mutex<std::collections::HashMap<String, u64>>>,
+    delays: std::sync::Arc<std::sync::Mutex<std::collections::HashMap<String, Duration>>>,
 }
 
 impl Receiver {
@@ -435,6 +436,7 @@ impl Receiver {
             statuses: Default::default(),
             scripts: Default::default(),
             retry_after: Default::default(),
+            delays: Default::default(),
         };
         let state = receiver.clone();
         let app = axum::Router::new()
@@ -463,6 +465,10 @@ impl Receiver {
                     let status = scripted.unwrap_or_else(|| {
                         r.statuses.lock().unwrap().get(&path).copied().unwrap_or(200)
                     });
+                    let delay = r.delays.lock().unwrap().get(&path).copied();
+                    if let Some(delay) = delay {
+                        tokio::time::sleep(delay).await;
+                    }
                     let status = StatusCode::from_u16(status).unwrap_or(StatusCode::OK);
                     let retry_after = r.retry_after.lock().unwrap().get(&path).copied();
                     let header = retry_after.map(|s| [("retry-after", s.to_string())]);
@@ -495,6 +501,11 @@ impl Receiver {
     /// Answers `path` with `Retry-After: seconds` (on every answer) from now on.
     pub fn retry_after(&self, path: &str, seconds: u64) {
         self.retry_after.lock().unwrap().insert(path.to_owned(), seconds);
+    }
+
+    /// Answers requests to `path` only after `delay` (a slow receiver).
+    pub fn delay(&self, path: &str, delay: Duration) {
+        self.delays.lock().unwrap().insert(path.to_owned(), delay);
     }
 
     /// Every request so far.

@@ -41,6 +41,8 @@ pub struct DeliveryEndpoint {
     pub secrets: Vec<String>,
     /// The owner's delivery limit (override or tier default).
     pub account_limit: RateLimit,
+    /// The owner's tier (its weight in the in-flight shares).
+    pub tier: Tier,
 }
 
 /// An endpoint's settings, as the API shows them.
@@ -381,7 +383,8 @@ pub async fn load_enabled(
     Ok(rows
         .into_iter()
         .map(|r| {
-            let default = Tier::parse(&r.7).unwrap_or_default().default_delivery_limit();
+            let tier = Tier::parse(&r.7).unwrap_or_default();
+            let default = tier.default_delivery_limit();
             let account_limit = match (r.8, r.9) {
                 (Some(rate), burst) => RateLimit {
                     per_second: rate.max(1) as u32,
@@ -400,6 +403,7 @@ pub async fn load_enabled(
                 }),
                 secrets: r.6,
                 account_limit,
+                tier,
             }
         })
         .collect())

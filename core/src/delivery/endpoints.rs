@@ -31,6 +31,8 @@ pub struct CachedEndpoint {
     pub rate_limit: Option<RateLimit>,
     /// The account's limit.
     pub account_limit: RateLimit,
+    /// The account's tier.
+    pub tier: crate::tier::Tier,
 }
 
 /// Shortest time between two version checks of [`EndpointCache::catch_up`]: it bounds their
@@ -294,6 +296,7 @@ fn cached(row: DeliveryEndpoint) -> Option<CachedEndpoint> {
         event_types: row.event_types,
         rate_limit: row.rate_limit,
         account_limit: row.account_limit,
+        tier: row.tier,
     })
 }
 

@@ -12,7 +12,7 @@ use chrono::{DateTime, Utc};
 use opentelemetry::trace::TraceContextExt;
 use opentelemetry::KeyValue;
 use sqlx::PgPool;
-use tokio::sync::{mpsc, Semaphore};
+use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -22,7 +22,8 @@ use super::handoff::{Handoff, HandoffError};
 use super::outcome::{FailureReason, Outcome};
 use super::record::{self, AttemptRecord, DeliveryState, Recorder};
 use super::send::{Attempt, Sender};
-use super::DeliveryConfig;
+use super::shares::{InFlight, Permit};
+use super::{DeliveryConfig, TierWeights};
 use crate::backoff::Backoff;
 use crate::db::endpoints;
 use crate::envelope::{DeliveryTask, EventEnvelope, Origin, Priority};
@@ -122,35 +123,38 @@ enum Destination {
     Dlq,
 }
 
-/// In-flight bounds: one semaphore per priority lane (the dispatcher's weighted shares), or one
-/// for all (the retrier).
+/// The in-flight bound: one pool of permits shared fairly ([`super::shares`]) by lane and by
+/// account within a lane, each weighted; a lane or an account alone may use what nobody else
+/// wants.
 pub struct Lanes {
-    bounds: Vec<(Arc<Semaphore>, usize)>,
-    by_priority: HashMap<Priority, usize>,
+    pool: Arc<InFlight<(Priority, AccountId)>>,
+    weights: HashMap<Priority, u32>,
 }
 
 impl Lanes {
-    /// A separate bound per lane.
-    pub fn weighted(sizes: &[(Priority, usize)]) -> Self {
-        let bounds = sizes.iter().map(|(_, n)| (Arc::new(Semaphore::new(*n)), *n)).collect();
-        let by_priority = sizes.iter().enumerate().map(|(i, (p, _))| (*p, i)).collect();
-        Self { bounds, by_priority }
+    /// `in_flight` permits, shared by the lanes by `weights` (a lane not named weighs 1).
+    pub fn weighted(in_flight: usize, weights: &[(Priority, u32)]) -> Self {
+        Self { pool: InFlight::new(in_flight), weights: weights.iter().copied().collect() }
     }
 
-    /// One bound shared by every lane.
-    pub fn shared(size: usize) -> Self {
-        Self {
-            bounds: vec![(Arc::new(Semaphore::new(size)), size)],
-            by_priority: Priority::ALL.iter().map(|p| (*p, 0)).collect(),
-        }
+    /// `in_flight` permits, every lane weighing the same (the retrier).
+    pub fn shared(in_flight: usize) -> Self {
+        Self::weighted(in_flight, &[])
     }
 
-    fn get(&self, priority: Priority) -> Option<Arc<Semaphore>> {
-        self.by_priority.get(&priority).map(|&i| Arc::clone(&self.bounds[i].0))
+    /// A permit for one request of `account` (of weight `account_weight`) in `priority`'s lane.
+    async fn acquire(
+        &self,
+        priority: Priority,
+        account: AccountId,
+        account_weight: u32,
+    ) -> Permit<(Priority, AccountId)> {
+        let lane = self.weights.get(&priority).copied().unwrap_or(1);
+        self.pool.acquire((priority, account), lane.saturating_mul(account_weight)).await
     }
 
     fn in_flight(&self) -> usize {
-        self.bounds.iter().map(|(s, n)| n.saturating_sub(s.available_permits())).sum()
+        self.pool.in_use()
     }
 }
 
@@ -178,6 +182,8 @@ pub struct Engine {
     throttles: Mutex<HashMap<EndpointId, DateTime<Utc>>>,
     /// How long a task may be delayed by 429s and open circuits before it goes to the DLQ.
     max_task_age: Duration,
+    /// Each tier's weight in the in-flight shares.
+    tier_weights: TierWeights,
 }
 
 /// The longest a receiver's `Retry-After` holds its endpoint back: a hostile or broken
@@ -229,6 +235,7 @@ impl Engine {
             stop: CancellationToken::new(),
             throttles: Mutex::new(HashMap::new()),
             max_task_age: parts.delivery.max_task_age,
+            tier_weights: parts.delivery.tier_weights,
         })
     }
 
@@ -328,8 +335,9 @@ impl Engine {
                 self.wait_for_rate_limits(ep).await;
                 // The lane permit is taken after the rate-limit waits: a throttled endpoint
                 // must not hold a share of the in-flight bound while it sleeps.
-                let Some(lane) = self.lanes.get(job.envelope.priority) else { return };
-                let Ok(permit) = lane.acquire_owned().await else { return };
+                let weight = self.tier_weights.of(ep.tier);
+                let account = ep.target.account_id;
+                let permit = self.lanes.acquire(job.envelope.priority, account, weight).await;
                 if !job.replay() && self.delivered_before(&job).await {
                     metrics::counter!("webhook_skipped_delivered_total").increment(1);
                     cx.span().set_attribute(KeyValue::new("hookstream.outcome", "skipped"));

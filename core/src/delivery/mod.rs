@@ -10,6 +10,7 @@ pub mod outcome;
 pub mod record;
 pub mod runtime;
 pub mod send;
+pub mod shares;
 pub mod sign;
 
 use serde::{Deserialize, Serialize};
@@ -57,6 +58,43 @@ pub struct DeliveryConfig {
     /// the DLQ, so a receiver that throttles forever still ends there.
     #[serde(with = "humantime_serde")]
     pub max_task_age: Duration,
+    /// Each account tier's weight in the in-flight shares: of the requests in flight in a
+    /// lane, an account gets its weight's share among the accounts with work (and more while
+    /// nobody else wants it).
+    pub tier_weights: TierWeights,
+}
+
+/// `[delivery.tier_weights]`.
+#[derive(Clone, Copy, Debug, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TierWeights {
+    /// `small`.
+    pub small: u32,
+    /// `medium`.
+    pub medium: u32,
+    /// `large`.
+    pub large: u32,
+    /// `xlarge`.
+    pub xlarge: u32,
+}
+
+impl Default for TierWeights {
+    fn default() -> Self {
+        Self { small: 1, medium: 2, large: 4, xlarge: 8 }
+    }
+}
+
+impl TierWeights {
+    /// The weight of `tier`.
+    pub fn of(&self, tier: crate::tier::Tier) -> u32 {
+        use crate::tier::Tier;
+        match tier {
+            Tier::Small => self.small,
+            Tier::Medium => self.medium,
+            Tier::Large => self.large,
+            Tier::Xlarge => self.xlarge,
+        }
+    }
 }
 
 impl Default for DeliveryConfig {
@@ -73,6 +111,7 @@ impl Default for DeliveryConfig {
             record_flush_interval: Duration::from_secs(1),
             worker_idle: Duration::from_secs(60),
             max_task_age: Duration::from_secs(24 * 3600),
+            tier_weights: TierWeights::default(),
         }
     }
 }
@@ -94,6 +133,17 @@ impl DeliveryConfig {
         }
         if self.worker_idle.is_zero() {
             return Err(ConfigError::invalid("delivery.worker_idle", "must be greater than zero"));
+        }
+        let w = self.tier_weights;
+        for (key, weight) in
+            [("small", w.small), ("medium", w.medium), ("large", w.large), ("xlarge", w.xlarge)]
+        {
+            if weight == 0 {
+                return Err(ConfigError::invalid(
+                    &format!("delivery.tier_weights.{key}"),
+                    "must be at least 1",
+                ));
+            }
         }
         if self.max_task_age.is_zero() {
             return Err(ConfigError::invalid("delivery.max_task_age", "must be greater than zero"));

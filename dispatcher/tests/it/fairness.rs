@@ -60,3 +60,40 @@ async fn a_hot_rate_limited_account_does_not_delay_a_cold_account_on_the_same_pa
     assert!(hot_done < 10_000, "the hot account is still draining ({hot_done} of 10000)");
     running.stop().await;
 }
+
+#[tokio::test]
+async fn an_account_with_slow_receivers_cannot_hold_every_request_in_flight() {
+    let world = World::new(1).await;
+    let receiver = Receiver::start().await;
+    let slow = world.account().await;
+    let fast = world.account().await;
+    // Twenty endpoints answering after 3 s: the slow account wants twice the pool.
+    for i in 0..20 {
+        let path = format!("/slow/{i}");
+        receiver.delay(&path, Duration::from_secs(3));
+        world.endpoint(slow, receiver.url(&path), &["*"], None).await;
+    }
+    world.endpoint(fast, receiver.url("/fast"), &["*"], None).await;
+    let settings = DispatcherSettings { in_flight: 10, ..DispatcherSettings::default() };
+    let running = Running::start(world.config(settings));
+    world.produce(slow, "subscriber.created", Priority::Normal).await;
+    eventually(Duration::from_secs(20), "the slow account's requests open", || async {
+        (receiver.hits().iter().filter(|h| h.path.starts_with("/slow/")).count() >= 9).then_some(())
+    })
+    .await;
+    // Every permit but the reserve is the slow account's, for the next 3 s.
+    let sent = Instant::now();
+    world.produce(fast, "subscriber.created", Priority::Normal).await;
+    let arrived = eventually(Duration::from_secs(20), "the fast account's delivery", || async {
+        receiver.hits_on("/fast").first().map(|h| h.at)
+    })
+    .await;
+    let waited = arrived - sent;
+    assert!(
+        waited < Duration::from_secs(1),
+        "the fast account waited {waited:?} for a request slot"
+    );
+    let slow_open = receiver.hits().iter().filter(|h| h.path.starts_with("/slow/")).count();
+    assert!(slow_open < 10, "the slow account took the reserve too: {slow_open} requests");
+    running.stop().await;
+}
