@@ -8,6 +8,7 @@ mod config;
 pub mod deliveries;
 pub mod dlq;
 pub mod endpoints;
+pub mod expunge;
 pub mod openapi;
 pub mod redrive;
 pub mod state;
@@ -16,7 +17,7 @@ use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::routing::{get, post};
+use axum::routing::{delete, get, post};
 use axum::{middleware, Router};
 pub use config::{ApiConfig, ApiSettings};
 use hookstream_core::db::endpoint_rules::EndpointRules;
@@ -84,6 +85,7 @@ pub async fn run(config: ApiConfig, shutdown: CancellationToken) -> Result<(), S
 
 fn router(state: AppState) -> Router {
     Router::new()
+        .route("/v1/events/{id}", delete(expunge::expunge))
         .route("/v1/events/{id}/deliveries", get(deliveries::for_event))
         .route("/v1/endpoints", post(endpoints::create).get(endpoints::list))
         .route(

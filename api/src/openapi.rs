@@ -8,8 +8,9 @@ use crate::dlq::{DeadLetterPage, RedriveRequest, RedriveResponse};
 use crate::endpoints::{
     CreateEndpoint, CreatedEndpoint, EndpointPage, RateLimitBody, RotatedSecret, UpdateEndpoint,
 };
+use crate::expunge::EventExpunged;
 use hookstream_core::db::audit::Entry;
-use hookstream_core::db::deliveries::{AttemptLog, Delivery, EndpointStats};
+use hookstream_core::db::deliveries::{AttemptLog, Delivery, EndpointStats, Expunged};
 use hookstream_core::db::endpoints::Endpoint;
 use hookstream_core::db::redrive_jobs::RedriveJob;
 use hookstream_core::dlq::DeadLetter;
@@ -25,6 +26,7 @@ use hookstream_core::http::{BearerAuth, ErrorBody, ErrorDetail};
         crate::dlq::redrive,
         crate::dlq::redrive_job,
         crate::deliveries::for_event,
+        crate::expunge::expunge,
         crate::endpoints::create,
         crate::endpoints::list,
         crate::endpoints::show,
@@ -37,7 +39,8 @@ use hookstream_core::http::{BearerAuth, ErrorBody, ErrorDetail};
     components(schemas(
         ErrorBody, ErrorDetail, DeadLetter, DeadLetterPage, RedriveRequest, RedriveResponse, RedriveJob,
         Endpoint, EndpointPage, CreateEndpoint, UpdateEndpoint, RateLimitBody, CreatedEndpoint,
-        RotatedSecret, EndpointStats, EventDeliveries, Delivery, AttemptLog, AuditPage, Entry
+        RotatedSecret, EndpointStats, EventDeliveries, Delivery, AttemptLog, AuditPage, Entry,
+        EventExpunged, Expunged
     )),
     modifiers(&BearerAuth),
     tags(

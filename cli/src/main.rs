@@ -9,6 +9,7 @@ use hookstream_core::tool;
 mod accounts;
 mod audit;
 mod dlq;
+mod events;
 mod lag;
 mod migrate;
 mod replay;
@@ -44,6 +45,9 @@ enum Command {
     /// Inspect the dead-letter queue and redrive entries.
     #[command(subcommand)]
     Dlq(dlq::DlqCommand),
+    /// Act on one event's stored data.
+    #[command(subcommand)]
+    Events(events::EventsCommand),
     /// Consumer lag per group, topic and partition, in messages and seconds.
     Lag(lag::LagArgs),
     /// Re-deliver the events of a time range (by record timestamp).
@@ -63,6 +67,7 @@ async fn main() -> ExitCode {
                 Command::Keys(cmd) => accounts::run_keys(&config, cmd).await,
                 Command::Audit(args) => audit::run(&config, args).await,
                 Command::Dlq(cmd) => dlq::run(&config, cmd).await,
+                Command::Events(cmd) => events::run(&config, cmd).await,
                 Command::Lag(args) => lag::run(&config, args).await,
                 Command::Replay(args) => replay::run(&config, args).await,
             }

@@ -342,6 +342,21 @@ mod tests {
     }
 
     #[test]
+    fn the_standard_sampler_variable_is_honoured() {
+        // Each test runs in a process of its own under nextest; elsewhere a test that meets
+        // the variable still sees valid ids, only unsampled.
+        std::env::set_var("OTEL_TRACES_SAMPLER", "always_off");
+        let tracing = Tracing::local("test");
+        std::env::remove_var("OTEL_TRACES_SAMPLER");
+        let cx = tracing.tracer().server(&Context::new(), "POST", "/v1/events");
+        let tp = traceparent(&cx).expect("ids even when not sampled");
+        assert!(tp.ends_with("-00"), "not sampled: {tp}");
+        assert!(!cx.span().is_recording());
+        let sampled = Tracing::local("test").tracer().server(&Context::new(), "POST", "/");
+        assert!(traceparent(&sampled).expect("ids").ends_with("-01"), "the default samples");
+    }
+
+    #[test]
     fn a_redrive_starts_its_own_trace_linked_to_the_original() {
         let original = from_traceparent(Some(SAMPLE));
         let tracing = Tracing::local("test");

@@ -409,3 +409,79 @@ async fn a_redrive_starts_a_trace_of_its_own_linked_to_the_events() {
     assert_eq!((send.parent_span_id.as_str(), send.kind), (root.span_id.as_str(), 4));
     assert_eq!(carried, format!("00-{}-{}-01", send.trace_id, send.span_id));
 }
+
+#[tokio::test]
+async fn an_account_expunges_an_events_stored_data_and_only_its_own() {
+    let api = Api::start().await;
+    let a = api.account;
+    let (_, token_b) = api.another_account().await;
+    let ep = endpoint(&api, a).await;
+    dead(&api, a, ep, "subscriber.created", 1).await;
+    let event: String =
+        sqlx::query_scalar("SELECT event_id FROM dead_letters WHERE account_id = $1")
+            .bind(a)
+            .fetch_one(&api.db.pool)
+            .await
+            .expect("the dead letter's event");
+    // The delivery log of the same event: a state and an attempt with the receiver's answer.
+    sqlx::query(
+        "INSERT INTO deliveries (account_id, event_id, endpoint_id, event_type, state, attempts, \
+         last_status, received_at) VALUES ($1, $2, $3, 'subscriber.created', 'failed', 1, 503, now())",
+    )
+    .bind(a)
+    .bind(&event)
+    .bind(ep)
+    .execute(&api.db.pool)
+    .await
+    .expect("delivery");
+    sqlx::query(
+        "INSERT INTO delivery_attempts (account_id, event_id, endpoint_id, attempt, outcome, \
+         http_status, response_body) VALUES ($1, $2, $3, 1, 'permanent', 503, 'jane@example.com unknown')",
+    )
+    .bind(a)
+    .bind(&event)
+    .bind(ep)
+    .execute(&api.db.pool)
+    .await
+    .expect("attempt");
+    let expunge = |token: String| {
+        let url = format!("{}/v1/events/{event}", api.base);
+        let http = api.http.clone();
+        async move { http.delete(url).bearer_auth(token).send().await.expect("delete") }
+    };
+    let bodies = || async {
+        sqlx::query_scalar::<_, i64>(
+            "SELECT count(*) FROM delivery_attempts WHERE event_id = $1 AND response_body IS NOT NULL",
+        )
+        .bind(&event)
+        .fetch_one(&api.db.pool)
+        .await
+        .expect("count")
+    };
+
+    assert_eq!(expunge(token_b).await.status(), StatusCode::NOT_FOUND, "another account's event");
+    assert_eq!((bodies().await, live(&api, a).await), (1, 1), "nothing changed");
+
+    let r = expunge(api.token.clone()).await;
+    assert_eq!(r.status(), StatusCode::OK);
+    let body: Value = r.json().await.expect("json");
+    assert_eq!(body, json!({"event_id": event, "response_bodies": 1, "dead_letters": 1}));
+    assert_eq!((bodies().await, live(&api, a).await), (0, 0), "bodies and DLQ entries gone");
+    let (status, log) = get(&api, &api.token, &format!("/v1/events/{event}/deliveries")).await;
+    assert_eq!(status, StatusCode::OK, "the delivery log's states stay");
+    assert_eq!(log["data"][0]["state"], "failed");
+    let audited: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM audit_log WHERE account_id = $1 AND action = 'event.expunge' \
+         AND target_id = $2",
+    )
+    .bind(a)
+    .bind(&event)
+    .fetch_one(&api.db.pool)
+    .await
+    .expect("audit");
+    assert_eq!(audited, 1);
+    let unknown = format!("{}/v1/events/{}", api.base, EventId::new());
+    let r = api.http.delete(unknown).bearer_auth(&api.token).send().await.expect("delete");
+    assert_eq!(r.status(), StatusCode::NOT_FOUND, "an event the account never had");
+    api.stop().await;
+}

@@ -77,3 +77,45 @@ async fn operators_manage_accounts_and_keys_and_each_change_is_audited_once() {
     let bad = hookstream(&db, &["accounts", "set-tier", &id, "gigantic"]).await;
     assert_eq!(bad.status.code(), Some(2));
 }
+
+#[tokio::test]
+async fn an_operator_expunges_an_events_response_bodies_and_it_is_audited() {
+    let db = TestDatabase::new().await;
+    let account = stdout(&hookstream(&db, &["accounts", "create", "--name", "Acme"]).await);
+    let event = hookstream_core::EventId::new().to_string();
+    sqlx::query(
+        "INSERT INTO deliveries (account_id, event_id, endpoint_id, event_type, state, attempts, \
+         received_at) VALUES ($1::uuid, $2, gen_random_uuid(), 'subscriber.created', 'delivered', 1, now())",
+    )
+    .bind(&account)
+    .bind(&event)
+    .execute(&db.pool)
+    .await
+    .expect("delivery");
+    sqlx::query(
+        "INSERT INTO delivery_attempts (account_id, event_id, endpoint_id, attempt, outcome, \
+         http_status, response_body) VALUES ($1::uuid, $2, gen_random_uuid(), 1, 'delivered', 200, 'ok: jane')",
+    )
+    .bind(&account)
+    .bind(&event)
+    .execute(&db.pool)
+    .await
+    .expect("attempt");
+
+    let out = stdout(&hookstream(&db, &["events", "expunge", "--account", &account, &event]).await);
+    let removed: Value = serde_json::from_str(&out).expect("json");
+    assert_eq!(removed["response_bodies"], 1, "{out}");
+    assert_eq!(removed["dead_letters"], 0, "{out}");
+    let audit = stdout(&hookstream(&db, &["audit", "--account", &account, "--json"]).await);
+    assert!(
+        audit.contains("\"event.expunge\"") && audit.contains("operator:alice"),
+        "audited as the operator: {audit}"
+    );
+
+    let other = hookstream_core::EventId::new().to_string();
+    let missing = hookstream(&db, &["events", "expunge", "--account", &account, &other]).await;
+    assert_eq!(missing.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&missing.stderr);
+    assert!(stderr.trim().ends_with(&format!("has no event {other}")), "{stderr}");
+    assert_eq!(stderr.trim().lines().count(), 1, "one line: {stderr}");
+}

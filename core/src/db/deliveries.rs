@@ -1,5 +1,6 @@
 //! Reading the delivery log (`deliveries`, `delivery_attempts`) for producers: where an event
-//! went, and how an endpoint is doing. Every query carries the account.
+//! went, and how an endpoint is doing; and expunging what of an event's subscriber data the
+//! database keeps. Every query carries the account.
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
@@ -85,6 +86,60 @@ pub async fn for_event(
             attempts.iter().filter(|(e, _)| *e == d.endpoint_id).map(|(_, a)| a.clone()).collect();
     }
     Ok(deliveries)
+}
+
+/// What [`expunge`] removed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+pub struct Expunged {
+    /// Receivers' response bodies removed from the delivery log.
+    pub response_bodies: u64,
+    /// DLQ entries removed (they held the event's payload).
+    pub dead_letters: u64,
+}
+
+/// Deletes the subscriber data the database keeps of the account's event `event_id`: the
+/// receivers' response bodies in the delivery log and the DLQ entries (whose stored task holds
+/// the payload; without it there is nothing to redrive). The log's states, statuses and times
+/// stay. Audited as `event.expunge` in the same transaction. `None` when the account has no
+/// trace of the event. Records still on Kafka topics go with the topics' retention.
+pub async fn expunge(
+    pool: &PgPool,
+    account_id: AccountId,
+    event_id: &str,
+    actor: &str,
+) -> Result<Option<Expunged>, DbError> {
+    let mut tx = pool.begin().await?;
+    let known: bool = sqlx::query_scalar(
+        "SELECT EXISTS (SELECT 1 FROM deliveries WHERE account_id = $1 AND event_id = $2)          OR EXISTS (SELECT 1 FROM dead_letters WHERE account_id = $1 AND event_id = $2)",
+    )
+    .bind(account_id)
+    .bind(event_id)
+    .fetch_one(&mut *tx)
+    .await?;
+    if !known {
+        return Ok(None);
+    }
+    let response_bodies = sqlx::query(
+        "UPDATE delivery_attempts SET response_body = NULL          WHERE account_id = $1 AND event_id = $2 AND response_body IS NOT NULL",
+    )
+    .bind(account_id)
+    .bind(event_id)
+    .execute(&mut *tx)
+    .await?
+    .rows_affected();
+    let dead_letters =
+        sqlx::query("DELETE FROM dead_letters WHERE account_id = $1 AND event_id = $2")
+            .bind(account_id)
+            .bind(event_id)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+    let expunged = Expunged { response_bodies, dead_letters };
+    let mut change = super::audit::Change::of(account_id, actor, "event.expunge", event_id);
+    change.after = serde_json::to_value(expunged).ok();
+    super::audit::record(&mut tx, &change).await?;
+    tx.commit().await?;
+    Ok(Some(expunged))
 }
 
 #[derive(sqlx::FromRow)]

@@ -168,6 +168,33 @@ impl World {
     }
 }
 
+/// A dispatcher and a retrier (assigned every tier) on `world`, `[delivery]` of both tuned by
+/// `tune`; stopped in that order by [`Pipeline::stop`].
+pub(crate) struct Pipeline(Running, Running);
+
+impl Pipeline {
+    pub(crate) async fn start(world: &World, tune: impl Fn(&mut DeliveryConfig)) -> Self {
+        let (mut dispatcher, mut retrier) = (world.dispatcher(), world.retrier());
+        tune(&mut dispatcher.delivery);
+        tune(&mut retrier.delivery);
+        let dispatcher = Running::dispatcher(dispatcher);
+        Self(Running::retrier_assigned(retrier).await, dispatcher)
+    }
+
+    pub(crate) async fn stop(self) {
+        self.0.stop().await;
+        self.1.stop().await;
+    }
+}
+
+/// Waits until the delivery log shows `event` delivered; its (state, attempts, last status).
+pub(crate) async fn delivered(world: &World, event: &str) -> (String, i32, Option<i32>) {
+    testkit::eventually(Duration::from_secs(30), "delivered", || async {
+        state(world, event).await.filter(|s| s.0 == "delivered")
+    })
+    .await
+}
+
 /// The delivery log's (state, attempts, last status) of `event`.
 pub(crate) async fn state(world: &World, event: &str) -> Option<(String, i32, Option<i32>)> {
     sqlx::query_as("SELECT state, attempts, last_status FROM deliveries WHERE event_id = $1")

@@ -11,7 +11,7 @@ use hookstream_core::envelope::DeliveryTask;
 use hookstream_testkit::{self as testkit, eventually, Receiver};
 use rdkafka::Message;
 
-use crate::support::{state, Running, World};
+use crate::support::{delivered, Pipeline, World};
 
 const WAIT: Duration = Duration::from_secs(30);
 
@@ -28,20 +28,15 @@ async fn a_receiver_answering_429_more_often_than_the_schedule_has_tiers_still_g
     // Six 429s, twice the three tiers: as many 503s would have sent it to the DLQ.
     receiver.script("/busy", &[429; 6]);
     world.endpoint(a, receiver.url("/busy")).await;
-    let dispatcher = Running::dispatcher(world.dispatcher());
-    let retrier = Running::retrier_assigned(world.retrier()).await;
+    let pipeline = Pipeline::start(&world, |_| {}).await;
 
     let event = world.produce_event(a, "subscriber.created").await;
-    let s = eventually(WAIT, "delivered after six 429s", || async {
-        state(&world, event.as_str()).await.filter(|s| s.0 == "delivered")
-    })
-    .await;
+    let s = delivered(&world, event.as_str()).await;
     assert_eq!((s.1, s.2), (7, Some(200)), "seven requests, the last one answered 200");
     assert_eq!(receiver.hits_on("/busy").len(), 7);
     tokio::time::sleep(Duration::from_secs(2)).await;
     assert_eq!(dead_letters(&world, a).await, 0, "nothing in the DLQ");
-    retrier.stop().await;
-    dispatcher.stop().await;
+    pipeline.stop().await;
 }
 
 #[tokio::test]
@@ -52,12 +47,7 @@ async fn a_receiver_that_always_answers_429_ends_in_the_dlq_at_the_maximum_age()
     receiver.respond("/never", 429);
     let ep = world.endpoint(a, receiver.url("/never")).await;
     let max_age = Duration::from_secs(3);
-    let mut dispatcher_config = world.dispatcher();
-    dispatcher_config.delivery.max_task_age = max_age;
-    let mut retrier_config = world.retrier();
-    retrier_config.delivery.max_task_age = max_age;
-    let dispatcher = Running::dispatcher(dispatcher_config);
-    let retrier = Running::retrier_assigned(retrier_config).await;
+    let pipeline = Pipeline::start(&world, |d| d.max_task_age = max_age).await;
 
     let event = world.produce_event(a, "subscriber.created").await;
     let topics = world.topics.topics();
@@ -74,8 +64,7 @@ async fn a_receiver_that_always_answers_429_ends_in_the_dlq_at_the_maximum_age()
     assert_eq!(hits.len() as u32, task.attempt);
     let span = hits[hits.len() - 1].at - hits[0].at;
     assert!(span >= max_age - Duration::from_millis(900), "retried for {span:?}");
-    retrier.stop().await;
-    dispatcher.stop().await;
+    pipeline.stop().await;
 }
 
 #[tokio::test]
@@ -86,8 +75,7 @@ async fn a_429_with_retry_after_holds_back_the_endpoints_other_events_until_then
     receiver.script("/slow-down", &[429]);
     receiver.retry_after("/slow-down", 2);
     world.endpoint(a, receiver.url("/slow-down")).await;
-    let dispatcher = Running::dispatcher(world.dispatcher());
-    let retrier = Running::retrier_assigned(world.retrier()).await;
+    let pipeline = Pipeline::start(&world, |_| {}).await;
 
     let first = world.produce_event(a, "subscriber.created").await;
     let throttled = eventually(WAIT, "the 429", || async {
@@ -97,10 +85,7 @@ async fn a_429_with_retry_after_holds_back_the_endpoints_other_events_until_then
     tokio::time::sleep(Duration::from_millis(200)).await;
     let second = world.produce_event(a, "subscriber.created").await;
     for event in [&first, &second] {
-        eventually(WAIT, "delivered", || async {
-            state(&world, event.as_str()).await.filter(|s| s.0 == "delivered")
-        })
-        .await;
+        delivered(&world, event.as_str()).await;
     }
     let hits = receiver.hits_on("/slow-down");
     assert_eq!(hits.len(), 3, "the 429, then each event once");
@@ -109,8 +94,7 @@ async fn a_429_with_retry_after_holds_back_the_endpoints_other_events_until_then
         assert!(after >= Duration::from_secs(2), "a request {after:?} after Retry-After: 2");
     }
     assert_eq!(hits[2].webhook_id, second.as_str());
-    retrier.stop().await;
-    dispatcher.stop().await;
+    pipeline.stop().await;
 }
 
 #[tokio::test]
@@ -123,27 +107,20 @@ async fn an_open_circuit_delays_tasks_without_spending_their_schedule() {
     // used to reach the DLQ without a single request.
     receiver.script("/blip", &[503, 503]);
     world.endpoint(a, receiver.url("/blip")).await;
-    let mut dispatcher_config = world.dispatcher();
-    dispatcher_config.delivery.circuit_threshold = 1;
-    dispatcher_config.delivery.circuit_cooldown = Duration::from_secs(3);
-    let dispatcher = Running::dispatcher(dispatcher_config);
-    let mut retrier_config = world.retrier();
-    retrier_config.delivery.circuit_threshold = 1;
-    retrier_config.delivery.circuit_cooldown = Duration::from_secs(3);
-    let retrier = Running::retrier_assigned(retrier_config).await;
+    let pipeline = Pipeline::start(&world, |d| {
+        d.circuit_threshold = 1;
+        d.circuit_cooldown = Duration::from_secs(3);
+    })
+    .await;
 
     let mut events = Vec::new();
     for _ in 0..10 {
         events.push(world.produce_event(a, "subscriber.created").await);
     }
     for event in &events {
-        eventually(WAIT, "delivered", || async {
-            state(&world, event.as_str()).await.filter(|s| s.0 == "delivered")
-        })
-        .await;
+        delivered(&world, event.as_str()).await;
     }
     assert_eq!(dead_letters(&world, a).await, 0, "nothing in the DLQ");
     assert_eq!(receiver.hits_on("/blip").len(), 12, "two failures, then each event once");
-    retrier.stop().await;
-    dispatcher.stop().await;
+    pipeline.stop().await;
 }
