@@ -306,6 +306,26 @@ impl PartitionContext {
     }
 }
 
+/// The consumer of a delivery service (client id `client`, group `group`) subscribed to
+/// `topics`, with the partition state its context keeps; librdkafka's statistics (the lag
+/// gauges) every 5 s unless `kafka.properties` says otherwise.
+pub fn subscribe(
+    kafka: &crate::config::KafkaConfig,
+    client: &str,
+    group: &str,
+    topics: &[String],
+) -> Result<(Arc<TrackedConsumer>, Arc<Partitions>), crate::kafka::KafkaClientError> {
+    let partitions = Arc::new(Partitions::default());
+    let mut kafka = kafka.clone();
+    kafka.properties.entry("statistics.interval.ms".into()).or_insert_with(|| "5000".into());
+    let context = PartitionContext::new(Arc::clone(&partitions));
+    let consumer: Arc<TrackedConsumer> =
+        Arc::new(crate::kafka::consumer(&kafka, client, group, context)?);
+    let names: Vec<&str> = topics.iter().map(String::as_str).collect();
+    consumer.subscribe(&names).map_err(crate::kafka::KafkaClientError::Admin)?;
+    Ok((consumer, partitions))
+}
+
 impl ClientContext for PartitionContext {
     /// Consumer lag per partition from librdkafka's statistics (`statistics.interval.ms`).
     fn stats(&self, statistics: rdkafka::Statistics) {

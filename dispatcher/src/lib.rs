@@ -15,12 +15,11 @@ use hookstream_core::delivery::endpoints::EndpointCache;
 use hookstream_core::delivery::engine::{Engine, Job, Lanes, Source};
 use hookstream_core::delivery::runtime::{DeliveryRuntime, RuntimeParts};
 use hookstream_core::envelope::{EventEnvelope, Priority};
-use hookstream_core::kafka::{self, KafkaClientError};
-use hookstream_core::partitions::{self, PartitionContext, Partitions, TrackedConsumer};
+use hookstream_core::partitions::{self, Partitions, TrackedConsumer};
 use hookstream_core::service::{self, ServiceError};
 use hookstream_core::trace::{self, Consumed, Tracer, Tracing};
 use hookstream_core::wire::{self, EnvelopeCodec, WireError};
-use rdkafka::consumer::{CommitMode, Consumer};
+use rdkafka::consumer::CommitMode;
 use rdkafka::message::BorrowedMessage;
 use rdkafka::Message;
 use tokio_util::sync::CancellationToken;
@@ -35,18 +34,12 @@ pub async fn run(
     let traces = Tracing::start(&config.telemetry, "hookstream-dispatcher")?;
     let settings = &config.dispatcher;
     let topics = config.topics.topics();
-    let partitions = Arc::new(Partitions::default());
-    let mut kafka_config = config.kafka.clone();
-    kafka_config.properties.entry("statistics.interval.ms".into()).or_insert_with(|| "5000".into());
-    let consumer: Arc<TrackedConsumer> = Arc::new(kafka::consumer(
-        &kafka_config,
+    let (consumer, partitions) = partitions::subscribe(
+        &config.kafka,
         "hookstream-dispatcher",
         &settings.group_id,
-        PartitionContext::new(Arc::clone(&partitions)),
-    )?);
-    let lanes = topics.all_events();
-    let names: Vec<&str> = lanes.iter().map(String::as_str).collect();
-    consumer.subscribe(&names).map_err(KafkaClientError::Admin)?;
+        &topics.all_events(),
+    )?;
 
     let codec = EnvelopeCodec::new(config.kafka.schema_registry_url.as_ref())
         .map_err(ServiceError::startup)?;

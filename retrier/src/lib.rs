@@ -19,12 +19,11 @@ pub use config::{RetrierConfig, RetrierSettings};
 use hookstream_core::admin::ReadinessCheck;
 use hookstream_core::delivery::engine::{Lanes, Source};
 use hookstream_core::delivery::runtime::{DeliveryRuntime, RuntimeParts};
-use hookstream_core::kafka::{self, KafkaClientError};
-use hookstream_core::partitions::{self, PartitionContext, Partitions, TrackedConsumer};
+use hookstream_core::partitions::{self, Partitions, TrackedConsumer};
 use hookstream_core::service::{self, ServiceError};
 use hookstream_core::trace::Tracing;
 use hookstream_core::wire::TaskRecord;
-use rdkafka::consumer::{CommitMode, Consumer};
+use rdkafka::consumer::CommitMode;
 use rdkafka::message::BorrowedMessage;
 use rdkafka::Message;
 use tokio_util::sync::CancellationToken;
@@ -39,19 +38,11 @@ pub async fn run(config: RetrierConfig, shutdown: CancellationToken) -> Result<(
     let traces = Tracing::start(&config.telemetry, "hookstream-retrier")?;
     let settings = &config.retrier;
     let topics = config.topics.topics();
-    let partitions = Arc::new(Partitions::default());
-    let mut kafka_config = config.kafka.clone();
-    kafka_config.properties.entry("statistics.interval.ms".into()).or_insert_with(|| "5000".into());
-    let consumer: Arc<TrackedConsumer> = Arc::new(kafka::consumer(
-        &kafka_config,
-        "hookstream-retrier",
-        &settings.group_id,
-        PartitionContext::new(Arc::clone(&partitions)),
-    )?);
+    let names = topics.all_retries();
     let tiers: HashMap<String, usize> =
-        topics.all_retries().into_iter().enumerate().map(|(i, t)| (t, i)).collect();
-    let names: Vec<&str> = tiers.keys().map(String::as_str).collect();
-    consumer.subscribe(&names).map_err(KafkaClientError::Admin)?;
+        names.iter().cloned().enumerate().map(|(i, t)| (t, i)).collect();
+    let (consumer, partitions) =
+        partitions::subscribe(&config.kafka, "hookstream-retrier", &settings.group_id, &names)?;
 
     // One in-flight bound for every priority: retries are already late, and few.
     let runtime = DeliveryRuntime::start(RuntimeParts {
