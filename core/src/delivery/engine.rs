@@ -8,7 +8,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, DurationRound, Utc};
 use opentelemetry::trace::TraceContextExt;
 use opentelemetry::KeyValue;
 use sqlx::PgPool;
@@ -429,7 +429,8 @@ impl Engine {
 
     /// Where a retryable or permanent failure goes. A counted failure moves one step along
     /// the schedule (the DLQ after the last tier); one that does not count (429, open
-    /// circuit, held back) waits again at its step, until `max_task_age`.
+    /// circuit, held back) waits in a tier that grows with each such delay
+    /// ([`Self::waiting_tier`]), until `max_task_age`.
     fn destination(&self, job: &Job, attempt: &Attempt) -> Option<Destination> {
         let retry_after = match attempt.outcome {
             Outcome::Delivered => return None,
@@ -441,7 +442,7 @@ impl Engine {
             if job.age() >= self.max_task_age {
                 Destination::Dlq
             } else {
-                Destination::Retry(self.handoff.tier_for(step.saturating_sub(1), retry_after))
+                Destination::Retry(self.handoff.tier_for(self.waiting_tier(job), retry_after))
             }
         } else if step >= self.handoff.tiers() {
             Destination::Dlq
@@ -450,15 +451,24 @@ impl Engine {
         })
     }
 
+    /// The tier a delayed (not failed) task waits in: the tier of its schedule step, or later
+    /// by one for each delay before this one, so a task whose receiver keeps throttling waits
+    /// 1 s, 5 s, 25 s, … up to the last tier rather than cycling through the first every
+    /// second until `max_task_age` (each pass a produce, a fetch and a delivery-log row).
+    fn waiting_tier(&self, job: &Job) -> usize {
+        (job.counted() as usize).saturating_sub(1).max(job.uncounted() as usize)
+    }
+
     /// Holds the endpoint back after its 429: for its `Retry-After` (up to [`MAX_HOLD`]),
     /// else for the delay of the tier the task waits in.
     fn throttle(&self, job: &Job, retry_after: Option<Duration>) {
-        let step = (job.counted() as usize).saturating_sub(1);
-        let wait = retry_after
-            .unwrap_or_else(|| self.handoff.delay(self.handoff.tier_for(step, None)))
-            .min(MAX_HOLD);
+        let tier = self.handoff.tier_for(self.waiting_tier(job), None);
+        let wait = retry_after.unwrap_or_else(|| self.handoff.delay(tier)).min(MAX_HOLD);
         let now = Utc::now();
         let until = now + chrono::Duration::from_std(wait).unwrap_or_default();
+        // In whole milliseconds, as due times are (`hs-due-at`): a task handed off in the same
+        // millisecond with the same delay is then never due before the hold ends.
+        let until = until.duration_trunc(chrono::TimeDelta::milliseconds(1)).unwrap_or(until);
         let mut throttles = self.throttles.lock().unwrap_or_else(|p| p.into_inner());
         // Expired holds go as new ones come, so the map follows the endpoints throttled now.
         throttles.retain(|_, u| *u > now);

@@ -33,7 +33,13 @@ async fn a_receiver_answering_429_more_often_than_the_schedule_has_tiers_still_g
     let event = world.produce_event(a, "subscriber.created").await;
     let s = delivered(&world, event.as_str()).await;
     assert_eq!((s.1, s.2), (7, Some(200)), "seven requests, the last one answered 200");
-    assert_eq!(receiver.hits_on("/busy").len(), 7);
+    let hits = receiver.hits_on("/busy");
+    assert_eq!(hits.len(), 7);
+    // Each delay waits a tier longer than the one before: 200 ms, 400 ms, then the last tier.
+    let gaps: Vec<Duration> = hits.windows(2).map(|p| p[1].at - p[0].at).collect();
+    for (gap, tier) in gaps.iter().zip([200, 400, 800, 800, 800, 800]) {
+        assert!(*gap >= Duration::from_millis(tier), "gaps {gaps:?}");
+    }
     tokio::time::sleep(Duration::from_secs(2)).await;
     assert_eq!(dead_letters(&world, a).await, 0, "nothing in the DLQ");
     pipeline.stop().await;
