@@ -207,6 +207,11 @@ pub(crate) async fn run(config: &ToolConfig, args: ReplayArgs) -> anyhow::Result
             .filter(|e| args.endpoint.is_none_or(|id| id == e.id))
             .map(|e| e.id)
             .collect();
+        progress.tasks += targets.len() as u64;
+        if args.dry_run || targets.is_empty() {
+            bar.set_message(format!("{} events, {} tasks", progress.matched, progress.tasks));
+            continue;
+        }
         // A new trace per replayed event, linked to the one it travelled in.
         let original = wire::headers::context(&m);
         let cx = handoff.tracer().linked_root(
@@ -216,10 +221,6 @@ pub(crate) async fn run(config: &ToolConfig, args: ReplayArgs) -> anyhow::Result
         );
         let origin = Origin { topic: topic.clone(), partition: p, offset };
         for endpoint_id in targets {
-            progress.tasks += 1;
-            if args.dry_run {
-                continue;
-            }
             limiter.until_ready().await;
             let task = DeliveryTask {
                 envelope: envelope.clone(),

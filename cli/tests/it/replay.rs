@@ -20,11 +20,15 @@ use rdkafka::producer::FutureRecord;
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
+/// Where the command exports its spans (a receiver of this test process).
+static OTLP: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+
 async fn hookstream(db: &TestDatabase, prefix: &str, args: &[&str]) -> Output {
     tokio::process::Command::new(env!("CARGO_BIN_EXE_hookstream"))
         .args(args)
         .env_clear()
         .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("OTEL_EXPORTER_OTLP_ENDPOINT", OTLP.get().map_or("", String::as_str))
         .env("HOOKSTREAM_KAFKA__BROKERS", testkit::brokers())
         .env("HOOKSTREAM_DATABASE__URL", &db.config.url)
         .env("HOOKSTREAM_TOPICS__PREFIX", prefix)
@@ -36,6 +40,8 @@ async fn hookstream(db: &TestDatabase, prefix: &str, args: &[&str]) -> Output {
 
 #[tokio::test]
 async fn a_time_window_of_one_account_is_delivered_again_and_marked_as_replay() {
+    let otlp = testkit::OtlpReceiver::start().await;
+    OTLP.set(otlp.endpoint.clone()).expect("one receiver");
     let topics = testkit::topics_config(2);
     testkit::create_topics(&topics.topics().all(), 2).await;
     let kafka_cfg = testkit::kafka_config();
@@ -57,6 +63,7 @@ async fn a_time_window_of_one_account_is_delivered_again_and_marked_as_replay() 
     let producer = kafka::producer(&kafka_cfg, "replay-test").expect("producer");
     let topic = topics.topics().events(Priority::Normal);
     let mut in_window = Vec::new();
+    let mut window_traces = Vec::new();
     let mut marks = Vec::new();
     for phase in [vec![(a, 2)], vec![(a, 3), (b, 2)], vec![(a, 2)]] {
         if !in_window.is_empty() || !marks.is_empty() {
@@ -77,8 +84,12 @@ async fn a_time_window_of_one_account_is_delivered_again_and_marked_as_replay() 
                     data: json!({"subscriber": {"id": "s"}}),
                     schema_version: SCHEMA_VERSION,
                 };
+                // Each event in a trace of its own, as ingest would write it.
+                let trace = testkit::new_trace();
                 if account == a && marks.len() == 2 {
                     in_window.push(envelope.event_id.to_string());
+                    let tp = hookstream_core::trace::traceparent(&trace).expect("a span");
+                    window_traces.push(tp.split('-').nth(1).unwrap_or_default().to_owned());
                 }
                 // Delivered before: the replay must deliver again anyway.
                 sqlx::query(
@@ -96,7 +107,10 @@ async fn a_time_window_of_one_account_is_delivered_again_and_marked_as_replay() 
                 let key = envelope.key();
                 producer
                     .send(
-                        FutureRecord::to(&topic).key(&key).payload(&payload),
+                        FutureRecord::to(&topic)
+                            .key(&key)
+                            .payload(&payload)
+                            .headers(hookstream_core::wire::headers::event(&trace)),
                         Duration::from_secs(10),
                     )
                     .await
@@ -167,6 +181,16 @@ async fn a_time_window_of_one_account_is_delivered_again_and_marked_as_replay() 
     })
     .await;
     assert_eq!(replayed, 3);
+    // Each replayed event starts a trace of its own, linked to the one it travelled in.
+    let mut linked: Vec<String> = otlp
+        .spans()
+        .iter()
+        .filter(|s| s.name == "replay" && s.parent_span_id.is_empty())
+        .flat_map(|s| s.links.iter().map(|(trace, _)| trace.clone()))
+        .collect();
+    linked.sort();
+    window_traces.sort();
+    assert_eq!(linked, window_traces, "one replay root per event, linked to its trace");
 
     // `--to` after the newest record: the window still ends by the records' own timestamps
     // (the local broker's index answers offset 0 for such a time; it must not matter).
