@@ -365,7 +365,7 @@ impl Engine {
                         i64::from(status),
                     ));
                 }
-                trace::end(&client, failure(&a).as_ref().map(|(k, d)| (*k, d.as_str())));
+                end_span(&client, &a);
                 // A 429 says the receiver is up: its hold, not the circuit, keeps requests off.
                 let failed = matches!(a.outcome, Outcome::Retryable { .. }) && a.counts();
                 self.breakers.record(ep.target.id, !failed);
@@ -403,7 +403,7 @@ impl Engine {
                 self.disable(&job.endpoint).await;
             }
         }
-        trace::end(cx, failure(&attempt).as_ref().map(|(k, d)| (*k, d.as_str())));
+        end_span(cx, &attempt);
         // Out of flight before the finish is reported, so a shutdown waiting for in-flight
         // work to end sees it ended.
         drop(permit);
@@ -661,15 +661,16 @@ impl Engine {
     }
 }
 
-/// A failed attempt's `error.type` (its failure reason) and description, for its spans.
-fn failure(a: &Attempt) -> Option<(&'static str, String)> {
-    let reason = a.reason?;
+/// Ends the span `cx` of attempt `a`: in error with the attempt's failure reason as
+/// `error.type` and its error (or status) as description when it failed.
+fn end_span(cx: &Context, a: &Attempt) {
+    let Some(reason) = a.reason else { return trace::end(cx, None) };
     let description = a
         .error
         .clone()
         .or_else(|| a.status.map(|s| format!("http {s}")))
         .unwrap_or_else(|| reason.label().to_owned());
-    Some((reason.label(), description))
+    trace::end(cx, Some((reason.label(), &description)));
 }
 
 /// A task not attempted because its endpoint is held back until `until` (its 429).

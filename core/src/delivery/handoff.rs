@@ -120,7 +120,7 @@ impl Handoff {
         origin: &Origin,
         parent: &Context,
     ) -> Result<(), HandoffError> {
-        let delay = self.topics.retry_delays()[tier.min(self.tiers() - 1)];
+        let delay = self.delay(tier);
         let due = Utc::now().timestamp_millis() + delay.as_millis() as i64;
         self.produce(self.topics.retry(delay), task, due, origin, parent).await
     }
