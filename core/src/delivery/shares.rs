@@ -6,7 +6,7 @@
 //! than the reserve and are under their share: a newcomer never waits behind another class's
 //! slow requests. A freed permit goes to the waiting class furthest below its share.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::hash::Hash;
 use std::sync::{Arc, Mutex};
 
@@ -29,6 +29,8 @@ struct State<K: Hash + Eq + Clone> {
     /// Sum of the weights of the classes present (holding or waiting).
     total_weight: u64,
     classes: HashMap<K, Class<K>>,
+    /// The classes with waiters: what a release looks at, not every class holding permits.
+    waiting: HashSet<K>,
 }
 
 struct Class<K: Hash + Eq + Clone> {
@@ -54,7 +56,12 @@ impl<K: Hash + Eq + Clone> InFlight<K> {
     pub fn new(capacity: usize) -> Arc<Self> {
         let capacity = capacity.max(1);
         Arc::new(Self {
-            state: Mutex::new(State { free: capacity, total_weight: 0, classes: HashMap::new() }),
+            state: Mutex::new(State {
+                free: capacity,
+                total_weight: 0,
+                classes: HashMap::new(),
+                waiting: HashSet::new(),
+            }),
             capacity,
             reserve: reserve(capacity),
         })
@@ -103,6 +110,7 @@ impl<K: Hash + Eq + Clone> InFlight<K> {
             let (tx, rx) = oneshot::channel();
             if let Some(entry) = s.classes.get_mut(class) {
                 entry.waiters.push_back(tx);
+                s.waiting.insert(class.clone());
             }
             rx
         };
@@ -147,22 +155,22 @@ impl<K: Hash + Eq + Clone> InFlight<K> {
     /// may take them.
     fn grant(self: &Arc<Self>, s: &mut State<K>) {
         // Waiters whose task ended (a shutdown) leave first, so they count for nothing.
-        let gone: Vec<K> = s
-            .classes
-            .iter_mut()
-            .filter_map(|(k, c)| {
+        let waiting: Vec<K> = s.waiting.iter().cloned().collect();
+        for class in waiting {
+            let left = s.classes.get_mut(&class).map_or(0, |c| {
                 c.waiters.retain(|tx| !tx.is_closed());
-                (c.in_flight == 0 && c.waiters.is_empty()).then(|| k.clone())
-            })
-            .collect();
-        for class in gone {
-            self.forget_if_idle(s, &class);
+                c.waiters.len()
+            });
+            if left == 0 {
+                s.waiting.remove(&class);
+                self.forget_if_idle(s, &class);
+            }
         }
         loop {
             let best = s
-                .classes
+                .waiting
                 .iter()
-                .filter(|(_, c)| !c.waiters.is_empty())
+                .filter_map(|k| s.classes.get(k).map(|c| (k, c)))
                 .min_by(|(_, a), (_, b)| {
                     // a.in_flight / a.weight < b.in_flight / b.weight
                     ((a.in_flight as u64) * b.weight).cmp(&((b.in_flight as u64) * a.weight))
@@ -173,9 +181,11 @@ impl<K: Hash + Eq + Clone> InFlight<K> {
             if !self.admissible(s, &class) {
                 return;
             }
-            let Some(tx) = s.classes.get_mut(&class).and_then(|c| c.waiters.pop_front()) else {
-                return;
-            };
+            let Some(c) = s.classes.get_mut(&class) else { return };
+            let Some(tx) = c.waiters.pop_front() else { return };
+            if c.waiters.is_empty() {
+                s.waiting.remove(&class);
+            }
             self.take(s, &class);
             if let Err(permit) = tx.send(Permit { pool: Arc::clone(self), class: class.clone() }) {
                 // The waiter gave up (its task ended): the permit goes back without a
