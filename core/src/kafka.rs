@@ -215,7 +215,7 @@ pub fn topic_specs(cfg: &TopicsConfig) -> Vec<TopicSpec> {
     let mut specs: Vec<TopicSpec> = topics
         .all_events()
         .into_iter()
-        .chain(topics.all_retries())
+        .chain(topics.delayed())
         .map(|n| spec(n, delete_after(cfg.retention)))
         .collect();
     specs.push(spec(topics.dlq(), delete_after(cfg.dlq_retention)));
@@ -304,6 +304,6 @@ mod tests {
             let want = if s.name == cfg.topics().dlq() { cfg.dlq_retention } else { cfg.retention };
             assert_eq!(config(s, "retention.ms"), Some(millis(want)), "{}", s.name);
         }
-        assert_eq!(specs.len(), cfg.topics().all_events().len() + cfg.retry_schedule.len() + 1);
+        assert_eq!(specs.len(), cfg.topics().all().len(), "lanes, tiers, park and the DLQ");
     }
 }

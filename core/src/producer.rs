@@ -108,23 +108,65 @@ impl HealingProducer {
     {
         let producer = self.current();
         let send = producer.send(record, Timeout::After(timeout));
-        match tokio::time::timeout(timeout + Duration::from_millis(500), send).await {
-            Ok(Ok(delivery)) if delivery.offset >= 0 => {
+        let answer = match tokio::time::timeout(timeout + Duration::from_millis(500), send).await {
+            Ok(result) => Some(result.map_err(|(e, _)| e)),
+            Err(_) => None,
+        };
+        self.judge(answer, timeout)
+    }
+
+    /// Queues `record` in the producer now and returns the wait for its acknowledgement,
+    /// judged as [`Self::send`] judges it. Records queued one after another reach their
+    /// partition in that order (the producer is idempotent), whenever their acknowledgements
+    /// are awaited. A full local queue is an error at once.
+    pub fn enqueue<K, P>(
+        &self,
+        record: FutureRecord<'_, K, P>,
+        timeout: Duration,
+    ) -> Result<
+        impl std::future::Future<Output = Result<Delivery, ProduceError>> + Send + 'static,
+        ProduceError,
+    >
+    where
+        K: ToBytes + ?Sized,
+        P: ToBytes + ?Sized,
+    {
+        let ack = self.current().send_result(record).map_err(|(e, _)| ProduceError::Broker(e))?;
+        let this = self.clone();
+        Ok(async move {
+            let answer = match tokio::time::timeout(timeout + Duration::from_millis(500), ack).await
+            {
+                Ok(Ok(result)) => Some(result.map_err(|(e, _)| e)),
+                // The producer was dropped (replaced) before it answered: not known to be stored.
+                Ok(Err(_)) | Err(_) => None,
+            };
+            this.judge(answer, timeout)
+        })
+    }
+
+    /// What a send's answer means (`None`: no answer in time).
+    fn judge(
+        &self,
+        answer: Option<Result<Delivery, KafkaError>>,
+        timeout: Duration,
+    ) -> Result<Delivery, ProduceError> {
+        match answer {
+            Some(Ok(delivery)) if delivery.offset >= 0 => {
                 self.succeeded();
                 Ok(delivery)
             }
             // Not the producer's fault: counting it could replace the producer, and a new
             // producer id is what makes the next partition move lose records this way.
-            Ok(Ok(_)) => {
+            Some(Ok(_)) => {
                 metrics::counter!("kafka_produce_unconfirmed_total", "client" => self.inner.client_id.clone())
                     .increment(1);
                 Err(ProduceError::Unconfirmed)
             }
-            Ok(Err((e, _))) => {
+            Some(Err(e)) => {
                 self.failed();
                 Err(ProduceError::Broker(e))
             }
-            Err(_) => {
+            None => {
                 self.failed();
                 Err(ProduceError::TimedOut(timeout))
             }

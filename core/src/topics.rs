@@ -56,15 +56,28 @@ impl Topics {
         self.retry_delays.iter().map(|d| self.retry(*d)).collect()
     }
 
+    /// The park topic: tasks beyond an endpoint's in-memory bound wait here for their slot
+    /// of the endpoint's rate (DESIGN.md, "Fairness"), e.g. `hookstream.park`.
+    pub fn park(&self) -> String {
+        format!("{}park", self.prefix)
+    }
+
+    /// What the retrier consumes: every retry tier, then the park topic.
+    pub fn delayed(&self) -> Vec<String> {
+        let mut delayed = self.all_retries();
+        delayed.push(self.park());
+        delayed
+    }
+
     /// The dead-letter topic.
     pub fn dlq(&self) -> String {
         format!("{}dlq", self.prefix)
     }
 
-    /// Every topic the pipeline uses: lanes, retry tiers, DLQ.
+    /// Every topic the pipeline uses: lanes, retry tiers, park, DLQ.
     pub fn all(&self) -> Vec<String> {
         let mut all = self.all_events();
-        all.extend(self.all_retries());
+        all.extend(self.delayed());
         all.push(self.dlq());
         all
     }
@@ -106,7 +119,8 @@ mod tests {
             ]
         );
         assert_eq!(t.dlq(), "hookstream.dlq");
-        assert_eq!(t.all().len(), 9);
+        assert_eq!(t.park(), "hookstream.park");
+        assert_eq!(t.all().len(), 10);
     }
 
     #[test]

@@ -84,6 +84,7 @@ pub async fn run(
                 metrics::gauge!("dispatcher_buffered_tasks").set(buffered as f64);
                 metrics::gauge!("dispatcher_paused_partitions").set(paused as f64);
                 metrics::gauge!("dispatcher_in_flight").set(engine.in_flight() as f64);
+                engine.observe_load();
             }
             received = consumer.recv() => match received {
                 Ok(m) => {

@@ -38,7 +38,8 @@ pub async fn run(config: RetrierConfig, shutdown: CancellationToken) -> Result<(
     let traces = Tracing::start(&config.telemetry, "hookstream-retrier")?;
     let settings = &config.retrier;
     let topics = config.topics.topics();
-    let names = topics.all_retries();
+    // The tiers, then the park topic: its index is one past the last tier's (`park_tier`).
+    let names = topics.delayed();
     let tiers: HashMap<String, usize> =
         names.iter().cloned().enumerate().map(|(i, t)| (t, i)).collect();
     let (consumer, partitions) =
@@ -95,6 +96,7 @@ pub async fn run(config: RetrierConfig, shutdown: CancellationToken) -> Result<(
                 }
                 metrics::gauge!("retrier_buffered_tasks").set(partitions.totals().0 as f64);
                 metrics::gauge!("retrier_in_flight").set(engine.in_flight() as f64);
+                engine.observe_load();
             }
             received = consumer.recv() => match received {
                 Ok(m) => receive(&gates, &partitions, &consumer, &tiers, &m, settings),

@@ -4,9 +4,10 @@
 //! log, sent (unless the endpoint's circuit is open), recorded, and on failure handed to the
 //! next retry tier or the DLQ before its offset counts as finished.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use chrono::{DateTime, DurationRound, Utc};
 use opentelemetry::trace::TraceContextExt;
@@ -20,6 +21,7 @@ use super::circuit::CircuitBreakers;
 use super::endpoints::CachedEndpoint;
 use super::handoff::{Handoff, HandoffError};
 use super::outcome::{FailureReason, Outcome};
+use super::park::Parking;
 use super::record::{self, AttemptRecord, DeliveryState, Recorder};
 use super::send::{Attempt, Sender};
 use super::shares::{InFlight, Permit};
@@ -117,10 +119,44 @@ impl Job {
     }
 }
 
-/// Where a failed task goes.
+/// Where a task goes that is not delivered now.
 enum Destination {
     Retry(usize),
     Dlq,
+    /// The park topic, due at the endpoint's slot.
+    Park(DateTime<Utc>),
+}
+
+/// An endpoint's worker: its queue, and how fast it drains.
+struct Worker {
+    tx: mpsc::UnboundedSender<Job>,
+    load: Arc<Load>,
+}
+
+#[derive(Default)]
+struct Load {
+    /// Jobs queued or in hand.
+    queued: AtomicUsize,
+    /// Smoothed time a job takes in the worker (its rate-limit and permit waits included), in
+    /// microseconds; 0 before the first.
+    service_us: AtomicU64,
+}
+
+impl Load {
+    /// Jobs a second the endpoint drains: its rate `limit`, or fewer when its jobs take longer.
+    fn drain(&self, limit: f64) -> f64 {
+        match self.service_us.load(Ordering::Relaxed) {
+            0 => limit,
+            us => limit.min(1e6 / us as f64),
+        }
+    }
+
+    fn served(&self, took: Duration) {
+        let took = took.as_micros().clamp(1, u128::from(u32::MAX)) as u64;
+        let old = self.service_us.load(Ordering::Relaxed);
+        let new = if old == 0 { took } else { (old * 4 + took) / 5 };
+        self.service_us.store(new, Ordering::Relaxed);
+    }
 }
 
 /// The in-flight bound: one pool of permits shared fairly ([`super::shares`]) by lane and by
@@ -171,7 +207,12 @@ pub struct Engine {
     lanes: Lanes,
     partitions: Arc<Partitions>,
     buffer_bound: usize,
-    workers: Mutex<HashMap<EndpointId, mpsc::UnboundedSender<Job>>>,
+    workers: Mutex<HashMap<EndpointId, Worker>>,
+    /// Which endpoints park their work, and their next free slots.
+    parking: Mutex<Parking>,
+    /// Accounts whose gauges were set at the last [`Engine::observe_load`], so a gauge is set
+    /// to zero once when its account has nothing left.
+    reported: Mutex<HashSet<(&'static str, AccountId)>>,
     /// Every worker task, so shutdown can end them and wait for them.
     tracker: TaskTracker,
     /// How long a worker waits for work before it exits.
@@ -230,6 +271,9 @@ impl Engine {
             partitions: parts.partitions,
             buffer_bound: parts.buffer_bound,
             workers: Mutex::new(HashMap::new()),
+            // One endpoint alone can never fill its partition's buffer.
+            parking: Mutex::new(Parking::new(parts.delivery.park_after, parts.buffer_bound / 2)),
+            reported: Mutex::new(HashSet::new()),
             tracker: TaskTracker::new(),
             worker_idle: parts.delivery.worker_idle,
             stop: CancellationToken::new(),
@@ -257,20 +301,42 @@ impl Engine {
         self.lanes.in_flight()
     }
 
-    /// Queues a job on its endpoint's worker, starting the worker if needed.
+    /// Queues a job on its endpoint's worker, starting the worker if needed, or parks it when
+    /// the endpoint's queue is full or its work is parked ([`super::park`]). A job read from
+    /// the park topic is never parked again.
     pub fn enqueue(self: &Arc<Self>, job: Job) {
         let id = job.endpoint.target.id;
         let mut workers = self.workers.lock().unwrap_or_else(|p| p.into_inner());
+        if !self.was_parked(&job) {
+            let limit = rate(&job.endpoint);
+            let load = workers.get(&id).map(|w| Arc::clone(&w.load));
+            let queued = load.as_ref().map_or(0, |l| l.queued.load(Ordering::Relaxed));
+            let drain = load.as_ref().map_or(limit, |l| l.drain(limit));
+            let mut parking = self.parking.lock().unwrap_or_else(|p| p.into_inner());
+            let key = (job.envelope.account_id, id);
+            if let Some(due) = parking.decide(key, queued, drain, Utc::now()) {
+                // Queued on the topic while the lock is held: parks keep the order decided.
+                return self.park(job, due);
+            }
+        }
         let job = match workers.get(&id) {
-            Some(tx) => match tx.send(job) {
-                Ok(()) => return,
-                Err(mpsc::error::SendError(job)) => job,
-            },
+            Some(w) => {
+                w.load.queued.fetch_add(1, Ordering::Relaxed);
+                match w.tx.send(job) {
+                    Ok(()) => return,
+                    Err(mpsc::error::SendError(job)) => {
+                        w.load.queued.fetch_sub(1, Ordering::Relaxed);
+                        job
+                    }
+                }
+            }
             None => job,
         };
         let (tx, mut rx) = mpsc::unbounded_channel::<Job>();
+        let load = Arc::new(Load::default());
+        load.queued.store(1, Ordering::Relaxed);
         let _ = tx.send(job);
-        workers.insert(id, tx);
+        workers.insert(id, Worker { tx, load: Arc::clone(&load) });
         metrics::gauge!("delivery_workers").set(workers.len() as f64);
         let engine = Arc::clone(self);
         self.tracker.spawn(async move {
@@ -287,9 +353,103 @@ impl Engine {
                     }
                 };
                 let Some(job) = job else { break };
+                let started = Instant::now();
                 engine.process(job).await;
+                load.served(started.elapsed());
+                load.queued.fetch_sub(1, Ordering::Relaxed);
             }
         });
+    }
+
+    /// Whether `job` was read from the park topic.
+    fn was_parked(&self, job: &Job) -> bool {
+        job.retry.as_ref().is_some_and(|r| r.tier == self.handoff.park_tier())
+    }
+
+    /// Parks `job` on the park topic, due at `due`: queued on the topic now (so parks keep
+    /// their order), and its message finished once the broker acknowledged it. A park is not
+    /// an attempt: the task's attempts and schedule do not change.
+    fn park(self: &Arc<Self>, job: Job, due: DateTime<Utc>) {
+        if self.partitions.generation(&job.source.tp) != Some(job.source.generation) {
+            return; // revoked: the partition's next owner delivers it
+        }
+        metrics::counter!("webhook_parked_total", "account" => job.envelope.account_id.to_string())
+            .increment(1);
+        let ahead = (due - Utc::now()).num_milliseconds().max(0) as f64 / 1000.0;
+        metrics::histogram!("webhook_park_wait_seconds").record(ahead);
+        let task = self.parked_task(&job);
+        let origin = job.origin();
+        let queued = self.handoff.park(&task, due, &origin, &job.trace);
+        let engine = Arc::clone(self);
+        self.tracker.spawn(async move {
+            let acked = match queued {
+                Ok(ack) => ack.await,
+                Err(e) => Err(e),
+            };
+            if let Err(e) = acked {
+                // Produced again until the broker takes it; a task parked after it may then
+                // come back before it (only when the broker failed to take it in time).
+                tracing::warn!(error = %e, "park not acknowledged; producing it again");
+                let to = Destination::Park(due);
+                if !engine.hand_off(&to, &task, &origin, &job.trace, &job.source).await {
+                    engine.partitions.wake();
+                    return;
+                }
+            }
+            engine.finish(&job.source);
+        });
+    }
+
+    /// The task a parked job becomes: as it was, no attempt added.
+    fn parked_task(&self, job: &Job) -> DeliveryTask {
+        DeliveryTask {
+            envelope: (*job.envelope).clone(),
+            endpoint_id: job.endpoint.target.id,
+            attempt: job.attempt() - 1,
+            first_attempt_at: job.retry.as_ref().map_or_else(Utc::now, |r| r.first_attempt_at),
+            last_status: None,
+            last_error: None,
+            last_reason: None,
+            replay: job.replay(),
+            uncounted: job.uncounted(),
+            not_before: job.retry.as_ref().and_then(|r| r.not_before),
+        }
+    }
+
+    /// Sets the per-account gauges an SRE watches: requests in flight and waiting for a
+    /// permit by lane and account, and how far ahead each account's parked work is scheduled.
+    pub fn observe_load(&self) {
+        let mut now_reported = HashSet::new();
+        let mut in_flight: HashMap<AccountId, (usize, usize)> = HashMap::new();
+        for ((_, account), held, waiting) in self.lanes.pool.classes() {
+            let entry = in_flight.entry(account).or_default();
+            entry.0 += held;
+            entry.1 += waiting;
+        }
+        for (account, (held, waiting)) in in_flight {
+            let a = account.to_string();
+            metrics::gauge!("webhook_account_in_flight", "account" => a.clone()).set(held as f64);
+            metrics::gauge!("webhook_account_waiting", "account" => a).set(waiting as f64);
+            now_reported.insert(("in_flight", account));
+        }
+        let now = Utc::now();
+        for (account, ahead) in self.parking.lock().unwrap_or_else(|p| p.into_inner()).backlog(now)
+        {
+            metrics::gauge!("webhook_park_backlog_seconds", "account" => account.to_string())
+                .set(ahead.as_secs_f64());
+            now_reported.insert(("park", account));
+        }
+        let mut reported = self.reported.lock().unwrap_or_else(|p| p.into_inner());
+        for (kind, account) in reported.difference(&now_reported) {
+            let a = account.to_string();
+            if *kind == "park" {
+                metrics::gauge!("webhook_park_backlog_seconds", "account" => a).set(0.0);
+            } else {
+                metrics::gauge!("webhook_account_in_flight", "account" => a.clone()).set(0.0);
+                metrics::gauge!("webhook_account_waiting", "account" => a).set(0.0);
+            }
+        }
+        *reported = now_reported;
     }
 
     /// An idle worker leaves the map, unless a job arrived meanwhile (checked under the map's
@@ -386,7 +546,7 @@ impl Engine {
             "hookstream.outcome",
             match destination {
                 None => "delivered",
-                Some(Destination::Retry(_)) => "retry",
+                Some(Destination::Retry(_) | Destination::Park(_)) => "retry",
                 Some(Destination::Dlq) => "dead_letter",
             },
         ));
@@ -576,6 +736,10 @@ impl Engine {
                     self.handoff.to_retry(task, *tier, origin, parent).await
                 }
                 Destination::Dlq => self.handoff.to_dlq(task, origin, parent).await,
+                Destination::Park(due) => match self.handoff.park(task, *due, origin, parent) {
+                    Ok(ack) => ack.await,
+                    Err(e) => Err(e),
+                },
             };
             match result {
                 Ok(()) => return true,
@@ -618,7 +782,7 @@ impl Engine {
                 outcome: attempt.outcome.clone(),
                 state: match destination {
                     None => DeliveryState::Delivered,
-                    Some(Destination::Retry(_)) => DeliveryState::Retrying,
+                    Some(Destination::Retry(_) | Destination::Park(_)) => DeliveryState::Retrying,
                     Some(Destination::Dlq) => DeliveryState::Failed,
                 },
                 http_status: attempt.status,
@@ -659,6 +823,13 @@ impl Engine {
         let (tp, generation, offset) = (&source.tp, source.generation, source.offset);
         self.partitions.finish_deferred(tp, generation, offset, self.buffer_bound);
     }
+}
+
+/// The rate an endpoint is limited to, per second: its own limit or its account's, whichever
+/// is lower.
+fn rate(ep: &CachedEndpoint) -> f64 {
+    let account = f64::from(ep.account_limit.per_second);
+    ep.rate_limit.map_or(account, |l| account.min(f64::from(l.per_second)))
 }
 
 /// Ends the span `cx` of attempt `a`: in error with the attempt's failure reason as

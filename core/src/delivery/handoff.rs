@@ -1,9 +1,10 @@
 //! Handing a failed delivery on: to a retry tier (with its due time) or to the DLQ. A hand-off
 //! returns only once the broker acknowledged, so the source offset may then be committed.
 
+use std::future::Future;
 use std::time::Duration;
 
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use rdkafka::producer::{FutureRecord, Producer};
 
 use crate::envelope::{DeliveryTask, Origin};
@@ -71,7 +72,7 @@ impl Handoff {
     /// time. Failure is only logged: a hand-off looks the topic up itself.
     pub async fn warm_up(&self) {
         let producer = self.producer.current();
-        let mut names = self.topics.all_retries();
+        let mut names = self.topics.delayed();
         names.push(self.topics.dlq());
         let timeout = self.timeout;
         let result = tokio::task::spawn_blocking(move || {
@@ -87,12 +88,22 @@ impl Handoff {
         }
     }
 
-    /// A tier's delay as it appears in its topic name and in metrics (`1s`, `200ms`).
+    /// A tier's delay as it appears in its topic name and in metrics (`1s`, `200ms`), and
+    /// `park` for [`Self::park_tier`].
     pub fn tier_label(&self, tier: usize) -> String {
+        if tier == self.park_tier() {
+            return "park".to_owned();
+        }
         self.topics
             .retry_delays()
             .get(tier)
             .map_or_else(|| "none".to_owned(), |d| crate::topics::delay_label(*d))
+    }
+
+    /// The index the park topic has among the topics the retrier reads
+    /// ([`Topics::delayed`]): one past the last tier.
+    pub fn park_tier(&self) -> usize {
+        self.tiers()
     }
 
     /// The topics this hand-off writes to.
@@ -146,6 +157,20 @@ impl Handoff {
         self.produce(self.topics.dlq(), task, Utc::now().timestamp_millis(), origin, parent).await
     }
 
+    /// Queues `task` on the park topic, due at `due`, in a `send` span that is a child of
+    /// `parent`. The record is queued before this returns, so tasks parked one after another
+    /// keep their order on the topic; the returned future waits for the broker's
+    /// acknowledgement.
+    pub fn park(
+        &self,
+        task: &DeliveryTask,
+        due: DateTime<Utc>,
+        origin: &Origin,
+        parent: &Context,
+    ) -> Result<impl Future<Output = Result<(), HandoffError>> + Send + 'static, HandoffError> {
+        self.queue(self.topics.park(), task, due.timestamp_millis(), origin, parent)
+    }
+
     async fn produce(
         &self,
         topic: String,
@@ -154,20 +179,39 @@ impl Handoff {
         origin: &Origin,
         parent: &Context,
     ) -> Result<(), HandoffError> {
+        self.queue(topic, task, due_ms, origin, parent)?.await
+    }
+
+    /// Queues `task` on `topic` now; the future resolves with the broker's answer.
+    fn queue(
+        &self,
+        topic: String,
+        task: &DeliveryTask,
+        due_ms: i64,
+        origin: &Origin,
+        parent: &Context,
+    ) -> Result<impl Future<Output = Result<(), HandoffError>> + Send + 'static, HandoffError> {
         let cx = self.tracer.send(parent, &topic);
+        let failed = |cx: &Context, topic: String, source: ProduceError| {
+            trace::end(cx, Some(("produce", &source.to_string())));
+            HandoffError::Broker { topic, source }
+        };
         let (payload, headers) = crate::wire::task::encode(task, due_ms, origin, &cx)?;
         let key = task.envelope.key();
         let record = FutureRecord::to(&topic).key(&key).payload(&payload).headers(headers);
-        match self.producer.send(record, self.timeout).await {
-            Ok(stored) => {
-                trace::sent(&cx, stored.partition, stored.offset);
-                trace::end(&cx, None);
-                Ok(())
+        let ack = match self.producer.enqueue(record, self.timeout) {
+            Ok(ack) => ack,
+            Err(source) => return Err(failed(&cx, topic, source)),
+        };
+        Ok(async move {
+            match ack.await {
+                Ok(stored) => {
+                    trace::sent(&cx, stored.partition, stored.offset);
+                    trace::end(&cx, None);
+                    Ok(())
+                }
+                Err(source) => Err(failed(&cx, topic, source)),
             }
-            Err(source) => {
-                trace::end(&cx, Some(("produce", &source.to_string())));
-                Err(HandoffError::Broker { topic, source })
-            }
-        }
+        })
     }
 }

@@ -7,6 +7,7 @@ pub mod engine;
 pub mod guard;
 pub mod handoff;
 pub mod outcome;
+pub mod park;
 pub mod record;
 pub mod runtime;
 pub mod send;
@@ -62,6 +63,11 @@ pub struct DeliveryConfig {
     /// lane, an account gets its weight's share among the accounts with work (and more while
     /// nobody else wants it).
     pub tier_weights: TierWeights,
+    /// An endpoint queues in memory what it drains in this long (at its rate limit, or its
+    /// receiver's pace when slower); its work beyond that is parked on the park topic until
+    /// its slot ([`park`]).
+    #[serde(with = "humantime_serde")]
+    pub park_after: Duration,
 }
 
 /// `[delivery.tier_weights]`.
@@ -112,6 +118,7 @@ impl Default for DeliveryConfig {
             worker_idle: Duration::from_secs(60),
             max_task_age: Duration::from_secs(24 * 3600),
             tier_weights: TierWeights::default(),
+            park_after: Duration::from_secs(2),
         }
     }
 }
@@ -144,6 +151,9 @@ impl DeliveryConfig {
                     "must be at least 1",
                 ));
             }
+        }
+        if self.park_after.is_zero() {
+            return Err(ConfigError::invalid("delivery.park_after", "must be greater than zero"));
         }
         if self.max_task_age.is_zero() {
             return Err(ConfigError::invalid("delivery.max_task_age", "must be greater than zero"));

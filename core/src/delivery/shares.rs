@@ -77,6 +77,12 @@ impl<K: Hash + Eq + Clone> InFlight<K> {
         self.lock().classes.get(class).map_or(0, |c| c.in_flight)
     }
 
+    /// Each class present: permits held and requests waiting.
+    pub fn classes(&self) -> Vec<(K, usize, usize)> {
+        let s = self.lock();
+        s.classes.iter().map(|(k, c)| (k.clone(), c.in_flight, c.waiters.len())).collect()
+    }
+
     /// Waits for a permit for `class` of weight `weight` (at least 1).
     pub async fn acquire(self: &Arc<Self>, class: K, weight: u32) -> Permit<K> {
         loop {

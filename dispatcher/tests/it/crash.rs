@@ -49,6 +49,8 @@ fn spawn_with_session(world: &World, group: &str, session: Duration) -> Process 
         .env("HOOKSTREAM_ADMIN__LISTEN", format!("127.0.0.1:{}", testkit::free_port()))
         .env("HOOKSTREAM_DELIVERY__ALLOW_PRIVATE_TARGETS", "true")
         .env("HOOKSTREAM_DELIVERY__RECORD_FLUSH_INTERVAL", "10ms")
+        // No retrier runs here to deliver parked work (see `support::World::config`).
+        .env("HOOKSTREAM_DELIVERY__PARK_AFTER", "1h")
         .env("HOOKSTREAM_DISPATCHER__GROUP_ID", group)
         .env("HOOKSTREAM_DISPATCHER__IN_FLIGHT", IN_FLIGHT.to_string())
         .env("HOOKSTREAM_DISPATCHER__COMMIT_INTERVAL", "100ms")

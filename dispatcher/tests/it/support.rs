@@ -61,6 +61,9 @@ impl World {
             delivery: DeliveryConfig {
                 allow_private_targets: true,
                 record_flush_interval: Duration::from_millis(100),
+                // No retrier runs here to deliver parked work: these tests keep every task in
+                // memory (parking is tested with the retrier, retrier/tests/it/park.rs).
+                park_after: Duration::from_secs(3600),
                 ..DeliveryConfig::default()
             },
             dispatcher: DispatcherSettings {

@@ -1,6 +1,7 @@
 //! Integration tests of the retrier against the local broker and Postgres.
 
 mod crash;
+mod park;
 mod schedule;
 mod support;
 mod throttle;

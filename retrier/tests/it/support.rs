@@ -251,6 +251,14 @@ impl Running {
         running
     }
 
+    /// Ends the service at once, as a crash would: nothing is finished or committed.
+    pub(crate) async fn crash(mut self) {
+        if let Some(t) = self.task.take() {
+            t.abort();
+            let _ = t.await;
+        }
+    }
+
     pub(crate) async fn stop(mut self) {
         self.stop.cancel();
         if let Some(t) = self.task.take() {

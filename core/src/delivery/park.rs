@@ -1,0 +1,163 @@
+//! When an endpoint's work is parked, and until when each parked task waits (DESIGN.md,
+//! "Fairness").
+//!
+//! Each endpoint keeps in memory only what it drains in `park_after` (at its rate limit, or
+//! slower when its receiver answers slowly). Work beyond that is parked on the park topic,
+//! each task due at the endpoint's next free slot, so a partition is never paused for one
+//! endpoint and its commits move on. Parking is sticky: once an endpoint parks, all its tasks
+//! park until its last parked slot has passed (plus `park_after`), so its events keep their
+//! order: the queue in memory drains before the first parked task is due, and parked tasks
+//! come back in the order they were parked.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+
+use crate::{AccountId, EndpointId};
+
+/// The fewest tasks an endpoint may queue in memory, however slowly it drains: a burst of a
+/// few events is never parked.
+pub const MIN_QUEUE: usize = 4;
+
+/// How much longer than estimated an endpoint's queue in memory may take to drain before its
+/// first parked task is due.
+pub const DRAIN_MARGIN: f64 = 1.25;
+
+/// The parking state of every endpoint that parked recently.
+#[derive(Debug)]
+pub struct Parking {
+    after: Duration,
+    max_queue: usize,
+    /// Each parked endpoint's account and next free slot.
+    next: HashMap<EndpointId, (AccountId, DateTime<Utc>)>,
+}
+
+impl Parking {
+    /// Endpoints queue in memory what they drain in `after`, between [`MIN_QUEUE`] and
+    /// `max_queue` tasks.
+    pub fn new(after: Duration, max_queue: usize) -> Self {
+        Self { after, max_queue: max_queue.max(MIN_QUEUE), next: HashMap::new() }
+    }
+
+    /// How many tasks an endpoint draining `drain` tasks a second may queue in memory.
+    pub fn bound(&self, drain: f64) -> usize {
+        let fits = (drain * self.after.as_secs_f64()).ceil();
+        (fits.clamp(0.0, self.max_queue as f64) as usize).max(MIN_QUEUE)
+    }
+
+    /// Whether the next task of endpoint `id` of `account` (with `queued` tasks in memory,
+    /// draining `drain` tasks a second) is parked, and if so its due time.
+    pub fn decide(
+        &mut self,
+        (account, id): (AccountId, EndpointId),
+        queued: usize,
+        drain: f64,
+        now: DateTime<Utc>,
+    ) -> Option<DateTime<Utc>> {
+        let drain = drain.max(1e-3);
+        let cooldown = chrono::Duration::from_std(self.after).unwrap_or_default();
+        let sticky =
+            self.next.get(&id).map(|(_, next)| *next).filter(|next| *next + cooldown > now);
+        let due = match sticky {
+            Some(next) => next.max(now),
+            None if queued < self.bound(drain) => return None,
+            // The first parked task is due once the queue in memory has drained, with a margin
+            // for a drain slower than estimated: the parked task must not overtake the queue.
+            None => now + seconds(queued as f64 / drain * DRAIN_MARGIN + 0.1),
+        };
+        if self.next.len() >= 1024 && sticky.is_none() {
+            // Endpoints whose parking ended go as new ones park, so the map follows the
+            // endpoints parked now.
+            self.next.retain(|_, (_, next)| *next + cooldown > now);
+        }
+        self.next.insert(id, (account, due + seconds(1.0 / drain)));
+        Some(due)
+    }
+
+    /// Endpoints parked now (their last slot not yet passed, plus the cooldown).
+    pub fn parked(&self, now: DateTime<Utc>) -> usize {
+        let cooldown = chrono::Duration::from_std(self.after).unwrap_or_default();
+        self.next.values().filter(|(_, next)| *next + cooldown > now).count()
+    }
+
+    /// For each account with parked endpoints, how far ahead its last parked slot is.
+    pub fn backlog(&self, now: DateTime<Utc>) -> HashMap<AccountId, Duration> {
+        let cooldown = chrono::Duration::from_std(self.after).unwrap_or_default();
+        let mut backlog: HashMap<AccountId, Duration> = HashMap::new();
+        for (account, next) in self.next.values().filter(|(_, next)| *next + cooldown > now) {
+            let ahead = (*next - now).to_std().unwrap_or_default();
+            let entry = backlog.entry(*account).or_default();
+            *entry = (*entry).max(ahead);
+        }
+        backlog
+    }
+}
+
+fn seconds(s: f64) -> chrono::Duration {
+    chrono::Duration::microseconds((s * 1e6).min(i64::MAX as f64 / 2.0) as i64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn id() -> (AccountId, EndpointId) {
+        (AccountId::new(), EndpointId::new())
+    }
+
+    #[test]
+    fn the_bound_is_what_the_endpoint_drains_in_park_after() {
+        let p = Parking::new(Duration::from_secs(2), 1000);
+        assert_eq!(p.bound(50.0), 100);
+        assert_eq!(p.bound(0.1), MIN_QUEUE, "a slow receiver still queues a few");
+        assert_eq!(p.bound(10_000.0), 1000, "never more than max_queue");
+    }
+
+    #[test]
+    fn below_the_bound_nothing_parks() {
+        let mut p = Parking::new(Duration::from_secs(2), 1000);
+        let now = Utc::now();
+        assert_eq!(p.decide(id(), 99, 50.0, now), None);
+        assert_eq!(p.parked(now), 0);
+    }
+
+    #[test]
+    fn parked_tasks_take_the_next_free_slots_after_the_queue_drains() {
+        let mut p = Parking::new(Duration::from_secs(2), 1000);
+        let (e, now) = (id(), Utc::now());
+        let first = p.decide(e, 100, 50.0, now).expect("parked at the bound");
+        let drained = now + chrono::Duration::milliseconds(2600);
+        assert_eq!(first, drained, "after the 100 queued drain (2 s, with the margin)");
+        let second = p.decide(e, 100, 50.0, now).expect("still parked");
+        assert_eq!(second - first, chrono::Duration::milliseconds(20), "one slot at 50/s");
+    }
+
+    #[test]
+    fn parking_is_sticky_until_the_last_slot_and_the_cooldown_pass() {
+        let mut p = Parking::new(Duration::from_secs(2), 1000);
+        let (e, now) = (id(), Utc::now());
+        let first = p.decide(e, 100, 50.0, now).expect("parked");
+        // The queue in memory has drained, but the parked task is not yet delivered: later
+        // tasks must park behind it, or they would overtake it.
+        let later = p.decide(e, 0, 50.0, now + chrono::Duration::seconds(1)).expect("sticky");
+        assert!(later > first);
+        assert_eq!(p.decide(id(), 0, 50.0, now), None, "only that endpoint parks");
+        assert_eq!(p.parked(now), 1);
+        let backlog = p.backlog(now);
+        assert_eq!(backlog.len(), 1);
+        assert!(backlog[&e.0] > Duration::from_secs(2), "{backlog:?}");
+        let after = later + chrono::Duration::seconds(3);
+        assert_eq!(p.decide(e, 0, 50.0, after), None, "back in memory once it all passed");
+        assert_eq!(p.parked(after), 0);
+    }
+
+    #[test]
+    fn a_slot_is_never_in_the_past() {
+        let mut p = Parking::new(Duration::from_secs(2), 1000);
+        let (e, now) = (id(), Utc::now());
+        p.decide(e, 100, 50.0, now).expect("parked");
+        let at = now + chrono::Duration::milliseconds(4500);
+        assert_eq!(p.decide(e, 0, 50.0, at), Some(at), "sticky, due now");
+    }
+}

@@ -1,0 +1,195 @@
+//! Parking (DESIGN.md, "Fairness"): an endpoint's work beyond what it drains in
+//! `delivery.park_after` waits on the park topic, not in memory, so a flooding account never
+//! pauses its partition: a small account on the same partition keeps its latency, the
+//! partition's commits move on, and the flooded endpoint still gets its events in order, at
+//! its rate, each in one attempt.
+
+use std::time::{Duration, Instant};
+
+use hookstream_core::envelope::{EventEnvelope, Priority};
+use hookstream_core::kafka;
+use hookstream_core::tier::RateLimit;
+use hookstream_testkit::{self as testkit, eventually, Receiver};
+use rdkafka::consumer::{Consumer, DefaultConsumerContext};
+use rdkafka::{Message, Offset, TopicPartitionList};
+
+use crate::support::{Running, World};
+
+/// The hot endpoint's limit: 20 a second keeps 40 tasks in memory (`park_after` 2 s).
+const LIMIT: u32 = 20;
+/// Ten times what it keeps in memory.
+const FLOOD: usize = 400;
+
+/// The offset `group` committed on partition 0 of `topic` (-1 before any commit).
+async fn committed(world: &World, group: &str, topic: &str) -> i64 {
+    let consumer = kafka::consumer(&world.kafka, "park-test", group, DefaultConsumerContext)
+        .expect("consumer");
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition(topic, 0);
+    let tpl = tokio::task::spawn_blocking(move || {
+        consumer.committed_offsets(tpl, Duration::from_secs(5)).expect("committed offsets")
+    })
+    .await
+    .expect("blocking task");
+    match tpl.elements()[0].offset() {
+        Offset::Offset(o) => o,
+        _ => -1,
+    }
+}
+
+#[tokio::test]
+async fn a_flood_is_parked_while_a_small_account_on_its_partition_keeps_its_latency() {
+    let world = World::new(1).await; // one partition: the two accounts share it
+    let receiver = Receiver::start().await;
+    let (hot, small) = (world.account().await, world.account().await);
+    let limit = RateLimit { per_second: LIMIT, burst: 1 };
+    let (hot_ep, _) =
+        testkit::create_endpoint(&world.db.pool, hot, receiver.url("/hot"), &["*"], Some(limit))
+            .await;
+    world.endpoint(small, receiver.url("/small")).await;
+    let dispatcher = world.dispatcher();
+    let group = dispatcher.dispatcher.group_id.clone();
+    let retrier = Running::retrier_assigned(world.retrier()).await;
+    let dispatcher = Running::dispatcher(dispatcher);
+
+    // Baseline: the small account alone.
+    let alone = small_latencies(&world, &receiver, small, 5).await;
+    let flood_started = Instant::now();
+    let sends = (0..FLOOD).map(|_| world.produce_event(hot, "subscriber.created"));
+    futures::future::join_all(sends).await;
+    // While the hot account's backlog is ten times what it may keep in memory.
+    let beside = small_latencies(&world, &receiver, small, 20).await;
+    let hot_so_far = receiver.hits_on("/hot").len();
+    assert!(hot_so_far < FLOOD / 2, "the flood is still draining: {hot_so_far} delivered");
+    let worst = beside.iter().max().copied().unwrap_or_default();
+    let worst_alone = alone.iter().max().copied().unwrap_or_default();
+    println!("small account alone: worst {worst_alone:?}; beside the flood: worst {worst:?}");
+    assert!(worst < Duration::from_millis(500), "a small event waited {worst:?} beside the flood");
+
+    // The partition's commits moved past the whole flood long before it was delivered.
+    let lane = world.topics.topics().events(Priority::Normal);
+    let end = (FLOOD + 25) as i64;
+    eventually(Duration::from_secs(10), "the events partition committed to its end", || async {
+        (committed(&world, &group, &lane).await >= end).then_some(())
+    })
+    .await;
+    let hot_at_commit = receiver.hits_on("/hot").len();
+    assert!(hot_at_commit < FLOOD / 2, "committed with {hot_at_commit} of {FLOOD} delivered");
+
+    // Every hot event arrives once, in the order it was produced, at the endpoint's rate.
+    eventually(Duration::from_secs(60), "every hot event delivered", || async {
+        (receiver.hits_on("/hot").len() >= FLOOD).then_some(())
+    })
+    .await;
+    let took = flood_started.elapsed();
+    let hits = receiver.hits_on("/hot");
+    let delivered: Vec<String> = hits.iter().map(|h| h.webhook_id.clone()).collect();
+    let produced = produced_order(&world, &lane, hot).await;
+    assert_eq!(delivered.len(), FLOOD, "no event delivered twice");
+    let first_off = delivered.iter().zip(&produced).position(|(d, p)| d != p);
+    let place = |id: &String| produced.iter().position(|p| p == id);
+    let around: Vec<Option<usize>> = first_off
+        .map(|i| delivered[i.saturating_sub(3)..(i + 5).min(FLOOD)].iter().map(place).collect())
+        .unwrap_or_default();
+    assert!(
+        first_off.is_none(),
+        "the hot endpoint's events arrived out of order from delivery {first_off:?}: produced places {around:?}"
+    );
+    let rate = FLOOD as f64 / took.as_secs_f64();
+    println!("hot endpoint: {FLOOD} in {took:?}, {rate:.1}/s (limit {LIMIT}/s)");
+    assert!(rate <= f64::from(LIMIT) * 1.1, "{rate:.1}/s over the limit of {LIMIT}/s");
+    assert!(rate >= f64::from(LIMIT) * 0.8, "{rate:.1}/s: parking lost the endpoint's pace");
+    let attempts: Vec<(i32,)> = sqlx::query_as(
+        "SELECT attempts FROM deliveries WHERE endpoint_id = $1 AND state = 'delivered'",
+    )
+    .bind(hot_ep)
+    .fetch_all(&world.db.pool)
+    .await
+    .expect("deliveries");
+    assert_eq!(attempts.len(), FLOOD);
+    assert!(attempts.iter().all(|a| a.0 == 1), "a park counted as an attempt");
+    dispatcher.stop().await;
+    retrier.stop().await;
+}
+
+#[tokio::test]
+async fn a_dispatcher_crashing_mid_flood_loses_nothing_and_redelivers_at_most_its_window() {
+    let world = World::new(1).await;
+    let receiver = Receiver::start().await;
+    let hot = world.account().await;
+    let limit = RateLimit { per_second: LIMIT, burst: 1 };
+    testkit::create_endpoint(&world.db.pool, hot, receiver.url("/hot"), &["*"], Some(limit)).await;
+    let config = world.dispatcher();
+    let retrier = Running::retrier_assigned(world.retrier()).await;
+    let mut again = world.dispatcher();
+    again.dispatcher.group_id = config.dispatcher.group_id.clone();
+    let first = Running::dispatcher(config);
+    let sends = (0..FLOOD).map(|_| world.produce_event(hot, "subscriber.created"));
+    let produced: Vec<String> =
+        futures::future::join_all(sends).await.iter().map(|e| e.as_str().to_owned()).collect();
+    // Mid-flood: some delivered from memory, the rest parked or queued.
+    eventually(Duration::from_secs(20), "the flood under way", || async {
+        (receiver.hits_on("/hot").len() >= 20).then_some(())
+    })
+    .await;
+    first.crash().await;
+    let second = Running::dispatcher(again);
+    eventually(Duration::from_secs(90), "every hot event delivered", || async {
+        let got: std::collections::HashSet<String> =
+            receiver.hits_on("/hot").into_iter().map(|h| h.webhook_id).collect();
+        produced.iter().all(|id| got.contains(id)).then_some(())
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let duplicates = receiver.hits_on("/hot").len() - FLOOD;
+    // What the crashed dispatcher held for the endpoint: its queue in memory (what it drains in
+    // `park_after`, 2 s) and the one request in flight (an endpoint's worker sends one at a time).
+    let window = 2 * LIMIT as usize + 1;
+    println!("{duplicates} duplicates after the crash (window {window})");
+    assert!(duplicates <= window, "{duplicates} duplicates, more than the window of {window}");
+    second.stop().await;
+    retrier.stop().await;
+}
+
+/// Sends `n` events of `account` a quarter second apart; each one's time from produce to
+/// arrival at `/small`.
+async fn small_latencies(
+    world: &World,
+    receiver: &Receiver,
+    account: hookstream_core::AccountId,
+    n: usize,
+) -> Vec<Duration> {
+    let mut latencies = Vec::with_capacity(n);
+    for _ in 0..n {
+        let sent = Instant::now();
+        let event = world.produce_event(account, "subscriber.created").await;
+        let arrived = eventually(Duration::from_secs(30), "the small account's event", || async {
+            receiver.hits_on("/small").iter().find(|h| h.webhook_id == event.as_str()).map(|h| h.at)
+        })
+        .await;
+        latencies.push(arrived - sent);
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    latencies
+}
+
+/// The event ids of `account` in the order they stand on `topic`.
+async fn produced_order(
+    world: &World,
+    topic: &str,
+    account: hookstream_core::AccountId,
+) -> Vec<String> {
+    let all = testkit::consume_exactly(
+        &world.kafka,
+        &[topic.to_owned()],
+        FLOOD + 25,
+        Duration::from_secs(30),
+        Duration::from_millis(500),
+    )
+    .await;
+    all.iter()
+        .filter_map(|m| serde_json::from_slice::<EventEnvelope>(m.payload()?).ok())
+        .filter(|e| e.account_id == account)
+        .map(|e| e.event_id.as_str().to_owned())
+        .collect()
+}
