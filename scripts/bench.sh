@@ -5,12 +5,17 @@
 #   - bare reqwest loop vs dispatcher (scripts/bench-dispatcher.sh; >= 0.8, >= 10,000/s);
 #   - end-to-end latency (ingest -> broker -> dispatcher -> sink) at a fixed rate
 #     (BENCH_E2E_RATE, 2,000 events/s) for BENCH_E2E_SECONDS (60); target p99 < 50 ms;
-#   - fairness: 20 small accounts alone, then with a hot account sending 90% of the load at a
-#     delivery limit below its rate; the small accounts' p99 with / without (target <= 2x);
+#   - fairness, three phases of BENCH_FAIR_SECONDS (300) each: 20 small accounts at
+#     BENCH_SMALL_RATE (5) events/s each, alone; the same beside a hot account sending 10x its
+#     delivery limit BENCH_HOT_LIMIT (100/s), at least two small accounts on its partition;
+#     the same beside an account with 200 endpoints that each answer after 9 s, sending
+#     BENCH_SLOW_RATE (2) events/s. The small accounts' p50 / p99 / max in each, the ratios to
+#     alone (target <= 2x), the dispatcher's RSS at each phase's start and end, and the hot
+#     account's delivered rate during its flood (target: its limit);
 #   - peak RSS and CPU of ingest, dispatcher and retrier (and the broker's CPU) during the
 #     end-to-end run.
-# Settings: BENCH_E2E_RATE, BENCH_E2E_SECONDS, BENCH_FAIR_RATE (1000 events/s in all),
-# BENCH_FAIR_SECONDS (30), BENCH_HOT_LIMIT (300 deliveries/s), BENCH_DISPATCHER_FETCH_WAIT (50ms).
+# Settings: BENCH_E2E_RATE, BENCH_E2E_SECONDS, BENCH_FAIR_SECONDS, BENCH_SMALL_RATE,
+# BENCH_HOT_LIMIT, BENCH_SLOW_RATE, BENCH_DISPATCHER_FETCH_WAIT (50ms).
 #   scripts/bench.sh --reuse-baselines   keeps bench/ingest.md and bench/dispatcher.md from an
 #                                        earlier run instead of running those two again
 source "$(dirname "$0")/lib.sh"
@@ -19,9 +24,10 @@ reuse=false
 
 e2e_rate=${BENCH_E2E_RATE:-2000}
 e2e_seconds=${BENCH_E2E_SECONDS:-60}
-fair_rate=${BENCH_FAIR_RATE:-1000}
-fair_seconds=${BENCH_FAIR_SECONDS:-30}
-hot_limit=${BENCH_HOT_LIMIT:-300}
+fair_seconds=${BENCH_FAIR_SECONDS:-300}
+small_rate=${BENCH_SMALL_RATE:-5}
+hot_limit=${BENCH_HOT_LIMIT:-100}
+slow_rate=${BENCH_SLOW_RATE:-2}
 ingest_port=18280
 sink_port=18290
 
@@ -129,47 +135,85 @@ curl -sf "http://127.0.0.1:$sink_port/_sink/report" >"$work/e2e.sink.json"
   >"$work/e2e.reconcile.json" || true
 stop_all
 
-log "fairness: 20 small accounts at $((fair_rate / 10)) events/s for ${fair_seconds}s, alone"
-"$bin/hookstream-testbed" seed --accounts 21 --endpoint-url "http://127.0.0.1:$sink_port/fair$$/{n}" \
+# Fairness. The accounts are chosen so that at least two small ones share the hot account's
+# partition: librdkafka's default partitioner is CRC-32 of the key (the account id) modulo
+# the partition count.
+partitions=${HOOKSTREAM_TOPICS__PARTITIONS:-8}
+"$bin/hookstream-testbed" seed --accounts 60 --endpoint-url "http://127.0.0.1:$sink_port/fair$$/{n}" \
   --first-delivery-rate "$hot_limit" --keys-out "$work/fair.keys" --name "bench-fair" \
   | cut -f1 >"$work/fair.accounts"
-hot=$(head -1 "$work/fair.accounts")
-head -1 "$work/fair.keys" >"$work/hot.keys"
-tail -n +2 "$work/fair.keys" >"$work/small.keys"
-small_load() { # name
+python3 - "$work" "$partitions" <<'PY'
+import sys, zlib
+work, partitions = sys.argv[1], int(sys.argv[2])
+accounts = [l.strip() for l in open(f"{work}/fair.accounts")]
+keys = [l.strip() for l in open(f"{work}/fair.keys")]
+part = [zlib.crc32(a.encode()) % partitions for a in accounts]
+hot = 0
+near = [i for i in range(1, len(accounts)) if part[i] == part[hot]][:2]
+if len(near) < 2:
+    sys.exit("fewer than two accounts on the hot account's partition; seed more")
+others = [i for i in range(1, len(accounts)) if i not in near][:18]
+small = near + others
+open(f"{work}/hot.keys", "w").write(keys[hot] + "\n")
+open(f"{work}/hot.account", "w").write(accounts[hot] + "\n")
+open(f"{work}/small.keys", "w").write("".join(keys[i] + "\n" for i in small))
+shared = sum(1 for i in small if part[i] == part[hot])
+open(f"{work}/shared", "w").write(f"{shared}\n")
+PY
+hot=$(cat "$work/hot.account")
+"$bin/hookstream-testbed" seed --accounts 1 --endpoints 200 \
+  --endpoint-url "http://127.0.0.1:$((sink_port + 4))/slow$$/{e}" --keys-out "$work/slow.keys" \
+  --name "bench-slow" | cut -f1 | head -1 >"$work/slow.account"
+slow=$(cat "$work/slow.account")
+small_load() { # phase
   "$bin/hookstream-testbed" loadgen --url "http://127.0.0.1:$ingest_port" --keys-file "$work/small.keys" \
-    --rate "$((fair_rate / 10))" --duration "${fair_seconds}s" --connections 32 \
+    --rate "$((small_rate * 20))" --duration "${fair_seconds}s" --connections 16 \
     --payload-bytes 1024 --json >"$work/$1.load.json"
 }
-use_topics alone
-start_sink "$work/alone.tsv"
-start_services
-small_load alone
-wait_delivered "$work/alone.tsv" "$(accepted "$work/alone.load.json")" 60
-stop_all
-
-log "fairness: the same, beside a hot account sending $((fair_rate * 9 / 10))/s at a $hot_limit/s delivery limit"
-use_topics hot
-start_sink "$work/hot.tsv"
-start_services
-"$bin/hookstream-testbed" loadgen --url "http://127.0.0.1:$ingest_port" --keys-file "$work/hot.keys" \
-  --rate "$((fair_rate * 9 / 10))" --duration "${fair_seconds}s" --connections 48 \
-  --payload-bytes 1024 --json >"$work/hotonly.load.json" &
-hot_load=$!
-small_load hot
-wait "$hot_load"
-# The hot account stays behind its limit; the small accounts' events must all arrive.
-wait_delivered "$work/hot.tsv" "$(accepted "$work/hot.load.json")" 60 "$hot"
-stop_all
+rss_mb() { awk '/VmRSS/ {printf "%.1f", $2 / 1024}' "/proc/$1/status"; }
+fair_phase() { # phase, big account's keys file (none for alone), its rate
+  log "fairness ($1): 20 small accounts at $small_rate events/s each for ${fair_seconds}s${2:+, beside $(basename "$2" .keys) at $3/s}"
+  use_topics "$1"
+  start_sink "$work/$1.tsv"
+  start_services
+  local pid
+  pid=$(cat "$work/dispatcher.pid")
+  echo "$(rss_mb "$pid")" >"$work/$1.rss"
+  date +%s%3N >"$work/$1.window"
+  local big=""
+  if [ -n "${2:-}" ]; then
+    "$bin/hookstream-testbed" loadgen --url "http://127.0.0.1:$ingest_port" --keys-file "$2" \
+      --rate "$3" --duration "${fair_seconds}s" --connections 32 --payload-bytes 1024 \
+      --json >"$work/$1.big.load.json" &
+    big=$!
+  fi
+  small_load "$1"
+  [ -n "$big" ] && wait "$big"
+  date +%s%3N >>"$work/$1.window"
+  echo "$(rss_mb "$pid")" >>"$work/$1.rss"
+  # The big account stays behind; the small accounts' events must all arrive.
+  wait_delivered "$work/$1.tsv" "$(accepted "$work/$1.load.json")" 60 "${4:-}"
+  stop_all
+}
+fair_phase alone
+fair_phase hot "$work/hot.keys" "$((hot_limit * 10))" "$hot"
+# The 200 slow endpoints answer from a sink of their own, after 9 s.
+"$bin/hookstream-testbed" sink --listen "127.0.0.1:$((sink_port + 4))" --latency 9s >/dev/null &
+slow_sink=$!
+wait_for_port "$((sink_port + 4))" "slow sink" 30
+fair_phase slow "$work/slow.keys" "$slow_rate" "$slow"
+kill "$slow_sink" 2>/dev/null || true
+wait "$slow_sink" 2>/dev/null || true
 
 mkdir -p "$HS_ROOT/bench"
 {
   echo "# End-to-end benchmark"
   echo
   echo "$(date -u +%Y-%m-%dT%H:%MZ); $(nproc) cores ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)), $(free -g | awk '/Mem:/ {print $2}') GiB, $(uname -sr); broker: Apache Kafka $HOOKSTREAM_KAFKA_VERSION (one node, heap $HOOKSTREAM_BROKER_HEAP), dispatcher's fetch wait $dispatcher_fetch_wait; Postgres $("$(pg_bin postgres)" --version | awk '{print $3}'); loadgen, ingest, broker, dispatcher, retrier, sink and Postgres on this one machine, loopback. Release builds."
-  python3 - "$HS_ROOT/bench" "$work" "$e2e_rate" "$e2e_seconds" "$fair_rate" "$hot_limit" "$hot" <<'PY'
+  python3 - "$HS_ROOT/bench" "$work" "$e2e_rate" "$e2e_seconds" "$fair_seconds" "$small_rate" \
+    "$hot_limit" "$hot" "$slow" "$slow_rate" <<'PY'
 import json, re, sys
-bench, work, e2e_rate, e2e_seconds, fair_rate, hot_limit, hot = sys.argv[1:]
+bench, work, e2e_rate, e2e_seconds, fair_seconds, small_rate, hot_limit, hot, slow, slow_rate = sys.argv[1:]
 
 def row(md, label):
     """The value cell of the row starting with `label` in one of our bench tables."""
@@ -191,13 +235,20 @@ def pct(values, q):
     values = sorted(values)
     return values[min(len(values) - 1, int(q * len(values)))]
 
-def latencies(tsv, exclude=None):
-    out = []
+def records(tsv):
+    """First deliveries: (account, arrival ms, latency ms)."""
     for line in open(tsv):
         f = line.rstrip("\n").split("\t")
-        if len(f) == 8 and f[7] == "0" and f[2] != exclude:
-            out.append(int(f[5]) / 1000.0)
-    return out
+        if len(f) == 8 and f[7] == "0":
+            yield f[2], int(f[4]), int(f[5]) / 1000.0
+
+def small(phase, big):
+    """The small accounts' latencies in a phase, an event never delivered counting as slower
+    than every one that was; and how many never were."""
+    got = [lat for account, _, lat in records(f"{work}/{phase}.tsv") if account != big]
+    accepted = json.load(open(f"{work}/{phase}.load.json"))["accepted"]
+    missing = max(0, accepted - len(got))
+    return got + [float("inf")] * missing, accepted, missing
 
 bare_p = num(row("ingest.md", "bare rdkafka producer"))
 ingest = num(row("ingest.md", "ingest, max rate"))
@@ -207,17 +258,6 @@ load = json.load(open(f"{work}/e2e.load.json"))
 sink = json.load(open(f"{work}/e2e.sink.json"))
 lat = sink["latency_ms"]
 lost = json.load(open(f"{work}/e2e.reconcile.json"))["lost"]
-alone = latencies(f"{work}/alone.tsv")
-with_hot = latencies(f"{work}/hot.tsv", exclude=hot)
-hot_delivered = len(latencies(f"{work}/hot.tsv")) - len(with_hot)
-alone_accepted = json.load(open(f"{work}/alone.load.json"))["accepted"]
-small_accepted = json.load(open(f"{work}/hot.load.json"))["accepted"]
-hot_accepted = json.load(open(f"{work}/hotonly.load.json"))["accepted"]
-# An event that never arrived counts as slower than every one that did.
-missing = max(0, alone_accepted - len(alone)) + max(0, small_accepted - len(with_hot))
-alone += [float("inf")] * max(0, alone_accepted - len(alone))
-with_hot += [float("inf")] * max(0, small_accepted - len(with_hot))
-a99, h99 = pct(alone, 0.99), pct(with_hot, 0.99)
 procs = [l.split() for l in open(f"{work}/e2e.procs")]
 secs = float(e2e_seconds)
 
@@ -235,12 +275,31 @@ print(f"| dispatcher (one worker) | {disp:,.0f} deliveries/s | >= 10,000/s | {ok
 print(f"| dispatcher / bare loop | {disp / bare_h:.2f} | >= 0.8 | {ok(disp / bare_h >= 0.8)} |")
 print(f"| end to end at {e2e_rate}/s for {e2e_seconds} s: accepted, delivered | {load['accepted']:,}, {sink['delivered']:,} (lost {lost}, duplicates {sink['duplicates']}, bad signatures {sink['bad_signatures']}) | all | {ok(lost == 0)} |")
 print(f"| end to end p50 / p99 / max | {lat['p50']:.1f} / {lat['p99']:.1f} / {lat['max']:.1f} ms | p99 < 50 ms | {ok(lat['p99'] < 50)} |")
-print(f"| small accounts' p99, alone ({int(fair_rate) // 10}/s over 20) | {a99:.1f} ms ({alone_accepted:,} accepted) | | |")
-print(f"| small accounts' p99, beside a hot account ({int(fair_rate) * 9 // 10}/s, limited to {hot_limit}/s) | {h99:.1f} ms ({small_accepted:,} accepted; hot: {hot_accepted:,} accepted, {hot_delivered:,} delivered) | | |")
-if missing:
-    print(f"| with / without the hot account | {missing} small accounts' events not delivered | <= 2x | **missed** |")
-else:
-    print(f"| with / without the hot account | {h99 / a99:.2f}x | <= 2x | {ok(h99 / a99 <= 2)} |")
+alone, alone_accepted, _ = small("alone", None)
+a50, a99, amax = pct(alone, 0.5), pct(alone, 0.99), max(alone, default=float("nan"))
+shared = open(f"{work}/shared").read().strip()
+print(f"| small accounts alone ({small_rate}/s each, 20 accounts, {fair_seconds} s): p50 / p99 / max | {a50:.1f} / {a99:.1f} / {amax:.1f} ms ({alone_accepted:,} accepted) | baseline | |")
+for phase, big, what in [
+    ("hot", hot, f"a hot account sending {int(hot_limit) * 10}/s, limited to {hot_limit}/s ({shared} small accounts on its partition)"),
+    ("slow", slow, f"an account with 200 endpoints answering after 9 s, sending {slow_rate}/s"),
+]:
+    lat, accepted, missing = small(phase, big)
+    p50, p99, mx = pct(lat, 0.5), pct(lat, 0.99), max(lat, default=float("nan"))
+    print(f"| small accounts beside {what}: p50 / p99 / max | {p50:.1f} / {p99:.1f} / {mx:.1f} ms ({accepted:,} accepted) | | |")
+    if missing:
+        print(f"| {phase}: p99 with / without | {missing} small accounts' events not delivered | <= 2x | **missed** |")
+    else:
+        print(f"| {phase}: p99 with / without | {p99 / a99:.2f}x (p50 {p50 / a50:.2f}x) | <= 2x | {ok(p99 / a99 <= 2)} |")
+    rss = [float(x) for x in open(f"{work}/{phase}.rss")]
+    print(f"| {phase}: dispatcher RSS at the phase's start / end | {rss[0]:.1f} / {rss[1]:.1f} MB | flat | |")
+    if phase == "hot":
+        t0, t1 = [int(x) for x in open(f"{work}/hot.window")]
+        sent = json.load(open(f"{work}/hot.big.load.json"))["accepted"]
+        # Past the first minute: the account's burst and the queue in memory are spent.
+        start = t0 + 60_000
+        n = sum(1 for account, at, _ in records(f"{work}/hot.tsv") if account == hot and start <= at < t1)
+        rate = n / ((t1 - start) / 1000.0)
+        print(f"| hot account: delivered rate during its flood (after its first minute) | {rate:.1f}/s of {sent:,} accepted | {hot_limit}/s | {ok(abs(rate - float(hot_limit)) <= 0.05 * float(hot_limit))} |")
 for name, hwm, cpu in procs:
     label, value = f"{name}: CPU during the end-to-end load", f"{float(cpu) / secs * 100:.0f}% of a core"
     if hwm != "-":

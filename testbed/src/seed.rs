@@ -1,6 +1,7 @@
 //! `hookstream-testbed seed`: accounts for a load or fault run, each with an API key and one
-//! endpoint subscribed to everything, pointing at a sink. Writes the keys to a file (one per line,
-//! in account order) for `hookstream-testbed loadgen --keys-file`.
+//! endpoint (or `--endpoints`) subscribed to everything, pointing at a sink. Writes the keys to a
+//! file (one per line, in account order) for `hookstream-testbed loadgen --keys-file`, and prints
+//! one line per endpoint: account id, endpoint id, URL.
 
 use std::path::PathBuf;
 
@@ -21,9 +22,13 @@ pub(crate) struct SeedArgs {
     /// Accounts to create.
     #[arg(long, default_value_t = 10)]
     accounts: usize,
-    /// Endpoint URL of each account; `{n}` becomes the account's number (0-based).
+    /// Endpoint URL of each account; `{n}` becomes the account's number (0-based), `{e}` the
+    /// endpoint's within its account.
     #[arg(long, default_value = "http://127.0.0.1:9000/a/{n}")]
     endpoint_url: String,
+    /// Endpoints of each account (with several, put `{e}` in `--endpoint-url`).
+    #[arg(long, default_value_t = 1)]
+    endpoints: usize,
     /// Intake and delivery limit of every account, events/s (default: unlimited in effect).
     #[arg(long, default_value_t = 1_000_000)]
     rate: u32,
@@ -39,8 +44,11 @@ pub(crate) struct SeedArgs {
 }
 
 pub(crate) async fn run(config: &ToolConfig, args: SeedArgs) -> anyhow::Result<()> {
-    if args.accounts == 0 {
-        return Err(UsageError("--accounts must be at least 1".into()).into());
+    if args.accounts == 0 || args.endpoints == 0 {
+        return Err(UsageError("--accounts and --endpoints must be at least 1".into()).into());
+    }
+    if args.endpoints > 1 && !args.endpoint_url.contains("{e}") {
+        return Err(UsageError("with --endpoints above 1, --endpoint-url needs {e}".into()).into());
     }
     if args.rate == 0 || args.first_delivery_rate == Some(0) {
         return Err(UsageError("rates must be at least 1/s".into()).into());
@@ -62,17 +70,22 @@ pub(crate) async fn run(config: &ToolConfig, args: SeedArgs) -> anyhow::Result<(
             ..Default::default()
         };
         accounts::update(&pool, account.id, &patch, &actor).await?;
-        let new = endpoints::NewEndpoint {
-            url: args.endpoint_url.replace("{n}", &n.to_string()),
-            description: format!("{} sink", args.name),
-            event_types: vec!["*".into()],
-            rate_limit: None,
-        };
-        let endpoint = create_endpoint(&pool, account.id, new.clone(), &actor).await?;
+        for e in 0..args.endpoints {
+            let new = endpoints::NewEndpoint {
+                url: args
+                    .endpoint_url
+                    .replace("{n}", &n.to_string())
+                    .replace("{e}", &e.to_string()),
+                description: format!("{} sink", args.name),
+                event_types: vec!["*".into()],
+                rate_limit: None,
+            };
+            let endpoint = create_endpoint(&pool, account.id, new.clone(), &actor).await?;
+            println!("{}\t{}\t{}", account.id, endpoint.id, new.url);
+        }
         let (_, key) = api_keys::issue(&pool, account.id, &args.name, &actor).await?;
         keys.push_str(&key.key);
         keys.push('\n');
-        println!("{}\t{}\t{}", account.id, endpoint.id, new.url);
     }
     let mut file = tokio::fs::File::create(&args.keys_out).await?;
     file.write_all(keys.as_bytes()).await?;

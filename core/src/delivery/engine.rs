@@ -307,7 +307,10 @@ impl Engine {
     pub fn enqueue(self: &Arc<Self>, job: Job) {
         let id = job.endpoint.target.id;
         let mut workers = self.workers.lock().unwrap_or_else(|p| p.into_inner());
-        if !self.was_parked(&job) {
+        if self.was_parked(&job) {
+            let account = job.envelope.account_id.to_string();
+            metrics::counter!("webhook_unparked_total", "account" => account).increment(1);
+        } else {
             let limit = rate(&job.endpoint);
             let load = workers.get(&id).map(|w| Arc::clone(&w.load));
             let queued = load.as_ref().map_or(0, |l| l.queued.load(Ordering::Relaxed));
