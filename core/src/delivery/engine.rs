@@ -7,7 +7,7 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use chrono::{DateTime, DurationRound, Utc};
 use opentelemetry::trace::TraceContextExt;
@@ -137,13 +137,16 @@ struct Worker {
 struct Load {
     /// Jobs queued or in hand.
     queued: AtomicUsize,
-    /// Smoothed time a job takes in the worker (its rate-limit and permit waits included), in
-    /// microseconds; 0 before the first.
+    /// Smoothed time the endpoint's receiver takes to answer, in microseconds; 0 before the
+    /// first request. Only the request: waits that are not the endpoint's (a permit, the
+    /// delivery log while Postgres is away) must not make it look slow, or its parked work
+    /// would be spread over slots far apart.
     service_us: AtomicU64,
 }
 
 impl Load {
-    /// Jobs a second the endpoint drains: its rate `limit`, or fewer when its jobs take longer.
+    /// Jobs a second the endpoint drains: its rate `limit`, or fewer when its receiver takes
+    /// longer to answer (its worker sends one request at a time).
     fn drain(&self, limit: f64) -> f64 {
         match self.service_us.load(Ordering::Relaxed) {
             0 => limit,
@@ -356,9 +359,7 @@ impl Engine {
                     }
                 };
                 let Some(job) = job else { break };
-                let started = Instant::now();
-                engine.process(job).await;
-                load.served(started.elapsed());
+                engine.process(job, &load).await;
                 load.queued.fetch_sub(1, Ordering::Relaxed);
             }
         });
@@ -467,7 +468,7 @@ impl Engine {
         true
     }
 
-    async fn process(&self, job: Job) {
+    async fn process(&self, job: Job, load: &Load) {
         if self.partitions.generation(&job.source.tp) != Some(job.source.generation) {
             return; // revoked: the partition's next owner delivers it
         }
@@ -484,11 +485,12 @@ impl Engine {
             ],
         );
         let log = trace::log_span(&cx);
-        tracing::Instrument::instrument(self.deliver(job, &cx), log).await;
+        tracing::Instrument::instrument(self.deliver(job, &cx, load), log).await;
     }
 
-    /// One attempt of `job` in the `deliver` span `cx` (ended here; dropped, it ends too).
-    async fn deliver(&self, job: Job, cx: &Context) {
+    /// One attempt of `job` in the `deliver` span `cx` (ended here; dropped, it ends too); a
+    /// request's time goes into its endpoint's `load`.
+    async fn deliver(&self, job: Job, cx: &Context, load: &Load) {
         let ep = &job.endpoint;
         // A held task makes no request: it waits neither for the rate limits nor for a lane.
         let held = self.held_until(&job);
@@ -522,6 +524,7 @@ impl Engine {
             None if self.breakers.allow(ep.target.id) => {
                 let client = self.tracer.client_post(cx, &ep.target.url);
                 let a = self.sender.send(&ep.target, &job.envelope, &client).await;
+                load.served(a.latency);
                 if let Some(status) = a.status {
                     client.span().set_attribute(KeyValue::new(
                         "http.response.status_code",

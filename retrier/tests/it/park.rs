@@ -151,6 +151,46 @@ async fn a_dispatcher_crashing_mid_flood_loses_nothing_and_redelivers_at_most_it
     retrier.stop().await;
 }
 
+#[tokio::test]
+async fn a_flooded_retry_tier_parks_the_endpoints_excess_and_passes_other_accounts_tasks_on() {
+    let world = World::new(1).await;
+    let receiver = Receiver::start().await;
+    let (hot, small) = (world.account().await, world.account().await);
+    let limit = RateLimit { per_second: LIMIT, burst: 1 };
+    let (hot_ep, _) =
+        testkit::create_endpoint(&world.db.pool, hot, receiver.url("/hot"), &["*"], Some(limit))
+            .await;
+    let small_ep = world.endpoint(small, receiver.url("/small")).await;
+    let mut config = world.retrier();
+    // Without parking, the tier's partition would pause at 100 buffered tasks and the small
+    // account's task behind the flood would wait for the hot endpoint to drain (20 s).
+    config.retrier.max_buffered_per_partition = 100;
+    let retrier = Running::retrier_assigned(config).await;
+    let now = chrono::Utc::now().timestamp_millis();
+    for _ in 0..FLOOD {
+        world.produce_task(&world.task(hot, hot_ep), 0, 0, now).await;
+    }
+    let sent = Instant::now();
+    let task = world.task(small, small_ep);
+    world.produce_task(&task, 0, 0, now).await;
+    let arrived = eventually(Duration::from_secs(30), "the small account's retry", || async {
+        receiver.hits_on("/small").first().map(|h| h.at)
+    })
+    .await;
+    let waited = arrived - sent;
+    let hot_so_far = receiver.hits_on("/hot").len();
+    println!("small retry after {waited:?}, with {hot_so_far} of {FLOOD} hot retries delivered");
+    assert!(waited < Duration::from_secs(2), "the small account's retry waited {waited:?}");
+    assert!(hot_so_far < FLOOD / 4, "the flood was not still draining: {hot_so_far}");
+    eventually(Duration::from_secs(60), "every hot retry delivered", || async {
+        (receiver.hits_on("/hot").len() >= FLOOD).then_some(())
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(receiver.hits_on("/hot").len(), FLOOD, "each hot retry once");
+    retrier.stop().await;
+}
+
 /// Sends `n` events of `account` a quarter second apart; each one's time from produce to
 /// arrival at `/small`.
 async fn small_latencies(
