@@ -163,7 +163,7 @@ PY
 hot=$(cat "$work/hot.account")
 "$bin/hookstream-testbed" seed --accounts 1 --endpoints 200 \
   --endpoint-url "http://127.0.0.1:$((sink_port + 4))/slow$$/{e}" --keys-out "$work/slow.keys" \
-  --name "bench-slow" | cut -f1 | head -1 >"$work/slow.account"
+  --name "bench-slow" | awk -F'\t' 'NR == 1 {print $1}' >"$work/slow.account"
 slow=$(cat "$work/slow.account")
 small_load() { # phase
   "$bin/hookstream-testbed" loadgen --url "http://127.0.0.1:$ingest_port" --keys-file "$work/small.keys" \

@@ -133,7 +133,7 @@ impl Handoff {
     ) -> Result<(), HandoffError> {
         let delay = self.delay(tier);
         let due = Utc::now().timestamp_millis() + delay.as_millis() as i64;
-        self.produce(self.topics.retry(delay), task, due, origin, parent).await
+        self.queue(self.topics.retry(delay), task, due, origin, parent)?.await
     }
 
     /// Sends a replayed `task` to the first tier, due at once.
@@ -144,7 +144,7 @@ impl Handoff {
         parent: &Context,
     ) -> Result<(), HandoffError> {
         let first = self.topics.retry(self.topics.retry_delays()[0]);
-        self.produce(first, task, Utc::now().timestamp_millis(), origin, parent).await
+        self.queue(first, task, Utc::now().timestamp_millis(), origin, parent)?.await
     }
 
     /// Sends `task` to the DLQ.
@@ -154,7 +154,7 @@ impl Handoff {
         origin: &Origin,
         parent: &Context,
     ) -> Result<(), HandoffError> {
-        self.produce(self.topics.dlq(), task, Utc::now().timestamp_millis(), origin, parent).await
+        self.queue(self.topics.dlq(), task, Utc::now().timestamp_millis(), origin, parent)?.await
     }
 
     /// Queues `task` on the park topic, due at `due`, in a `send` span that is a child of
@@ -169,17 +169,6 @@ impl Handoff {
         parent: &Context,
     ) -> Result<impl Future<Output = Result<(), HandoffError>> + Send + 'static, HandoffError> {
         self.queue(self.topics.park(), task, due.timestamp_millis(), origin, parent)
-    }
-
-    async fn produce(
-        &self,
-        topic: String,
-        task: &DeliveryTask,
-        due_ms: i64,
-        origin: &Origin,
-        parent: &Context,
-    ) -> Result<(), HandoffError> {
-        self.queue(topic, task, due_ms, origin, parent)?.await
     }
 
     /// Queues `task` on `topic` now; the future resolves with the broker's answer.

@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use hookstream_core::envelope::{EventEnvelope, Priority};
 use hookstream_core::kafka;
 use hookstream_core::tier::RateLimit;
+use hookstream_core::{AccountId, EndpointId};
 use hookstream_testkit::{self as testkit, eventually, Receiver};
 use rdkafka::consumer::{Consumer, DefaultConsumerContext};
 use rdkafka::{Message, Offset, TopicPartitionList};
@@ -19,6 +20,19 @@ use crate::support::{Running, World};
 const LIMIT: u32 = 20;
 /// Ten times what it keeps in memory.
 const FLOOD: usize = 400;
+
+/// A world with one partition, a receiver, and a hot account whose endpoint (`/hot`) is limited
+/// to [`LIMIT`] a second.
+async fn flood_world() -> (World, Receiver, AccountId, EndpointId) {
+    let world = World::new(1).await;
+    let receiver = Receiver::start().await;
+    let hot = world.account().await;
+    let limit = RateLimit { per_second: LIMIT, burst: 1 };
+    let (hot_ep, _) =
+        testkit::create_endpoint(&world.db.pool, hot, receiver.url("/hot"), &["*"], Some(limit))
+            .await;
+    (world, receiver, hot, hot_ep)
+}
 
 /// The offset `group` committed on partition 0 of `topic` (-1 before any commit).
 async fn committed(world: &World, group: &str, topic: &str) -> i64 {
@@ -39,13 +53,9 @@ async fn committed(world: &World, group: &str, topic: &str) -> i64 {
 
 #[tokio::test]
 async fn a_flood_is_parked_while_a_small_account_on_its_partition_keeps_its_latency() {
-    let world = World::new(1).await; // one partition: the two accounts share it
-    let receiver = Receiver::start().await;
-    let (hot, small) = (world.account().await, world.account().await);
-    let limit = RateLimit { per_second: LIMIT, burst: 1 };
-    let (hot_ep, _) =
-        testkit::create_endpoint(&world.db.pool, hot, receiver.url("/hot"), &["*"], Some(limit))
-            .await;
+    // One partition: the two accounts share it.
+    let (world, receiver, hot, hot_ep) = flood_world().await;
+    let small = world.account().await;
     world.endpoint(small, receiver.url("/small")).await;
     let dispatcher = world.dispatcher();
     let group = dispatcher.dispatcher.group_id.clone();
@@ -114,11 +124,7 @@ async fn a_flood_is_parked_while_a_small_account_on_its_partition_keeps_its_late
 
 #[tokio::test]
 async fn a_dispatcher_crashing_mid_flood_loses_nothing_and_redelivers_at_most_its_window() {
-    let world = World::new(1).await;
-    let receiver = Receiver::start().await;
-    let hot = world.account().await;
-    let limit = RateLimit { per_second: LIMIT, burst: 1 };
-    testkit::create_endpoint(&world.db.pool, hot, receiver.url("/hot"), &["*"], Some(limit)).await;
+    let (world, receiver, hot, _) = flood_world().await;
     let config = world.dispatcher();
     let retrier = Running::retrier_assigned(world.retrier()).await;
     let mut again = world.dispatcher();
@@ -153,13 +159,8 @@ async fn a_dispatcher_crashing_mid_flood_loses_nothing_and_redelivers_at_most_it
 
 #[tokio::test]
 async fn a_flooded_retry_tier_parks_the_endpoints_excess_and_passes_other_accounts_tasks_on() {
-    let world = World::new(1).await;
-    let receiver = Receiver::start().await;
-    let (hot, small) = (world.account().await, world.account().await);
-    let limit = RateLimit { per_second: LIMIT, burst: 1 };
-    let (hot_ep, _) =
-        testkit::create_endpoint(&world.db.pool, hot, receiver.url("/hot"), &["*"], Some(limit))
-            .await;
+    let (world, receiver, hot, hot_ep) = flood_world().await;
+    let small = world.account().await;
     let small_ep = world.endpoint(small, receiver.url("/small")).await;
     let mut config = world.retrier();
     // Without parking, the tier's partition would pause at 100 buffered tasks and the small
@@ -196,7 +197,7 @@ async fn a_flooded_retry_tier_parks_the_endpoints_excess_and_passes_other_accoun
 async fn small_latencies(
     world: &World,
     receiver: &Receiver,
-    account: hookstream_core::AccountId,
+    account: AccountId,
     n: usize,
 ) -> Vec<Duration> {
     let mut latencies = Vec::with_capacity(n);
@@ -214,11 +215,7 @@ async fn small_latencies(
 }
 
 /// The event ids of `account` in the order they stand on `topic`.
-async fn produced_order(
-    world: &World,
-    topic: &str,
-    account: hookstream_core::AccountId,
-) -> Vec<String> {
+async fn produced_order(world: &World, topic: &str, account: AccountId) -> Vec<String> {
     let all = testkit::consume_exactly(
         &world.kafka,
         &[topic.to_owned()],
