@@ -52,6 +52,7 @@ pub async fn run(
         lanes: Lanes::weighted(settings.in_flight, &lane_weights(settings)),
         partitions: Arc::clone(&partitions),
         buffer_bound: settings.max_buffered_per_partition,
+        retention: config.topics.retention,
         endpoint_refresh: settings.endpoint_refresh,
         tracer: traces.tracer(),
     })

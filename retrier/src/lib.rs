@@ -55,6 +55,7 @@ pub async fn run(config: RetrierConfig, shutdown: CancellationToken) -> Result<(
         lanes: Lanes::shared(settings.in_flight),
         partitions: Arc::clone(&partitions),
         buffer_bound: settings.max_buffered_per_partition,
+        retention: config.topics.retention,
         endpoint_refresh: settings.endpoint_refresh,
         tracer: traces.tracer(),
     })

@@ -251,6 +251,8 @@ pub struct EngineParts {
     pub partitions: Arc<Partitions>,
     /// Buffered deliveries per partition before it is paused.
     pub buffer_bound: usize,
+    /// The furthest ahead a task may be parked ([`Parking::new`]).
+    pub park_horizon: Duration,
     /// Makes the `deliver` and HTTP client spans.
     pub tracer: Tracer,
 }
@@ -275,7 +277,11 @@ impl Engine {
             buffer_bound: parts.buffer_bound,
             workers: Mutex::new(HashMap::new()),
             // One endpoint alone can never fill its partition's buffer.
-            parking: Mutex::new(Parking::new(parts.delivery.park_after, parts.buffer_bound / 2)),
+            parking: Mutex::new(Parking::new(
+                parts.delivery.park_after,
+                parts.buffer_bound / 2,
+                parts.park_horizon,
+            )),
             reported: Mutex::new(HashSet::new()),
             tracker: TaskTracker::new(),
             worker_idle: parts.delivery.worker_idle,

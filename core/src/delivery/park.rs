@@ -29,15 +29,23 @@ pub const DRAIN_MARGIN: f64 = 1.25;
 pub struct Parking {
     after: Duration,
     max_queue: usize,
+    /// The furthest ahead a task is parked: well within the park topic's retention, so no
+    /// parked task is deleted before it is due. One due later waits in the retrier instead.
+    horizon: chrono::Duration,
     /// Each parked endpoint's account and next free slot.
     next: HashMap<EndpointId, (AccountId, DateTime<Utc>)>,
 }
 
 impl Parking {
     /// Endpoints queue in memory what they drain in `after`, between [`MIN_QUEUE`] and
-    /// `max_queue` tasks.
-    pub fn new(after: Duration, max_queue: usize) -> Self {
-        Self { after, max_queue: max_queue.max(MIN_QUEUE), next: HashMap::new() }
+    /// `max_queue` tasks; no task is parked further ahead than `horizon`.
+    pub fn new(after: Duration, max_queue: usize, horizon: Duration) -> Self {
+        Self {
+            after,
+            max_queue: max_queue.max(MIN_QUEUE),
+            horizon: chrono::Duration::from_std(horizon).unwrap_or(chrono::Duration::MAX),
+            next: HashMap::new(),
+        }
     }
 
     /// How many tasks an endpoint draining `drain` tasks a second may queue in memory.
@@ -71,6 +79,9 @@ impl Parking {
             // endpoints parked now.
             self.next.retain(|_, (_, next)| *next + cooldown > now);
         }
+        // Past the horizon every task is due at it, in the order parked: it waits in the
+        // retrier's memory, where the park partition's buffer bound holds the rest back.
+        let due = due.min(now + self.horizon);
         self.next.insert(id, (account, due + seconds(1.0 / drain)));
         Some(due)
     }
@@ -102,13 +113,15 @@ fn seconds(s: f64) -> chrono::Duration {
 mod tests {
     use super::*;
 
+    const DAY: Duration = Duration::from_secs(86_400);
+
     fn id() -> (AccountId, EndpointId) {
         (AccountId::new(), EndpointId::new())
     }
 
     #[test]
     fn the_bound_is_what_the_endpoint_drains_in_park_after() {
-        let p = Parking::new(Duration::from_secs(2), 1000);
+        let p = Parking::new(Duration::from_secs(2), 1000, DAY);
         assert_eq!(p.bound(50.0), 100);
         assert_eq!(p.bound(0.1), MIN_QUEUE, "a slow receiver still queues a few");
         assert_eq!(p.bound(10_000.0), 1000, "never more than max_queue");
@@ -116,7 +129,7 @@ mod tests {
 
     #[test]
     fn below_the_bound_nothing_parks() {
-        let mut p = Parking::new(Duration::from_secs(2), 1000);
+        let mut p = Parking::new(Duration::from_secs(2), 1000, DAY);
         let now = Utc::now();
         assert_eq!(p.decide(id(), 99, 50.0, now), None);
         assert_eq!(p.parked(now), 0);
@@ -124,7 +137,7 @@ mod tests {
 
     #[test]
     fn parked_tasks_take_the_next_free_slots_after_the_queue_drains() {
-        let mut p = Parking::new(Duration::from_secs(2), 1000);
+        let mut p = Parking::new(Duration::from_secs(2), 1000, DAY);
         let (e, now) = (id(), Utc::now());
         let first = p.decide(e, 100, 50.0, now).expect("parked at the bound");
         let drained = now + chrono::Duration::milliseconds(2600);
@@ -135,7 +148,7 @@ mod tests {
 
     #[test]
     fn parking_is_sticky_until_the_last_slot_and_the_cooldown_pass() {
-        let mut p = Parking::new(Duration::from_secs(2), 1000);
+        let mut p = Parking::new(Duration::from_secs(2), 1000, DAY);
         let (e, now) = (id(), Utc::now());
         let first = p.decide(e, 100, 50.0, now).expect("parked");
         // The queue in memory has drained, but the parked task is not yet delivered: later
@@ -153,8 +166,20 @@ mod tests {
     }
 
     #[test]
+    fn no_task_is_parked_beyond_the_horizon() {
+        let mut p = Parking::new(Duration::from_secs(2), 1000, Duration::from_secs(60));
+        let (e, now) = (id(), Utc::now());
+        let horizon = now + chrono::Duration::seconds(60);
+        // At 1 a second, the 100th parked task would be due in about 100 s.
+        let dues: Vec<_> = (0..100).filter_map(|_| p.decide(e, 10, 1.0, now)).collect();
+        assert_eq!(dues.len(), 100);
+        assert!(dues.iter().all(|d| *d <= horizon), "parked past the horizon");
+        assert!(dues.windows(2).all(|w| w[0] <= w[1]), "in the order parked");
+    }
+
+    #[test]
     fn a_slot_is_never_in_the_past() {
-        let mut p = Parking::new(Duration::from_secs(2), 1000);
+        let mut p = Parking::new(Duration::from_secs(2), 1000, DAY);
         let (e, now) = (id(), Utc::now());
         p.decide(e, 100, 50.0, now).expect("parked");
         let at = now + chrono::Duration::milliseconds(4500);

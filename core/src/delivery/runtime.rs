@@ -38,6 +38,9 @@ pub struct RuntimeParts<'a> {
     pub partitions: Arc<Partitions>,
     /// Buffered deliveries per partition before it is paused.
     pub buffer_bound: usize,
+    /// How long the topics keep records (`topics.retention`): no task is parked for more
+    /// than half of it.
+    pub retention: Duration,
     /// How often the endpoint cache is refreshed.
     pub endpoint_refresh: Duration,
     /// The service's tracer.
@@ -84,6 +87,7 @@ impl DeliveryRuntime {
             lanes: parts.lanes,
             partitions: parts.partitions,
             buffer_bound: parts.buffer_bound,
+            park_horizon: parts.retention / 2,
             tracer: parts.tracer,
         })
         .map_err(ServiceError::startup)?;
