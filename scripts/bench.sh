@@ -291,7 +291,7 @@ for phase, big, what in [
     else:
         print(f"| {phase}: p99 with / without | {p99 / a99:.2f}x (p50 {p50 / a50:.2f}x) | <= 2x | {ok(p99 / a99 <= 2)} |")
     rss = [float(x) for x in open(f"{work}/{phase}.rss")]
-    print(f"| {phase}: dispatcher RSS at the phase's start / end | {rss[0]:.1f} / {rss[1]:.1f} MB | flat | |")
+    print(f"| {phase}: dispatcher RSS at the phase's start / end | {rss[0]:.1f} / {rss[1]:.1f} MB | flat (within 10%) | {ok(rss[1] <= rss[0] * 1.1)} |")
     if phase == "hot":
         t0, t1 = [int(x) for x in open(f"{work}/hot.window")]
         sent = json.load(open(f"{work}/hot.big.load.json"))["accepted"]
