@@ -424,26 +424,14 @@ async fn an_account_expunges_an_events_stored_data_and_only_its_own() {
             .await
             .expect("the dead letter's event");
     // The delivery log of the same event: a state and an attempt with the receiver's answer.
-    sqlx::query(
+    for row in [
         "INSERT INTO deliveries (account_id, event_id, endpoint_id, event_type, state, attempts, \
          last_status, received_at) VALUES ($1, $2, $3, 'subscriber.created', 'failed', 1, 503, now())",
-    )
-    .bind(a)
-    .bind(&event)
-    .bind(ep)
-    .execute(&api.db.pool)
-    .await
-    .expect("delivery");
-    sqlx::query(
         "INSERT INTO delivery_attempts (account_id, event_id, endpoint_id, attempt, outcome, \
          http_status, response_body) VALUES ($1, $2, $3, 1, 'permanent', 503, 'jane@example.com unknown')",
-    )
-    .bind(a)
-    .bind(&event)
-    .bind(ep)
-    .execute(&api.db.pool)
-    .await
-    .expect("attempt");
+    ] {
+        sqlx::query(row).bind(a).bind(&event).bind(ep).execute(&api.db.pool).await.expect(row);
+    }
     let expunge = |token: String| {
         let url = format!("{}/v1/events/{event}", api.base);
         let http = api.http.clone();

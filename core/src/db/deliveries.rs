@@ -110,7 +110,8 @@ pub async fn expunge(
 ) -> Result<Option<Expunged>, DbError> {
     let mut tx = pool.begin().await?;
     let known: bool = sqlx::query_scalar(
-        "SELECT EXISTS (SELECT 1 FROM deliveries WHERE account_id = $1 AND event_id = $2)          OR EXISTS (SELECT 1 FROM dead_letters WHERE account_id = $1 AND event_id = $2)",
+        "SELECT EXISTS (SELECT 1 FROM deliveries WHERE account_id = $1 AND event_id = $2) \
+         OR EXISTS (SELECT 1 FROM dead_letters WHERE account_id = $1 AND event_id = $2)",
     )
     .bind(account_id)
     .bind(event_id)
@@ -120,7 +121,8 @@ pub async fn expunge(
         return Ok(None);
     }
     let response_bodies = sqlx::query(
-        "UPDATE delivery_attempts SET response_body = NULL          WHERE account_id = $1 AND event_id = $2 AND response_body IS NOT NULL",
+        "UPDATE delivery_attempts SET response_body = NULL \
+         WHERE account_id = $1 AND event_id = $2 AND response_body IS NOT NULL",
     )
     .bind(account_id)
     .bind(event_id)

@@ -392,10 +392,7 @@ impl Engine {
         let queued = self.handoff.park(&task, due, &origin, &job.trace);
         let engine = Arc::clone(self);
         self.tracker.spawn(async move {
-            let acked = match queued {
-                Ok(ack) => ack.await,
-                Err(e) => Err(e),
-            };
+            let acked = async { queued?.await }.await;
             if let Err(e) = acked {
                 // Produced again until the broker takes it; a task parked after it may then
                 // come back before it (only when the broker failed to take it in time).
@@ -748,10 +745,7 @@ impl Engine {
                     self.handoff.to_retry(task, *tier, origin, parent).await
                 }
                 Destination::Dlq => self.handoff.to_dlq(task, origin, parent).await,
-                Destination::Park(due) => match self.handoff.park(task, *due, origin, parent) {
-                    Ok(ack) => ack.await,
-                    Err(e) => Err(e),
-                },
+                Destination::Park(due) => self.handoff.to_park(task, *due, origin, parent).await,
             };
             match result {
                 Ok(()) => return true,

@@ -171,6 +171,18 @@ impl Handoff {
         self.queue(self.topics.park(), task, due.timestamp_millis(), origin, parent)
     }
 
+    /// [`Self::park`], waiting for the acknowledgement (a park produced again after a
+    /// failure).
+    pub async fn to_park(
+        &self,
+        task: &DeliveryTask,
+        due: DateTime<Utc>,
+        origin: &Origin,
+        parent: &Context,
+    ) -> Result<(), HandoffError> {
+        self.park(task, due, origin, parent)?.await
+    }
+
     /// Queues `task` on `topic` now; the future resolves with the broker's answer.
     fn queue(
         &self,

@@ -28,6 +28,8 @@ pub const DRAIN_MARGIN: f64 = 1.25;
 #[derive(Debug)]
 pub struct Parking {
     after: Duration,
+    /// How long an endpoint stays parked after its last slot: `after`.
+    cooldown: chrono::Duration,
     max_queue: usize,
     /// The furthest ahead a task is parked: well within the park topic's retention, so no
     /// parked task is deleted before it is due. One due later waits in the retrier instead.
@@ -42,6 +44,7 @@ impl Parking {
     pub fn new(after: Duration, max_queue: usize, horizon: Duration) -> Self {
         Self {
             after,
+            cooldown: chrono::Duration::from_std(after).unwrap_or_default(),
             max_queue: max_queue.max(MIN_QUEUE),
             horizon: chrono::Duration::from_std(horizon).unwrap_or(chrono::Duration::MAX),
             next: HashMap::new(),
@@ -64,9 +67,8 @@ impl Parking {
         now: DateTime<Utc>,
     ) -> Option<DateTime<Utc>> {
         let drain = drain.max(1e-3);
-        let cooldown = chrono::Duration::from_std(self.after).unwrap_or_default();
-        let sticky =
-            self.next.get(&id).map(|(_, next)| *next).filter(|next| *next + cooldown > now);
+        let cooldown = self.cooldown;
+        let sticky = self.next.get(&id).map(|(_, next)| *next).filter(|n| live(*n, cooldown, now));
         let due = match sticky {
             Some(next) => next.max(now),
             None if queued < self.bound(drain) => return None,
@@ -77,32 +79,31 @@ impl Parking {
         if self.next.len() >= 1024 && sticky.is_none() {
             // Endpoints whose parking ended go as new ones park, so the map follows the
             // endpoints parked now.
-            self.next.retain(|_, (_, next)| *next + cooldown > now);
+            self.next.retain(|_, (_, next)| live(*next, cooldown, now));
         }
         // Past the horizon every task is due at it, in the order parked: it waits in the
         // retrier's memory, where the park partition's buffer bound holds the rest back.
-        let due = due.min(now + self.horizon);
+        let due = due.min(now.checked_add_signed(self.horizon).unwrap_or(due));
         self.next.insert(id, (account, due + seconds(1.0 / drain)));
         Some(due)
     }
 
-    /// Endpoints parked now (their last slot not yet passed, plus the cooldown).
-    pub fn parked(&self, now: DateTime<Utc>) -> usize {
-        let cooldown = chrono::Duration::from_std(self.after).unwrap_or_default();
-        self.next.values().filter(|(_, next)| *next + cooldown > now).count()
-    }
-
     /// For each account with parked endpoints, how far ahead its last parked slot is.
     pub fn backlog(&self, now: DateTime<Utc>) -> HashMap<AccountId, Duration> {
-        let cooldown = chrono::Duration::from_std(self.after).unwrap_or_default();
         let mut backlog: HashMap<AccountId, Duration> = HashMap::new();
-        for (account, next) in self.next.values().filter(|(_, next)| *next + cooldown > now) {
+        for (account, next) in self.next.values().filter(|(_, n)| live(*n, self.cooldown, now)) {
             let ahead = (*next - now).to_std().unwrap_or_default();
             let entry = backlog.entry(*account).or_default();
             *entry = (*entry).max(ahead);
         }
         backlog
     }
+}
+
+/// Whether an endpoint whose next slot is `next` is still parked at `now`: until that slot
+/// has passed, plus the cooldown.
+fn live(next: DateTime<Utc>, cooldown: chrono::Duration, now: DateTime<Utc>) -> bool {
+    next + cooldown > now
 }
 
 fn seconds(s: f64) -> chrono::Duration {
@@ -132,7 +133,7 @@ mod tests {
         let mut p = Parking::new(Duration::from_secs(2), 1000, DAY);
         let now = Utc::now();
         assert_eq!(p.decide(id(), 99, 50.0, now), None);
-        assert_eq!(p.parked(now), 0);
+        assert_eq!(p.backlog(now).len(), 0);
     }
 
     #[test]
@@ -156,13 +157,13 @@ mod tests {
         let later = p.decide(e, 0, 50.0, now + chrono::Duration::seconds(1)).expect("sticky");
         assert!(later > first);
         assert_eq!(p.decide(id(), 0, 50.0, now), None, "only that endpoint parks");
-        assert_eq!(p.parked(now), 1);
+        assert_eq!(p.backlog(now).len(), 1);
         let backlog = p.backlog(now);
         assert_eq!(backlog.len(), 1);
         assert!(backlog[&e.0] > Duration::from_secs(2), "{backlog:?}");
         let after = later + chrono::Duration::seconds(3);
         assert_eq!(p.decide(e, 0, 50.0, after), None, "back in memory once it all passed");
-        assert_eq!(p.parked(after), 0);
+        assert_eq!(p.backlog(after).len(), 0);
     }
 
     #[test]
