@@ -6,6 +6,7 @@ pub mod audit;
 pub mod deliveries;
 pub mod endpoint_rules;
 pub mod endpoints;
+pub mod log_partitions;
 pub mod redrive_jobs;
 pub mod text;
 

@@ -23,6 +23,7 @@ use super::handoff::{Handoff, HandoffError};
 use super::outcome::{FailureReason, Outcome};
 use super::park::Parking;
 use super::record::{self, AttemptRecord, DeliveryState, Recorder};
+use super::redelivery::Redeliveries;
 use super::send::{Attempt, Sender};
 use super::shares::{InFlight, Permit};
 use super::{DeliveryConfig, TierWeights};
@@ -81,6 +82,15 @@ pub struct Job {
 }
 
 impl Job {
+    /// The event's place in its lane (the source of a first attempt, the `hs-origin` of a
+    /// task): what the log's progress marks count (see `Engine::may_be_redelivery`).
+    fn lane_position(&self) -> (Tp, i64) {
+        match &self.retry {
+            None => (self.source.tp.clone(), self.source.offset),
+            Some(r) => ((r.origin.topic.clone(), r.origin.partition), r.origin.offset),
+        }
+    }
+
     fn replay(&self) -> bool {
         self.retry.as_ref().is_some_and(|r| r.replay)
     }
@@ -204,6 +214,8 @@ pub struct Engine {
     handoff: Handoff,
     recorder: Recorder,
     pool: PgPool,
+    /// Which records may have been attempted before (only those are looked up in the log).
+    redeliveries: Redeliveries,
     breakers: CircuitBreakers,
     endpoint_limits: KeyedLimiters<EndpointId>,
     account_limits: KeyedLimiters<AccountId>,
@@ -265,6 +277,12 @@ impl Engine {
             tracer: parts.tracer,
             handoff: parts.handoff,
             recorder: parts.recorder,
+            // A previous owner of a partition may still finish a request (up to the timeout)
+            // and write its attempt (within a flush) after the partition moved here.
+            redeliveries: Redeliveries::new(
+                parts.pool.clone(),
+                parts.delivery.timeout + parts.delivery.record_flush_interval * 2,
+            ),
             pool: parts.pool,
             breakers: CircuitBreakers::new(
                 parts.delivery.circuit_threshold,
@@ -506,7 +524,10 @@ impl Engine {
                 let weight = self.tier_weights.of(ep.tier);
                 let account = ep.target.account_id;
                 let permit = self.lanes.acquire(job.envelope.priority, account, weight).await;
-                if !job.replay() && self.delivered_before(&job).await {
+                if !job.replay()
+                    && self.may_be_redelivery(&job).await
+                    && self.delivered_before(&job).await
+                {
                     metrics::counter!("webhook_skipped_delivered_total").increment(1);
                     cx.span().set_attribute(KeyValue::new("hookstream.outcome", "skipped"));
                     trace::end(cx, None);
@@ -688,6 +709,8 @@ impl Engine {
                 response_body: None,
                 error: Some(reason.to_owned()),
                 attempted_at: Utc::now(),
+                // Not a delivery: the mark only spares lookups of delivered events.
+                source: None,
             })
             .await;
         metrics::counter!("webhook_dlq_handoffs_total", "reason" => "endpoint_unavailable")
@@ -697,14 +720,30 @@ impl Engine {
         }
     }
 
+    /// Whether `job` may have been attempted before, so the log must be asked. An event read
+    /// from its lane: only when it sits at or below its lane partition's progress mark (raised
+    /// by every attempt of the event, its retries' and parked deliveries' too). A task read
+    /// from a tier or the park topic: always, since an event read twice (after a crash) hands
+    /// the same task off twice.
+    async fn may_be_redelivery(&self, job: &Job) -> bool {
+        job.retry.is_some() || self.redeliveries.possible(&job.source).await
+    }
+
     async fn delivered_before(&self, job: &Job) -> bool {
+        metrics::counter!("delivery_log_lookups_total").increment(1);
         let e = &job.envelope;
-        record::already_delivered(&self.pool, e.account_id, &e.event_id, job.endpoint.target.id)
-            .await
-            .unwrap_or_else(|err| {
-                tracing::warn!(error = %err, "delivery log lookup failed; delivering anyway");
-                false
-            })
+        record::already_delivered(
+            &self.pool,
+            e.account_id,
+            &e.event_id,
+            job.endpoint.target.id,
+            e.received_at,
+        )
+        .await
+        .unwrap_or_else(|err| {
+            tracing::warn!(error = %err, "delivery log lookup failed; delivering anyway");
+            false
+        })
     }
 
     fn task(&self, job: &Job, attempt: &Attempt) -> DeliveryTask {
@@ -796,6 +835,7 @@ impl Engine {
                 response_body: attempt.response_body.clone(),
                 error: attempt.error.clone(),
                 attempted_at: Utc::now(),
+                source: Some(job.lane_position()),
             })
             .await;
     }

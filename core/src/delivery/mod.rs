@@ -9,6 +9,7 @@ pub mod handoff;
 pub mod outcome;
 pub mod park;
 pub mod record;
+pub mod redelivery;
 pub mod runtime;
 pub mod send;
 pub mod shares;
@@ -68,6 +69,11 @@ pub struct DeliveryConfig {
     /// its slot ([`park`]).
     #[serde(with = "humantime_serde")]
     pub park_after: Duration,
+    /// How long the delivery log keeps a day: its day partitions (of `deliveries` by the
+    /// event's receipt, of `delivery_attempts` by the attempt) are dropped whole once the
+    /// retention has passed over all of the day. At least a day.
+    #[serde(with = "humantime_serde")]
+    pub log_retention: Duration,
 }
 
 /// `[delivery.tier_weights]`.
@@ -119,6 +125,7 @@ impl Default for DeliveryConfig {
             max_task_age: Duration::from_secs(24 * 3600),
             tier_weights: TierWeights::default(),
             park_after: Duration::from_secs(2),
+            log_retention: Duration::from_secs(30 * 86_400),
         }
     }
 }
@@ -154,6 +161,12 @@ impl DeliveryConfig {
         }
         if self.park_after.is_zero() {
             return Err(ConfigError::invalid("delivery.park_after", "must be greater than zero"));
+        }
+        if self.log_retention < Duration::from_secs(86_400) {
+            return Err(ConfigError::invalid(
+                "delivery.log_retention",
+                "must be at least 1d (the log is dropped a whole day at a time)",
+            ));
         }
         if self.max_task_age.is_zero() {
             return Err(ConfigError::invalid("delivery.max_task_age", "must be greater than zero"));

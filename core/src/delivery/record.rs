@@ -13,8 +13,10 @@ use tokio_util::sync::CancellationToken;
 
 use super::outcome::Outcome;
 use crate::backoff::Backoff;
+use crate::db::log_partitions;
 use crate::db::text::{self, pg_text};
 use crate::ids::{AccountId, EndpointId, EventId};
+use crate::partitions::Tp;
 
 /// One attempt, as the log keeps it.
 #[derive(Debug, Clone)]
@@ -47,6 +49,9 @@ pub struct AttemptRecord {
     pub error: Option<String>,
     /// When the attempt was made.
     pub attempted_at: DateTime<Utc>,
+    /// The record the job was read from (topic partition, offset): the log's progress mark
+    /// for that partition is raised to it with this row ([`Redeliveries`](super::redelivery)).
+    pub source: Option<(Tp, i64)>,
 }
 
 /// The state of one (event, endpoint) delivery (DESIGN.md, "Delivery semantics").
@@ -141,6 +146,7 @@ async fn write_loop(
     flush_interval: Duration,
     stop: Stop,
 ) {
+    let mut w = Writer { pool, days: Days::default(), stop };
     let mut batch = Vec::with_capacity(batch_size);
     let mut tick = tokio::time::interval(flush_interval);
     loop {
@@ -149,44 +155,97 @@ async fn write_loop(
                 Some(r) => {
                     batch.push(r);
                     if batch.len() >= batch_size {
-                        flush(&pool, &mut batch, &stop).await;
+                        w.flush(&mut batch).await;
                     }
                 }
                 None => break,
             },
-            _ = tick.tick() => flush(&pool, &mut batch, &stop).await,
-            _ = stop.token.cancelled() => {
+            _ = tick.tick() => w.flush(&mut batch).await,
+            _ = w.stop.token.cancelled() => {
                 rx.close();
                 while let Some(r) = rx.recv().await {
                     batch.push(r);
                     if batch.len() >= batch_size {
-                        flush(&pool, &mut batch, &stop).await;
+                        w.flush(&mut batch).await;
                     }
                 }
                 break;
             }
         }
     }
-    flush(&pool, &mut batch, &stop).await;
+    w.flush(&mut batch).await;
 }
 
-/// Writes the batch. A transient failure (database unreachable) is retried, loudly, so
-/// nothing queued is dropped, until the shutdown deadline. A batch the database rejects is
-/// split into single rows so that one poison row cannot hold back the rest (see [`quarantine`]).
-async fn flush(pool: &PgPool, batch: &mut Vec<AttemptRecord>, stop: &Stop) {
-    if batch.is_empty() {
-        return;
-    }
-    match write_retrying(pool, batch, stop).await {
-        Ok(()) => metrics::histogram!("webhook_batch_size").record(batch.len() as f64),
-        Err(poison) => {
-            tracing::warn!(error = %poison, rows = batch.len(), "the database rejected a delivery-log batch; writing its rows one by one");
-            for record in batch.iter() {
-                quarantine(pool, record, stop).await;
+/// The writer task's state.
+struct Writer {
+    pool: PgPool,
+    days: Days,
+    stop: Stop,
+}
+
+impl Writer {
+    /// Writes the batch. A transient failure (database unreachable) is retried, loudly, so
+    /// nothing queued is dropped, until the shutdown deadline. A batch the database rejects is
+    /// split into single rows so that one poison row cannot hold back the rest (see
+    /// [`quarantine`]).
+    async fn flush(&mut self, batch: &mut Vec<AttemptRecord>) {
+        if batch.is_empty() {
+            return;
+        }
+        self.days.ensure(&self.pool, batch, &self.stop).await;
+        let (pool, stop) = (&self.pool, &self.stop);
+        match write_retrying(pool, batch, stop).await {
+            Ok(()) => metrics::histogram!("webhook_batch_size").record(batch.len() as f64),
+            Err(poison) => {
+                tracing::warn!(error = %poison, rows = batch.len(), "the database rejected a delivery-log batch; writing its rows one by one");
+                for record in batch.iter() {
+                    quarantine(pool, record, stop).await;
+                }
             }
         }
+        batch.clear();
     }
-    batch.clear();
+}
+
+/// The recent days whose log partitions are known to exist. The log has no DEFAULT partition:
+/// a row of a day without one would be rejected, so a batch with a day not seen yet (an old
+/// event replayed, a writer running past the days created ahead) creates it first. Only recent
+/// days are remembered (the retention drops old ones), so the set stays small.
+#[derive(Default)]
+struct Days(std::collections::HashSet<chrono::NaiveDate>);
+
+impl Days {
+    async fn ensure(&mut self, pool: &PgPool, batch: &[AttemptRecord], stop: &Stop) {
+        let recent = Utc::now().date_naive() - chrono::Days::new(1);
+        let mut missing: Vec<chrono::NaiveDate> = batch
+            .iter()
+            .flat_map(|r| [r.received_at.date_naive(), r.attempted_at.date_naive()])
+            .filter(|d| !self.0.contains(d))
+            .collect();
+        missing.sort_unstable();
+        missing.dedup();
+        for day in missing {
+            let mut backoff = Backoff::default();
+            loop {
+                match log_partitions::create(pool, day, day).await {
+                    Ok(_) => break,
+                    Err(e) if e.is_transient() && stop.give_up_at().is_none() => {
+                        tracing::error!(error = %e, %day, "cannot create the delivery log's partition; retrying");
+                        stop.pause(backoff.next_delay()).await;
+                    }
+                    // The write that follows fails and says why.
+                    Err(e) => {
+                        tracing::error!(error = %e, %day, "cannot create the delivery log's partition");
+                        break;
+                    }
+                }
+            }
+            if day >= recent {
+                self.0.insert(day);
+            }
+        }
+        self.0.retain(|d| *d >= recent);
+    }
 }
 
 /// Writes one row alone; if the database rejects it, writes it again without the text that
@@ -295,7 +354,7 @@ pub async fn write(pool: &PgPool, batch: &[AttemptRecord]) -> Result<(), sqlx::E
          FROM UNNEST($1::uuid[], $2::text[], $3::uuid[], $4::text[], $5::text[], $6::int[], \
          $7::int[], $8::text[], $9::timestamptz[], $10::timestamptz[], $11::bool[]) \
            AS u(a, e, p, t, s, n, st, er, rc, at, rp) \
-         ON CONFLICT (account_id, event_id, endpoint_id) DO UPDATE SET \
+         ON CONFLICT (account_id, event_id, endpoint_id, received_at) DO UPDATE SET \
            replay = d.replay OR EXCLUDED.replay, \
            state = CASE WHEN d.state = 'delivered' THEN 'delivered' ELSE EXCLUDED.state END, \
            attempts = GREATEST(d.attempts, EXCLUDED.attempts), \
@@ -316,23 +375,68 @@ pub async fn write(pool: &PgPool, batch: &[AttemptRecord]) -> Result<(), sqlx::E
     .bind(rows.iter().map(|r| r.replay).collect::<Vec<_>>())
     .execute(&mut *tx)
     .await?;
+    write_marks(&mut tx, batch).await?;
     tx.commit().await
 }
 
-/// Whether the log shows (event, endpoint) delivered.
+/// Raises each source partition's progress mark to the highest offset in the batch, in the
+/// log's own transaction: a record above its partition's mark has no attempt in the log.
+async fn write_marks(
+    tx: &mut sqlx::PgConnection,
+    batch: &[AttemptRecord],
+) -> Result<(), sqlx::Error> {
+    let mut highest: HashMap<&Tp, i64> = HashMap::new();
+    for (tp, offset) in batch.iter().filter_map(|r| r.source.as_ref()) {
+        let o = highest.entry(tp).or_insert(*offset);
+        *o = (*o).max(*offset);
+    }
+    if highest.is_empty() {
+        return Ok(());
+    }
+    // Sorted, so two writers raising the same marks lock their rows in one order.
+    let mut marks: Vec<(&Tp, i64)> = highest.into_iter().collect();
+    marks.sort_unstable();
+    sqlx::query(
+        "INSERT INTO log_marks AS m (topic, partition, last_offset) \
+         SELECT * FROM UNNEST($1::text[], $2::int[], $3::bigint[]) \
+         ON CONFLICT (topic, partition) DO UPDATE SET \
+           last_offset = GREATEST(m.last_offset, EXCLUDED.last_offset), updated_at = now()",
+    )
+    .bind(marks.iter().map(|(tp, _)| tp.0.as_str()).collect::<Vec<_>>())
+    .bind(marks.iter().map(|(tp, _)| tp.1).collect::<Vec<_>>())
+    .bind(marks.iter().map(|(_, o)| *o).collect::<Vec<_>>())
+    .execute(tx)
+    .await?;
+    Ok(())
+}
+
+/// The progress mark of a source partition: the highest offset of it whose attempt is in the
+/// log (`None`: none is).
+pub async fn log_mark(pool: &PgPool, tp: &Tp) -> Result<Option<i64>, sqlx::Error> {
+    sqlx::query_scalar("SELECT last_offset FROM log_marks WHERE topic = $1 AND partition = $2")
+        .bind(&tp.0)
+        .bind(tp.1)
+        .fetch_optional(pool)
+        .await
+}
+
+/// Whether the log shows (event, endpoint) delivered. The event's `received_at` is the log's
+/// partition key: the lookup reads one day's partition.
 pub async fn already_delivered(
     pool: &PgPool,
     account_id: AccountId,
     event_id: &EventId,
     endpoint_id: EndpointId,
+    received_at: DateTime<Utc>,
 ) -> Result<bool, sqlx::Error> {
     let found: Option<i32> = sqlx::query_scalar(
         "SELECT 1 FROM deliveries WHERE account_id = $1 AND event_id = $2 AND endpoint_id = $3 \
-         AND state = 'delivered'",
+         AND received_at = $4 AND state = 'delivered'",
     )
     .bind(account_id)
     .bind(event_id)
     .bind(endpoint_id)
+    .bind(received_at)
     .fetch_optional(pool)
     .await?;
     Ok(found.is_some())

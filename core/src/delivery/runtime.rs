@@ -14,6 +14,7 @@ use super::handoff::Handoff;
 use super::record::Recorder;
 use super::DeliveryConfig;
 use crate::config::KafkaConfig;
+use crate::db::log_partitions;
 use crate::partitions::Partitions;
 use crate::producer::HealingProducer;
 use crate::service::{self, ServiceError};
@@ -47,6 +48,9 @@ pub struct RuntimeParts<'a> {
     pub tracer: Tracer,
 }
 
+/// How often the delivery log's partitions are created ahead and expired.
+const LOG_MAINTENANCE_EVERY: Duration = Duration::from_secs(3600);
+
 /// The running delivery side of a consumer service.
 pub struct DeliveryRuntime {
     /// Enabled endpoints by account, refreshed in the background.
@@ -74,6 +78,13 @@ impl DeliveryRuntime {
             parts.delivery.record_flush_interval,
             background.clone(),
             service::LOG_FLUSH_BUDGET,
+        );
+        // Every process that writes the log keeps its days created ahead and its retention.
+        log_partitions::spawn_maintenance(
+            parts.pool.clone(),
+            parts.delivery.log_retention,
+            LOG_MAINTENANCE_EVERY,
+            background.clone(),
         );
         let producer = HealingProducer::new(parts.kafka, parts.client)?;
         let handoff =

@@ -1,5 +1,6 @@
 //! Migrations against the real Postgres.
 
+use hookstream_core::db::log_partitions;
 use hookstream_testkit::TestDatabase;
 
 #[tokio::test]
@@ -10,8 +11,9 @@ async fn migrating_twice_is_a_no_op_and_creates_every_table() {
     assert_eq!(applied, 0);
 
     let tables: Vec<String> = sqlx::query_scalar(
-        "SELECT table_name::text FROM information_schema.tables \
-         WHERE table_schema = 'public' AND table_name NOT LIKE '\\_sqlx%' ORDER BY 1",
+        "SELECT c.relname::text FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
+         WHERE n.nspname = 'public' AND c.relkind IN ('r', 'p') AND NOT c.relispartition \
+         AND c.relname NOT LIKE '\\_sqlx%' ORDER BY 1",
     )
     .fetch_all(&db.pool)
     .await
@@ -28,9 +30,20 @@ async fn migrating_twice_is_a_no_op_and_creates_every_table() {
             "endpoint_changes",
             "endpoint_secrets",
             "endpoints",
+            "log_marks",
             "redrive_jobs"
         ]
     );
+    // The log's days, today and the week ahead, exist from the start (there is no DEFAULT
+    // partition to catch a row without one).
+    let parts = log_partitions::list(&db.pool).await.expect("partitions");
+    let today = chrono::Utc::now().date_naive();
+    for table in log_partitions::TABLES {
+        let days: Vec<_> = parts.iter().filter(|p| p.table == table).map(|p| p.day).collect();
+        for ahead in 0..=log_partitions::DAYS_AHEAD {
+            assert!(days.contains(&(today + chrono::Days::new(ahead))), "{table}: {days:?}");
+        }
+    }
 }
 
 #[tokio::test]

@@ -3,4 +3,5 @@
 
 mod broker;
 mod database;
+mod delivery_log;
 mod startup;
