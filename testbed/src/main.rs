@@ -12,6 +12,7 @@ mod bench_produce;
 mod bench_retry;
 mod loadgen;
 mod otlp_sink;
+mod plot;
 mod proc_stats;
 mod reconcile;
 mod seed;
@@ -49,6 +50,8 @@ enum Command {
     BenchRetry(bench_retry::BenchRetryArgs),
     /// An OTLP/HTTP trace receiver that counts what it gets, for the cost of tracing.
     OtlpSink(otlp_sink::OtlpSinkArgs),
+    /// Draw columns of a TSV as a PNG of stacked panels (the soak's curves).
+    Plot(plot::PlotArgs),
 }
 
 #[tokio::main]
@@ -66,6 +69,7 @@ async fn main() -> ExitCode {
                 Command::BenchDispatch(args) => bench_dispatch::run(&config, args).await,
                 Command::BenchRetry(args) => bench_retry::run(&config, args).await,
                 Command::OtlpSink(args) => otlp_sink::run(args).await,
+                Command::Plot(args) => plot::run(args).await,
             }
         },
     )
