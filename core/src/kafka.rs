@@ -85,7 +85,11 @@ pub fn consumer_config(cfg: &KafkaConfig, client_id: &str, group_id: &str) -> Cl
         .set("enable.auto.commit", "false")
         .set("enable.auto.offset.store", "false")
         .set("auto.offset.reset", "earliest")
-        .set("fetch.wait.max.ms", millis(cfg.fetch_wait));
+        .set("fetch.wait.max.ms", millis(cfg.fetch_wait))
+        // librdkafka prefetches up to 64 MB by default, most of a service's memory budget
+        // (100 MB) on its own; 8 MB is still seconds of traffic at thousands of events/s,
+        // and the partitions' buffers (`max_buffered_per_partition`) hold the work itself.
+        .set("queued.max.messages.kbytes", "8192");
     match cfg.group_protocol {
         GroupProtocol::Classic => {
             c.set("group.protocol", "classic")

@@ -104,8 +104,7 @@ pub(crate) async fn run(args: PlotArgs) -> anyhow::Result<()> {
             .iter()
             .map(|c| {
                 let ys = &columns[c];
-                let points =
-                    xs.iter().zip(ys).filter_map(|(x, y)| Some(((*x)?, (*y)?))).collect();
+                let points = xs.iter().zip(ys).filter_map(|(x, y)| Some(((*x)?, (*y)?))).collect();
                 (c, points)
             })
             .collect();

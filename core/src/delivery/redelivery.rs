@@ -4,17 +4,18 @@
 //! A record is read again after a crash or a rebalance: what was read after the last commit
 //! comes back. Its attempt can be in the log only if its offset is at or below its
 //! partition's progress mark (`log_marks`, raised in the transaction that writes the
-//! attempts). So each partition's mark is read once per assignment, and only the records at or
-//! below it are looked up. Right after an assignment the previous owner may still be writing
-//! its last attempts (and raising the mark), so for `settle` every record is looked up, and
-//! the mark is read once that has passed.
+//! attempts). So only the records at or below their partition's mark are looked up. Right
+//! after an assignment the previous owner may still be finishing requests and writing their
+//! attempts (raising the mark), so for `settle` the mark is read again whenever the copy in
+//! hand is older than [`REFRESH`] (a record is then checked against a mark at most that old,
+//! where the log lookup it replaces would have been as fresh as the send); once `settle` has
+//! passed it is read a last time and kept for the assignment.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use sqlx::PgPool;
-use tokio::sync::OnceCell;
 use tokio::time::Instant;
 
 use super::engine::Source;
@@ -29,18 +30,32 @@ pub struct Redeliveries {
     marks: Mutex<HashMap<Tp, Arc<Mark>>>,
 }
 
+/// How stale the mark may be while an assignment settles.
+pub const REFRESH: Duration = Duration::from_millis(250);
+
 /// One assignment of a partition.
 struct Mark {
     generation: u64,
     /// When the engine first saw work of this assignment.
     since: Instant,
-    /// The partition's progress mark, read once `settle` has passed.
-    offset: OnceCell<Option<i64>>,
+    /// The partition's progress mark and when it was read; one reader at a time, the others
+    /// wait for its answer.
+    read: tokio::sync::Mutex<Option<Read>>,
+}
+
+/// A read of a mark.
+#[derive(Clone, Copy)]
+struct Read {
+    at: Instant,
+    /// Read after the assignment settled: kept for its life.
+    settled: bool,
+    /// `None`: the partition has no attempt in the log.
+    offset: Option<i64>,
 }
 
 impl Redeliveries {
-    /// Looks up every record for `settle` after an assignment, then only those at or below
-    /// the partition's mark.
+    /// Reads the marks again every [`REFRESH`] for `settle` after an assignment, then keeps
+    /// the last read.
     pub fn new(pool: PgPool, settle: Duration) -> Self {
         Self { pool, settle, marks: Mutex::new(HashMap::new()) }
     }
@@ -57,23 +72,25 @@ impl Redeliveries {
             }
             entry.clone()
         };
-        if mark.since.elapsed() < self.settle {
-            return true;
-        }
-        let read = mark.offset.get_or_try_init(|| record::log_mark(&self.pool, &source.tp)).await;
-        match read {
-            Ok(Some(last)) => source.offset <= *last,
-            Ok(None) => false,
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot read the delivery log's progress mark; looking the record up");
-                true
+        let mut read = mark.read.lock().await;
+        let fresh = read.is_some_and(|r| r.settled || r.at.elapsed() < REFRESH);
+        if !fresh {
+            let at = Instant::now();
+            let settled = at.duration_since(mark.since) >= self.settle;
+            match record::log_mark(&self.pool, &source.tp).await {
+                Ok(offset) => *read = Some(Read { at, settled, offset }),
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot read the delivery log's progress mark; looking the record up");
+                    return true;
+                }
             }
         }
+        read.and_then(|r| r.offset).is_some_and(|last| source.offset <= last)
     }
 }
 
 impl Mark {
     fn new(generation: u64) -> Arc<Self> {
-        Arc::new(Self { generation, since: Instant::now(), offset: OnceCell::new() })
+        Arc::new(Self { generation, since: Instant::now(), read: tokio::sync::Mutex::new(None) })
     }
 }

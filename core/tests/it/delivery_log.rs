@@ -8,7 +8,7 @@ use hookstream_core::db::{accounts, deliveries, log_partitions};
 use hookstream_core::delivery::engine::Source;
 use hookstream_core::delivery::outcome::Outcome;
 use hookstream_core::delivery::record::{self, AttemptRecord, DeliveryState, Recorder};
-use hookstream_core::delivery::redelivery::Redeliveries;
+use hookstream_core::delivery::redelivery::{Redeliveries, REFRESH};
 use hookstream_core::ids::{AccountId, EndpointId, EventId};
 use hookstream_core::tier::Tier;
 use hookstream_testkit::TestDatabase;
@@ -136,9 +136,15 @@ async fn only_records_at_or_below_the_progress_mark_may_be_redeliveries() {
         !settled.possible(&source(&("unseen".into(), 0), 0, 1)).await,
         "no mark: nothing logged"
     );
-    // Right after an assignment the previous owner may still be writing: every record is
-    // looked up until `settle` has passed.
+    // While an assignment settles the previous owner may still be writing: the mark is read
+    // again when the copy in hand is older than REFRESH. Settled, it is kept.
     let settling = Redeliveries::new(db.pool.clone(), Duration::from_secs(3600));
-    assert!(settling.possible(&source(&tp, 10, 1)).await);
-    assert!(settling.possible(&source(&("unseen".into(), 0), 0, 1)).await);
+    assert!(!settling.possible(&source(&tp, 10, 1)).await);
+    log(&db, vec![from(&tp, 12)]).await;
+    tokio::time::sleep(REFRESH).await;
+    assert!(settling.possible(&source(&tp, 10, 1)).await, "the late attempt raised the mark");
+    log(&db, vec![from(&tp, 20)]).await;
+    tokio::time::sleep(REFRESH).await;
+    assert!(!settled.possible(&source(&tp, 15, 1)).await, "a settled assignment keeps its read");
+    assert!(settled.possible(&source(&tp, 15, 2)).await, "a new assignment reads it again");
 }
