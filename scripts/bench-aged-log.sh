@@ -11,9 +11,7 @@ rows=${BENCH_AGED_ROWS:-24000000}
 events=${BENCH_EVENTS:-100000}
 concurrency=${BENCH_CONCURRENCY:-256}
 "$HS_ROOT/scripts/dev-up.sh" >/dev/null
-log "building release binaries"
-cargo build --quiet --release --bins --manifest-path "$HS_ROOT/Cargo.toml"
-bin=$CARGO_TARGET_DIR/release
+build_release
 admin_url=$HOOKSTREAM_TEST_DATABASE_URL
 db=hookstream_aged
 export HOOKSTREAM_DATABASE__URL=${admin_url%/*}/$db

@@ -6,9 +6,7 @@
 source "$(dirname "$0")/lib.sh"
 
 "$HS_ROOT/scripts/dev-up.sh" >/dev/null
-log "building release binaries"
-cargo build --quiet --release --bins --manifest-path "$HS_ROOT/Cargo.toml"
-bin=$CARGO_TARGET_DIR/release
+build_release
 mkdir -p "$HS_ROOT/bench"
 {
   echo "# Dispatcher benchmark"

@@ -18,9 +18,7 @@ rate=${BENCH_RATE:-5000}
 port=${BENCH_PORT:-18080}
 
 "$HS_ROOT/scripts/dev-up.sh" >/dev/null
-log "building release binaries"
-cargo build --quiet --release --bins --manifest-path "$HS_ROOT/Cargo.toml"
-bin=$CARGO_TARGET_DIR/release
+build_release
 work=$(mktemp -d)
 trap 'kill "${ingest_pid:-}" "${otlp_pid:-}" 2>/dev/null || true; rm -rf "$work"' EXIT
 

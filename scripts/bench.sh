@@ -38,9 +38,7 @@ else
   "$HS_ROOT/scripts/bench-dispatcher.sh"
 fi
 
-log "building release binaries"
-cargo build --quiet --release --bins --manifest-path "$HS_ROOT/Cargo.toml"
-bin=$CARGO_TARGET_DIR/release
+build_release
 work=$(mktemp -d)
 pids=()
 stop_all() {

@@ -65,6 +65,12 @@ export HOOKSTREAM_TEST_DATABASE_URL=${HOOKSTREAM_TEST_DATABASE_URL:-postgres://h
 
 log() { printf '\033[1;34m==>\033[0m %s\n' "$*" >&2; }
 die() { printf 'error: %s\n' "$*" >&2; exit 1; }
+# Builds the release binaries the benchmarks measure; sets `bin` to their directory.
+build_release() {
+  log "building release binaries"
+  cargo build --quiet --release --bins --manifest-path "$HS_ROOT/Cargo.toml"
+  bin=$CARGO_TARGET_DIR/release
+}
 
 # Runs a Postgres binary as the cluster's owner: Postgres refuses to run as root.
 pg_as_owner() {

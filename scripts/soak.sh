@@ -54,9 +54,7 @@ export HOOKSTREAM_DELIVERY__ALLOW_PRIVATE_TARGETS=true
 export HOOKSTREAM_TELEMETRY__LOG_LEVEL=warn
 export HOOKSTREAM_HTTP__LISTEN=127.0.0.1:$ingest_port
 
-log "building release binaries"
-cargo build --quiet --release --bins --manifest-path "$HS_ROOT/Cargo.toml"
-bin=$CARGO_TARGET_DIR/release
+build_release
 pids=()
 stop_all() {
   for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
