@@ -22,6 +22,7 @@ use super::endpoints::CachedEndpoint;
 use super::handoff::{Handoff, HandoffError};
 use super::outcome::{FailureReason, Outcome};
 use super::park::Parking;
+use super::recent::{self, RecentDeliveries};
 use super::record::{self, AttemptRecord, DeliveryState, Recorder};
 use super::redelivery::Redeliveries;
 use super::send::{Attempt, Sender};
@@ -216,6 +217,8 @@ pub struct Engine {
     pool: PgPool,
     /// Which records may have been attempted before (only those are looked up in the log).
     redeliveries: Redeliveries,
+    /// What this process delivered lately: a second copy of an event is skipped at once.
+    recent: Mutex<RecentDeliveries>,
     breakers: CircuitBreakers,
     endpoint_limits: KeyedLimiters<EndpointId>,
     account_limits: KeyedLimiters<AccountId>,
@@ -283,6 +286,7 @@ impl Engine {
                 parts.pool.clone(),
                 parts.delivery.timeout + parts.delivery.record_flush_interval * 2,
             ),
+            recent: Mutex::new(RecentDeliveries::new(recent::CAPACITY)),
             pool: parts.pool,
             breakers: CircuitBreakers::new(
                 parts.delivery.circuit_threshold,
@@ -525,8 +529,9 @@ impl Engine {
                 let account = ep.target.account_id;
                 let permit = self.lanes.acquire(job.envelope.priority, account, weight).await;
                 if !job.replay()
-                    && self.may_be_redelivery(&job).await
-                    && self.delivered_before(&job).await
+                    && (self.delivered_lately(&job)
+                        || (self.may_be_redelivery(&job).await
+                            && self.delivered_before(&job).await))
                 {
                     metrics::counter!("webhook_skipped_delivered_total").increment(1);
                     cx.span().set_attribute(KeyValue::new("hookstream.outcome", "skipped"));
@@ -729,6 +734,11 @@ impl Engine {
         job.retry.is_some() || self.redeliveries.possible(&job.source).await
     }
 
+    fn delivered_lately(&self, job: &Job) -> bool {
+        let recent = self.recent.lock().unwrap_or_else(|p| p.into_inner());
+        recent.contains(&job.envelope.event_id, job.endpoint.target.id)
+    }
+
     async fn delivered_before(&self, job: &Job) -> bool {
         metrics::counter!("delivery_log_lookups_total").increment(1);
         let e = &job.envelope;
@@ -815,6 +825,10 @@ impl Engine {
 
     async fn record(&self, job: &Job, attempt: &Attempt, destination: Option<&Destination>) {
         let e = &job.envelope;
+        if destination.is_none() {
+            let mut recent = self.recent.lock().unwrap_or_else(|p| p.into_inner());
+            recent.insert(e.event_id.clone(), job.endpoint.target.id);
+        }
         self.recorder
             .record(AttemptRecord {
                 account_id: e.account_id,

@@ -8,6 +8,7 @@ pub mod guard;
 pub mod handoff;
 pub mod outcome;
 pub mod park;
+pub mod recent;
 pub mod record;
 pub mod redelivery;
 pub mod runtime;

@@ -4,7 +4,8 @@ use std::collections::HashSet;
 use std::time::Duration;
 
 use hookstream_core::db::endpoints;
-use hookstream_core::envelope::{DeliveryTask, Priority};
+use hookstream_core::envelope::{DeliveryTask, EventEnvelope, Priority, SCHEMA_VERSION};
+use hookstream_core::ids::EventId;
 use hookstream_dispatcher::DispatcherSettings;
 use hookstream_testkit::{self as testkit, eventually, Receiver};
 use rdkafka::message::Headers;
@@ -67,6 +68,47 @@ async fn each_event_reaches_every_subscribed_endpoint_of_its_account_once_signed
     ] {
         assert!(metrics.contains(name), "/metrics lacks {name}");
     }
+    running.stop().await;
+}
+
+#[tokio::test]
+async fn a_second_copy_of_a_delivered_event_is_not_sent_again() {
+    // Two ingest replicas that both accepted one Idempotency-Key produce the same event id
+    // twice, each with its own receipt time, on the account's partition.
+    let world = World::new(1).await;
+    let receiver = Receiver::start().await;
+    let account = world.account().await;
+    world.endpoint(account, receiver.url("/hook"), &["*"], None).await;
+    let running = Running::start(world.config(DispatcherSettings::default()));
+    let now = chrono::Utc::now();
+    let first = EventEnvelope {
+        event_id: EventId::for_key(account, "order-17"),
+        account_id: account,
+        event_type: "subscriber.created".into(),
+        occurred_at: now,
+        received_at: now,
+        priority: Priority::Normal,
+        data: serde_json::json!({"subscriber": {"id": "s1", "email": "s1@example.com"}}),
+        schema_version: SCHEMA_VERSION,
+    };
+    world.produce_envelope(&first).await;
+    eventually(WAIT, "the first copy delivered", || async {
+        (!receiver.hits_on("/hook").is_empty()).then_some(())
+    })
+    .await;
+    let second = EventEnvelope { received_at: now + chrono::Duration::milliseconds(40), ..first };
+    world.produce_envelope(&second).await;
+    let marker = world.produce(account, "subscriber.updated", Priority::Normal).await;
+    eventually(WAIT, "the event behind the copy delivered", || async {
+        receiver.hits_on("/hook").iter().any(|h| h.webhook_id == marker.to_string()).then_some(())
+    })
+    .await;
+    let copies = receiver
+        .hits_on("/hook")
+        .iter()
+        .filter(|h| h.webhook_id == second.event_id.to_string())
+        .count();
+    assert_eq!(copies, 1, "the second copy was sent again");
     running.stop().await;
 }
 

@@ -105,8 +105,14 @@ impl World {
             data: json!({"subscriber": {"id": "s1", "email": "s1@example.com"}}),
             schema_version: SCHEMA_VERSION,
         };
-        let payload = serde_json::to_vec(&envelope).expect("json");
-        let topic = self.topics.topics().events(priority);
+        self.produce_envelope(&envelope).await;
+        envelope.event_id
+    }
+
+    /// Produces `envelope` to its lane as ingest would.
+    pub(crate) async fn produce_envelope(&self, envelope: &EventEnvelope) {
+        let payload = serde_json::to_vec(envelope).expect("json");
+        let topic = self.topics.topics().events(envelope.priority);
         let key = envelope.key();
         let trace = testkit::new_trace();
         let record =
@@ -116,7 +122,6 @@ impl World {
             .await
             .map_err(|(e, _)| e)
             .expect("acked");
-        envelope.event_id
     }
 }
 
