@@ -191,7 +191,12 @@ if len(samples) >= 2 and len(samples[0]) >= 13:
     print(f"CPU over the run, % of one core ({os.cpu_count()} cores in all): " + ", ".join(f"{n} {v:.0f}%" for n, v in zip(names, shares)) + ".")
 PY
 } | tee "$out"
-"$bin/hookstream-testbed" plot --tsv "$run/minutes.tsv" --out "${out%.md}.png" --x minute \
+font=/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf
+if [ ! -f "$font" ]; then
+  log "no PNG of the curves: $font is missing (apt-get install fonts-dejavu-core); the table and samples are written"
+  exit 0
+fi
+"$bin/hookstream-testbed" plot --tsv "$run/minutes.tsv" --out "${out%.md}.png" --x minute --font "$font" \
   --title "hookstream soak: $rate events/s, $endpoints endpoints per account, sink failing $fail_rate" \
   --panel "end-to-end latency p50 and p90 (first attempts), ms, by minute sent:p50_ms,p90_ms" \
   --panel "end-to-end latency p99, ms (with the sink failing, a retry's 1 s delay):p99_ms" \
