@@ -49,8 +49,9 @@ pub struct AttemptRecord {
     pub error: Option<String>,
     /// When the attempt was made.
     pub attempted_at: DateTime<Utc>,
-    /// The record the job was read from (topic partition, offset): the log's progress mark
-    /// for that partition is raised to it with this row ([`Redeliveries`](super::redelivery)).
+    /// The event's place in its lane (topic partition, offset: the record a first attempt was
+    /// read from, a task's `hs-origin`): the lane partition's progress mark is raised to it with
+    /// this row ([`Redeliveries`](super::redelivery)). `None` for rows that are no delivery.
     pub source: Option<(Tp, i64)>,
 }
 
