@@ -3,11 +3,10 @@
 use axum::extract::State;
 use axum::Json;
 use hookstream_core::db::audit::{self, Entry};
-use hookstream_core::http::{page, ApiError, Caller, ErrorBody, KeyedErrors, PageQuery, Query};
+use hookstream_core::http::{page, ApiError, Caller, ErrorBody, PageQuery, Query};
 use serde::Serialize;
 use utoipa::ToSchema;
 
-use crate::endpoints::unavailable;
 use crate::state::AppState;
 
 /// A page of the audit log.
@@ -27,9 +26,7 @@ pub struct AuditPage {
     responses(
         (status = 200, description = "A page of entries", body = AuditPage),
         (status = 422, description = "A bad parameter, named", body = ErrorBody),
-        KeyedErrors,
     ),
-    security(("api_key" = [])),
     tag = "audit"
 )]
 pub async fn list(
@@ -38,9 +35,7 @@ pub async fn list(
     Query(q): Query<PageQuery>,
 ) -> Result<Json<AuditPage>, ApiError> {
     let limit = q.limit()?;
-    let rows = audit::list(&state.pool, Some(caller.account()), q.cursor()?, limit + 1)
-        .await
-        .map_err(unavailable)?;
+    let rows = audit::list(&state.pool, Some(caller.account()), q.cursor()?, limit + 1).await?;
     let (data, next_cursor) = page(rows, limit, |e| e.id.to_string());
     Ok(Json(AuditPage { data, next_cursor }))
 }

@@ -4,12 +4,11 @@
 use axum::extract::State;
 use axum::Json;
 use hookstream_core::db::deliveries::{self, Delivery};
-use hookstream_core::http::{ApiError, Caller, ErrorBody, KeyedErrors, PathId};
+use hookstream_core::http::{ApiError, Caller, ErrorBody, PathId};
 use hookstream_core::EventId;
 use serde::Serialize;
 use utoipa::ToSchema;
 
-use crate::endpoints::unavailable;
 use crate::state::AppState;
 
 /// An event's deliveries.
@@ -29,9 +28,7 @@ pub struct EventDeliveries {
     responses(
         (status = 200, description = "Per endpoint: state and every attempt", body = EventDeliveries),
         (status = 404, description = "No delivery of this event in this account", body = ErrorBody),
-        KeyedErrors,
     ),
-    security(("api_key" = [])),
     tag = "events"
 )]
 pub async fn for_event(
@@ -39,9 +36,7 @@ pub async fn for_event(
     caller: Caller,
     PathId(id): PathId<EventId>,
 ) -> Result<Json<EventDeliveries>, ApiError> {
-    let data = deliveries::for_event(&state.pool, caller.account(), id.as_str())
-        .await
-        .map_err(unavailable)?;
+    let data = deliveries::for_event(&state.pool, caller.account(), id.as_str()).await?;
     if data.is_empty() {
         return Err(ApiError::NotFound);
     }

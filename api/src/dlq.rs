@@ -10,7 +10,7 @@ use hookstream_core::db::redrive_jobs::{self, RedriveJob};
 use hookstream_core::dlq::{self, DeadLetter, ErrorClass, Filter};
 use hookstream_core::http::extract::page_limit;
 use hookstream_core::http::{
-    page, ApiError, Caller, ErrorBody, JsonBody, JsonErrors, KeyedErrors, PathId, Query,
+    page, ApiError, Caller, ErrorBody, JsonBody, JsonErrors, PathId, Query,
 };
 use hookstream_core::{DeadLetterId, EndpointId, RedriveJobId};
 use serde::{Deserialize, Serialize};
@@ -104,11 +104,6 @@ fn check(
         .map_err(|e| ApiError::invalid(format!("{field_prefix}error_class"), e.to_string()))
 }
 
-fn unavailable(e: impl std::fmt::Display) -> ApiError {
-    tracing::error!(error = %e, "DLQ query failed");
-    ApiError::Unavailable { what: "database", retry_after_secs: 5 }
-}
-
 /// List the account's dead-lettered deliveries.
 #[utoipa::path(
     get,
@@ -117,9 +112,7 @@ fn unavailable(e: impl std::fmt::Display) -> ApiError {
     responses(
         (status = 200, description = "A page of entries", body = DeadLetterPage),
         (status = 422, description = "A bad filter, naming it", body = ErrorBody),
-        KeyedErrors,
     ),
-    security(("api_key" = [])),
     tag = "dlq"
 )]
 pub async fn list(
@@ -138,7 +131,7 @@ pub async fn list(
         error_class,
         include_redriven: q.include_redriven.unwrap_or(false),
     };
-    let rows = dlq::list(&state.pool, &filter, q.cursor, limit + 1).await.map_err(unavailable)?;
+    let rows = dlq::list(&state.pool, &filter, q.cursor, limit + 1).await?;
     let (data, next_cursor) = page(rows, limit, |e| e.id);
     Ok(Json(DeadLetterPage { data, next_cursor }))
 }
@@ -151,9 +144,7 @@ pub async fn list(
     responses(
         (status = 200, description = "The entry, with the task as it would be redriven"),
         (status = 404, description = "No such entry in this account", body = ErrorBody),
-        KeyedErrors,
     ),
-    security(("api_key" = [])),
     tag = "dlq"
 )]
 pub async fn show(
@@ -161,11 +152,7 @@ pub async fn show(
     caller: Caller,
     PathId(id): PathId<DeadLetterId>,
 ) -> Result<Json<dlq::DeadLetterDetail>, ApiError> {
-    dlq::get(&state.pool, Some(caller.account()), id)
-        .await
-        .map_err(unavailable)?
-        .map(Json)
-        .ok_or(ApiError::NotFound)
+    dlq::get(&state.pool, Some(caller.account()), id).await?.map(Json).ok_or(ApiError::NotFound)
 }
 
 /// Put the account's matching entries back on the retry schedule: starts a job and answers
@@ -182,7 +169,6 @@ pub async fn show(
         (status = 503, description = "Database unavailable; nothing started", body = ErrorBody),
         JsonErrors,
     ),
-    security(("api_key" = [])),
     tag = "dlq"
 )]
 pub async fn redrive(
@@ -201,7 +187,7 @@ pub async fn redrive(
         include_redriven: false,
     };
     if r.dry_run {
-        let matched = dlq::count(&state.pool, &filter).await.map_err(unavailable)?.max(0) as u64;
+        let matched = dlq::count(&state.pool, &filter).await?.max(0) as u64;
         let answer = RedriveResponse { matched, redriven: 0, dry_run: true };
         return Ok(Json(answer).into_response());
     }
@@ -212,11 +198,7 @@ pub async fn redrive(
         filter_json: serde_json::to_value(&r).unwrap_or_default(),
         limit: state.settings.redrive_max,
     };
-    let job = state
-        .redrives
-        .start(&state.pool, state.handoff.clone(), spec)
-        .await
-        .map_err(unavailable)?;
+    let job = state.redrives.start(&state.pool, state.handoff.clone(), spec).await?;
     let location = format!("/v1/dlq/redrive/{}", job.id);
     Ok((StatusCode::ACCEPTED, [(header::LOCATION, location)], Json(job)).into_response())
 }
@@ -229,9 +211,7 @@ pub async fn redrive(
     responses(
         (status = 200, description = "The job", body = RedriveJob),
         (status = 404, description = "No such job in this account", body = ErrorBody),
-        KeyedErrors,
     ),
-    security(("api_key" = [])),
     tag = "dlq"
 )]
 pub async fn redrive_job(
@@ -239,9 +219,5 @@ pub async fn redrive_job(
     caller: Caller,
     PathId(id): PathId<RedriveJobId>,
 ) -> Result<Json<RedriveJob>, ApiError> {
-    redrive_jobs::get(&state.pool, caller.account(), id)
-        .await
-        .map_err(unavailable)?
-        .map(Json)
-        .ok_or(ApiError::NotFound)
+    redrive_jobs::get(&state.pool, caller.account(), id).await?.map(Json).ok_or(ApiError::NotFound)
 }

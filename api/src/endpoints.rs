@@ -12,7 +12,7 @@ use hookstream_core::db::deliveries::{self, EndpointStats};
 use hookstream_core::db::endpoints::{self, Endpoint, EndpointPatch, NewEndpoint};
 use hookstream_core::db::DbError;
 use hookstream_core::http::{
-    page, ApiError, Caller, ErrorBody, JsonBody, JsonErrors, KeyedErrors, PageQuery, PathId, Query,
+    page, ApiError, Caller, ErrorBody, JsonBody, JsonErrors, PageQuery, PathId, Query,
 };
 use hookstream_core::tier::RateLimit;
 use hookstream_core::EndpointId;
@@ -127,26 +127,14 @@ pub struct StatsQuery {
     pub window: Option<String>,
 }
 
-/// A failed query as the client sees it: 503 while the database cannot be reached, 500 for a
-/// failure that retrying cannot mend (logged: it is a bug, input is checked before it gets here).
-pub(crate) fn unavailable(e: DbError) -> ApiError {
-    if e.is_transient() {
-        tracing::error!(error = %e, "database query failed");
-        ApiError::Unavailable { what: "database", retry_after_secs: 5 }
-    } else {
-        tracing::error!(error = %e, "database refused a query");
-        ApiError::Internal
-    }
-}
-
-/// A unique-URL clash is a 409; anything else the database says is a 503.
+/// A unique-URL clash is a 409; anything else is as [`ApiError`]'s `From<DbError>` says.
 fn write_error(e: DbError) -> ApiError {
     if let DbError::Query(sqlx::Error::Database(d)) = &e {
         if d.constraint() == Some("endpoints_account_url") {
             return ApiError::Conflict("this account already has an endpoint with this URL".into());
         }
     }
-    unavailable(e)
+    e.into()
 }
 
 /// Create an endpoint.
@@ -158,10 +146,8 @@ fn write_error(e: DbError) -> ApiError {
         (status = 201, description = "Created; the secret is shown only now", body = CreatedEndpoint),
         (status = 409, description = "An endpoint with this URL exists", body = ErrorBody),
         (status = 422, description = "A bad field, named", body = ErrorBody),
-        KeyedErrors,
         JsonErrors,
     ),
-    security(("api_key" = [])),
     tag = "endpoints"
 )]
 pub async fn create(
@@ -184,8 +170,7 @@ pub async fn create(
         let patch = EndpointPatch { enabled: Some(false), ..EndpointPatch::default() };
         let patch = state.rules.check_patch(patch).await?;
         endpoint = endpoints::update(&state.pool, caller.account(), endpoint.id, &patch, &actor)
-            .await
-            .map_err(unavailable)?
+            .await?
             .ok_or(ApiError::NotFound)?;
     }
     Ok((StatusCode::CREATED, Json(CreatedEndpoint { endpoint, secret })))
@@ -199,9 +184,7 @@ pub async fn create(
     responses(
         (status = 200, description = "A page of endpoints", body = EndpointPage),
         (status = 422, description = "A bad parameter, named", body = ErrorBody),
-        KeyedErrors,
     ),
-    security(("api_key" = [])),
     tag = "endpoints"
 )]
 pub async fn list(
@@ -210,9 +193,7 @@ pub async fn list(
     Query(q): Query<PageQuery>,
 ) -> Result<Json<EndpointPage>, ApiError> {
     let limit = q.limit()?;
-    let rows = endpoints::list(&state.pool, caller.account(), q.cursor()?, limit + 1)
-        .await
-        .map_err(unavailable)?;
+    let rows = endpoints::list(&state.pool, caller.account(), q.cursor()?, limit + 1).await?;
     let (data, next_cursor) = page(rows, limit, |e| e.id);
     Ok(Json(EndpointPage { data, next_cursor }))
 }
@@ -225,9 +206,7 @@ pub async fn list(
     responses(
         (status = 200, description = "The endpoint", body = Endpoint),
         (status = 404, description = "No such endpoint in this account", body = ErrorBody),
-        KeyedErrors,
     ),
-    security(("api_key" = [])),
     tag = "endpoints"
 )]
 pub async fn show(
@@ -235,11 +214,7 @@ pub async fn show(
     caller: Caller,
     PathId(id): PathId<EndpointId>,
 ) -> Result<Json<Endpoint>, ApiError> {
-    endpoints::get(&state.pool, caller.account(), id)
-        .await
-        .map_err(unavailable)?
-        .map(Json)
-        .ok_or(ApiError::NotFound)
+    endpoints::get(&state.pool, caller.account(), id).await?.map(Json).ok_or(ApiError::NotFound)
 }
 
 /// Change an endpoint.
@@ -253,10 +228,8 @@ pub async fn show(
         (status = 404, description = "No such endpoint in this account", body = ErrorBody),
         (status = 409, description = "An endpoint with this URL exists", body = ErrorBody),
         (status = 422, description = "A bad field, named", body = ErrorBody),
-        KeyedErrors,
         JsonErrors,
     ),
-    security(("api_key" = [])),
     tag = "endpoints"
 )]
 pub async fn update(
@@ -288,9 +261,7 @@ pub async fn update(
     responses(
         (status = 204, description = "Deleted"),
         (status = 404, description = "No such endpoint in this account", body = ErrorBody),
-        KeyedErrors,
     ),
-    security(("api_key" = [])),
     tag = "endpoints"
 )]
 pub async fn delete(
@@ -298,9 +269,7 @@ pub async fn delete(
     caller: Caller,
     PathId(id): PathId<EndpointId>,
 ) -> Result<StatusCode, ApiError> {
-    let deleted = endpoints::delete(&state.pool, caller.account(), id, &caller.actor())
-        .await
-        .map_err(unavailable)?;
+    let deleted = endpoints::delete(&state.pool, caller.account(), id, &caller.actor()).await?;
     if deleted {
         Ok(StatusCode::NO_CONTENT)
     } else {
@@ -317,9 +286,7 @@ pub async fn delete(
     responses(
         (status = 200, description = "The new secret, shown only now", body = RotatedSecret),
         (status = 404, description = "No such endpoint in this account", body = ErrorBody),
-        KeyedErrors,
     ),
-    security(("api_key" = [])),
     tag = "endpoints"
 )]
 pub async fn rotate_secret(
@@ -330,8 +297,7 @@ pub async fn rotate_secret(
     let overlap = state.settings.secret_rotation_overlap;
     let (secret, previous_valid_until) =
         endpoints::rotate_secret(&state.pool, caller.account(), id, overlap, &caller.actor())
-            .await
-            .map_err(unavailable)?
+            .await?
             .ok_or(ApiError::NotFound)?;
     Ok(Json(RotatedSecret { secret, previous_valid_until }))
 }
@@ -345,9 +311,7 @@ pub async fn rotate_secret(
         (status = 200, description = "The endpoint's numbers", body = EndpointStats),
         (status = 404, description = "No such endpoint in this account", body = ErrorBody),
         (status = 422, description = "A bad window", body = ErrorBody),
-        KeyedErrors,
     ),
-    security(("api_key" = [])),
     tag = "endpoints"
 )]
 pub async fn stats(
@@ -365,9 +329,9 @@ pub async fn stats(
         return Err(ApiError::invalid("window", "must be between 1s and 30d"));
     }
     let account = caller.account();
-    if endpoints::get(&state.pool, account, id).await.map_err(unavailable)?.is_none() {
+    if endpoints::get(&state.pool, account, id).await?.is_none() {
         return Err(ApiError::NotFound);
     }
     let since = Utc::now() - chrono::Duration::from_std(window).unwrap_or_default();
-    deliveries::endpoint_stats(&state.pool, account, id, since).await.map(Json).map_err(unavailable)
+    Ok(Json(deliveries::endpoint_stats(&state.pool, account, id, since).await?))
 }

@@ -4,12 +4,11 @@
 use axum::extract::State;
 use axum::Json;
 use hookstream_core::db::deliveries::{self, Expunged};
-use hookstream_core::http::{ApiError, Caller, ErrorBody, KeyedErrors, PathId};
+use hookstream_core::http::{ApiError, Caller, ErrorBody, PathId};
 use hookstream_core::EventId;
 use serde::Serialize;
 use utoipa::ToSchema;
 
-use crate::endpoints::unavailable;
 use crate::state::AppState;
 
 /// What was deleted.
@@ -30,9 +29,7 @@ pub struct EventExpunged {
     responses(
         (status = 200, description = "Response bodies and DLQ entries of the event deleted; the delivery log's states stay; audited as event.expunge", body = EventExpunged),
         (status = 404, description = "No trace of this event in this account", body = ErrorBody),
-        KeyedErrors,
     ),
-    security(("api_key" = [])),
     tag = "events"
 )]
 pub async fn expunge(
@@ -41,8 +38,7 @@ pub async fn expunge(
     PathId(id): PathId<EventId>,
 ) -> Result<Json<EventExpunged>, ApiError> {
     let removed = deliveries::expunge(&state.pool, caller.account(), id.as_str(), &caller.actor())
-        .await
-        .map_err(unavailable)?
+        .await?
         .ok_or(ApiError::NotFound)?;
     Ok(Json(EventExpunged { event_id: id.to_string(), removed }))
 }

@@ -14,7 +14,7 @@ use hookstream_core::db::deliveries::{AttemptLog, Delivery, EndpointStats, Expun
 use hookstream_core::db::endpoints::Endpoint;
 use hookstream_core::db::redrive_jobs::RedriveJob;
 use hookstream_core::dlq::DeadLetter;
-use hookstream_core::http::{BearerAuth, ErrorBody, ErrorDetail};
+use hookstream_core::http::{ErrorBody, ErrorDetail, KeyedApi};
 
 /// hookstream's management API (event intake is ingest's: its own `/openapi.json`).
 #[derive(OpenApi)]
@@ -42,7 +42,7 @@ use hookstream_core::http::{BearerAuth, ErrorBody, ErrorDetail};
         RotatedSecret, EndpointStats, EventDeliveries, Delivery, AttemptLog, AuditPage, Entry,
         EventExpunged, Expunged
     )),
-    modifiers(&BearerAuth),
+    modifiers(&KeyedApi),
     tags(
         (name = "events", description = "Where the caller's events went"),
         (name = "endpoints", description = "Webhook endpoints of the caller's account"),

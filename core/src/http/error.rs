@@ -179,6 +179,20 @@ impl IntoResponse for ApiError {
     }
 }
 
+/// A failed query as the client sees it: 503 while the database cannot be reached, 500 for a
+/// failure that retrying cannot mend (logged: it is a bug, input is checked before it gets here).
+impl From<crate::db::DbError> for ApiError {
+    fn from(e: crate::db::DbError) -> Self {
+        if e.is_transient() {
+            tracing::error!(error = %e, "database query failed");
+            ApiError::Unavailable { what: "database", retry_after_secs: 5 }
+        } else {
+            tracing::error!(error = %e, "database refused a query");
+            ApiError::Internal
+        }
+    }
+}
+
 impl From<crate::db::endpoint_rules::Invalid> for ApiError {
     fn from(e: crate::db::endpoint_rules::Invalid) -> Self {
         ApiError::Invalid { field: e.field, message: e.message }

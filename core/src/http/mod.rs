@@ -73,6 +73,34 @@ impl utoipa::Modify for BearerAuth {
     }
 }
 
+/// For a document whose every route takes a key (the management API), a utoipa modifier: the
+/// `api_key` scheme is declared and required at the top level, and every operation answers
+/// [`KeyedErrors`] (401, 503) besides its own answers, unless it describes them itself.
+pub struct KeyedApi;
+
+impl utoipa::Modify for KeyedApi {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::security::SecurityRequirement;
+        use utoipa::IntoResponses;
+        BearerAuth.modify(openapi);
+        openapi.security = Some(vec![SecurityRequirement::new("api_key", Vec::<String>::new())]);
+        let keyed = KeyedErrors::responses();
+        for item in openapi.paths.paths.values_mut() {
+            let operations =
+                [&mut item.get, &mut item.put, &mut item.post, &mut item.delete, &mut item.patch];
+            for operation in operations.into_iter().flatten() {
+                for (status, response) in &keyed {
+                    operation
+                        .responses
+                        .responses
+                        .entry(status.clone())
+                        .or_insert_with(|| response.clone());
+                }
+            }
+        }
+    }
+}
+
 /// An OpenAPI document as pretty JSON (what a service's `/openapi.json` serves).
 pub fn openapi_json(document: &utoipa::openapi::OpenApi) -> String {
     document.to_pretty_json().unwrap_or_else(|e| format!("{{\"error\": \"{e}\"}}"))
