@@ -4,8 +4,8 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use hookstream_core::config::{
-    AdminConfig, ConfigError, DatabaseConfig, HttpConfig, KafkaConfig, ServiceConfig,
-    TelemetryConfig, TopicsConfig,
+    at_least, at_least_one, positive, AdminConfig, ConfigError, DatabaseConfig, HttpConfig,
+    KafkaConfig, ServiceConfig, TelemetryConfig, TopicsConfig,
 };
 use serde::{Deserialize, Serialize};
 
@@ -103,27 +103,12 @@ impl ServiceConfig for ApiConfig {
         self.telemetry.validate()?;
         self.http.validate()?;
         let api = &self.api;
-        if api.shutdown_deadline < Duration::from_secs(6) {
-            return Err(ConfigError::invalid("api.shutdown_deadline", "must be at least 6s"));
-        }
-        if api.max_body_bytes == 0 {
-            return Err(ConfigError::invalid("api.max_body_bytes", "must be greater than zero"));
-        }
-        if api.key_cache_ttl.is_zero() {
-            return Err(ConfigError::invalid("api.key_cache_ttl", "must be greater than zero"));
-        }
-        if api.unknown_key_lookups_per_second == 0 {
-            return Err(ConfigError::invalid(
-                "api.unknown_key_lookups_per_second",
-                "must be at least 1",
-            ));
-        }
-        if api.redrive_rate == 0 {
-            return Err(ConfigError::invalid("api.redrive_rate", "must be at least 1"));
-        }
-        if api.redrive_max == 0 {
-            return Err(ConfigError::invalid("api.redrive_max", "must be at least 1"));
-        }
+        at_least("api.shutdown_deadline", api.shutdown_deadline, Duration::from_secs(6))?;
+        at_least_one("api.max_body_bytes", api.max_body_bytes)?;
+        positive("api.key_cache_ttl", api.key_cache_ttl)?;
+        at_least_one("api.unknown_key_lookups_per_second", api.unknown_key_lookups_per_second)?;
+        at_least_one("api.redrive_rate", api.redrive_rate)?;
+        at_least_one("api.redrive_max", api.redrive_max)?;
         Ok(())
     }
 

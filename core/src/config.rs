@@ -272,12 +272,8 @@ impl TopicsConfig {
                 format!("may hold only letters, digits, '.', '_' and '-', got {:?}", self.prefix),
             ));
         }
-        if self.partitions < 1 {
-            return Err(ConfigError::invalid("topics.partitions", "must be at least 1"));
-        }
-        if self.replication_factor < 1 {
-            return Err(ConfigError::invalid("topics.replication_factor", "must be at least 1"));
-        }
+        at_least_one("topics.partitions", self.partitions)?;
+        at_least_one("topics.replication_factor", self.replication_factor)?;
         if self.retry_schedule.is_empty() {
             return Err(ConfigError::invalid("topics.retry_schedule", "needs at least one delay"));
         }
@@ -364,9 +360,7 @@ impl DatabaseConfig {
                 return Err(ConfigError::invalid("database.url", format!("is not a URL: {e}")))
             }
         }
-        if self.max_connections == 0 {
-            return Err(ConfigError::invalid("database.max_connections", "must be at least 1"));
-        }
+        at_least_one("database.max_connections", self.max_connections)?;
         positive("database.connect_timeout", self.connect_timeout)
     }
 }
@@ -474,15 +468,9 @@ impl HttpConfig {
 
     /// Checks the section; keys are reported under `http.`.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        if self.header_timeout.is_zero() {
-            return Err(ConfigError::invalid("http.header_timeout", "must be greater than zero"));
-        }
-        if self.request_timeout.is_zero() {
-            return Err(ConfigError::invalid("http.request_timeout", "must be greater than zero"));
-        }
-        if self.max_connections == 0 {
-            return Err(ConfigError::invalid("http.max_connections", "must be at least 1"));
-        }
+        positive("http.header_timeout", self.header_timeout)?;
+        positive("http.request_timeout", self.request_timeout)?;
+        at_least_one("http.max_connections", self.max_connections)?;
         Ok(())
     }
 }
@@ -524,9 +512,37 @@ mod duration_list {
     }
 }
 
-fn positive(key: &str, d: Duration) -> Result<(), ConfigError> {
+// The checks of one setting that the services' `validate` share; each names `key` when it fails.
+
+/// A duration that must be greater than zero.
+pub fn positive(key: &str, d: Duration) -> Result<(), ConfigError> {
     if d.is_zero() {
         return Err(ConfigError::invalid(key, "must be greater than zero"));
+    }
+    Ok(())
+}
+
+/// A duration that must be at least `min`.
+pub fn at_least(key: &str, d: Duration, min: Duration) -> Result<(), ConfigError> {
+    if d < min {
+        let min = humantime::format_duration(min);
+        return Err(ConfigError::invalid(key, format!("must be at least {min}")));
+    }
+    Ok(())
+}
+
+/// A count that must be at least 1.
+pub fn at_least_one<N: TryInto<u64>>(key: &str, n: N) -> Result<(), ConfigError> {
+    match n.try_into() {
+        Ok(n) if n >= 1 => Ok(()),
+        _ => Err(ConfigError::invalid(key, "must be at least 1")),
+    }
+}
+
+/// A name that must not be blank.
+pub fn not_blank(key: &str, s: &str) -> Result<(), ConfigError> {
+    if s.trim().is_empty() {
+        return Err(ConfigError::invalid(key, "must not be empty"));
     }
     Ok(())
 }
@@ -580,6 +596,22 @@ mod tests {
         let result = load_with_env(Some(&path), Env::prefixed("HSCONFIGTEST_NONE_"));
         let _ = std::fs::remove_dir_all(&dir);
         result
+    }
+
+    #[test]
+    fn each_check_names_its_key_and_the_bound() {
+        let said = |r: Result<(), ConfigError>| r.map_err(|e| e.to_string()).err();
+        assert_eq!(said(positive("a.b", Duration::from_millis(1))), None);
+        assert!(said(positive("a.b", Duration::ZERO)).is_some_and(|e| e.contains("a.b")));
+        let day = Duration::from_secs(86_400);
+        assert_eq!(said(at_least("a.c", day, day)), None);
+        let short = said(at_least("a.c", Duration::from_secs(3600), day)).unwrap_or_default();
+        assert!(short.contains("a.c") && short.contains("at least 1day"), "{short}");
+        assert_eq!(said(at_least_one("a.d", 1u32)), None);
+        assert!(said(at_least_one("a.d", 0usize)).is_some_and(|e| e.contains("a.d")));
+        assert!(said(at_least_one("a.d", -1i32)).is_some_and(|e| e.contains("at least 1")));
+        assert!(said(not_blank("a.e", "  ")).is_some_and(|e| e.contains("a.e")));
+        assert_eq!(said(not_blank("a.e", "x")), None);
     }
 
     #[test]

@@ -6,8 +6,8 @@ use std::time::Duration;
 use hookstream_core::delivery::DeliveryConfig;
 
 use hookstream_core::config::{
-    AdminConfig, ConfigError, DatabaseConfig, KafkaConfig, ServiceConfig, TelemetryConfig,
-    TopicsConfig,
+    at_least_one, not_blank, AdminConfig, ConfigError, DatabaseConfig, KafkaConfig, ServiceConfig,
+    TelemetryConfig, TopicsConfig,
 };
 use serde::{Deserialize, Serialize};
 
@@ -106,9 +106,7 @@ impl ServiceConfig for DispatcherConfig {
         self.telemetry.validate()?;
         self.delivery.validate()?;
         let d = &self.dispatcher;
-        if d.group_id.trim().is_empty() {
-            return Err(ConfigError::invalid("dispatcher.group_id", "must not be empty"));
-        }
+        not_blank("dispatcher.group_id", &d.group_id)?;
         if d.in_flight < 3 {
             return Err(ConfigError::invalid("dispatcher.in_flight", "must be at least 3"));
         }
@@ -119,12 +117,7 @@ impl ServiceConfig for DispatcherConfig {
                 "every lane needs a weight of at least 1",
             ));
         }
-        if d.max_buffered_per_partition == 0 {
-            return Err(ConfigError::invalid(
-                "dispatcher.max_buffered_per_partition",
-                "must be at least 1",
-            ));
-        }
+        at_least_one("dispatcher.max_buffered_per_partition", d.max_buffered_per_partition)?;
         Ok(())
     }
 

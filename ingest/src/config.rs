@@ -4,8 +4,8 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use hookstream_core::config::{
-    AdminConfig, ConfigError, DatabaseConfig, HttpConfig, KafkaConfig, ServiceConfig,
-    TelemetryConfig, TopicsConfig,
+    at_least, at_least_one, positive, AdminConfig, ConfigError, DatabaseConfig, HttpConfig,
+    KafkaConfig, ServiceConfig, TelemetryConfig, TopicsConfig,
 };
 use serde::{Deserialize, Serialize};
 
@@ -108,30 +108,15 @@ impl ServiceConfig for IngestConfig {
             ));
         }
         let ingest = &self.ingest;
-        if ingest.shutdown_deadline < Duration::from_secs(6) {
-            return Err(ConfigError::invalid("ingest.shutdown_deadline", "must be at least 6s"));
-        }
-        if ingest.max_body_bytes == 0 {
-            return Err(ConfigError::invalid("ingest.max_body_bytes", "must be greater than zero"));
-        }
-        if ingest.max_batch_events == 0 {
-            return Err(ConfigError::invalid("ingest.max_batch_events", "must be at least 1"));
-        }
-        if ingest.idempotency_window.is_zero() {
-            return Err(ConfigError::invalid(
-                "ingest.idempotency_window",
-                "must be greater than zero",
-            ));
-        }
-        if ingest.key_cache_ttl.is_zero() {
-            return Err(ConfigError::invalid("ingest.key_cache_ttl", "must be greater than zero"));
-        }
-        if ingest.unknown_key_lookups_per_second == 0 {
-            return Err(ConfigError::invalid(
-                "ingest.unknown_key_lookups_per_second",
-                "must be at least 1",
-            ));
-        }
+        at_least("ingest.shutdown_deadline", ingest.shutdown_deadline, Duration::from_secs(6))?;
+        at_least_one("ingest.max_body_bytes", ingest.max_body_bytes)?;
+        at_least_one("ingest.max_batch_events", ingest.max_batch_events)?;
+        positive("ingest.idempotency_window", ingest.idempotency_window)?;
+        positive("ingest.key_cache_ttl", ingest.key_cache_ttl)?;
+        at_least_one(
+            "ingest.unknown_key_lookups_per_second",
+            ingest.unknown_key_lookups_per_second,
+        )?;
         Ok(())
     }
 

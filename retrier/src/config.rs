@@ -4,8 +4,8 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use hookstream_core::config::{
-    AdminConfig, ConfigError, DatabaseConfig, KafkaConfig, ServiceConfig, TelemetryConfig,
-    TopicsConfig,
+    at_least_one, not_blank, AdminConfig, ConfigError, DatabaseConfig, KafkaConfig, ServiceConfig,
+    TelemetryConfig, TopicsConfig,
 };
 use hookstream_core::delivery::DeliveryConfig;
 use serde::{Deserialize, Serialize};
@@ -101,24 +101,15 @@ impl ServiceConfig for RetrierConfig {
         self.telemetry.validate()?;
         self.delivery.validate()?;
         let r = &self.retrier;
-        if r.group_id.trim().is_empty() {
-            return Err(ConfigError::invalid("retrier.group_id", "must not be empty"));
-        }
+        not_blank("retrier.group_id", &r.group_id)?;
         if r.dlq_group_id.trim().is_empty() || r.dlq_group_id == r.group_id {
             return Err(ConfigError::invalid(
                 "retrier.dlq_group_id",
                 "must not be empty nor equal to retrier.group_id",
             ));
         }
-        if r.in_flight == 0 {
-            return Err(ConfigError::invalid("retrier.in_flight", "must be at least 1"));
-        }
-        if r.max_buffered_per_partition == 0 {
-            return Err(ConfigError::invalid(
-                "retrier.max_buffered_per_partition",
-                "must be at least 1",
-            ));
-        }
+        at_least_one("retrier.in_flight", r.in_flight)?;
+        at_least_one("retrier.max_buffered_per_partition", r.max_buffered_per_partition)?;
         Ok(())
     }
 

@@ -19,7 +19,7 @@ pub mod sign;
 use serde::{Deserialize, Serialize};
 use std::time::Duration;
 
-use crate::config::ConfigError;
+use crate::config::{at_least, at_least_one, positive, ConfigError};
 
 /// `[delivery]`: how webhooks are sent.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -134,44 +134,20 @@ impl Default for DeliveryConfig {
 impl DeliveryConfig {
     /// Checks the section; keys are reported under `delivery.`.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        if self.timeout.is_zero() {
-            return Err(ConfigError::invalid("delivery.timeout", "must be greater than zero"));
-        }
-        if self.connect_timeout.is_zero() {
-            return Err(ConfigError::invalid(
-                "delivery.connect_timeout",
-                "must be greater than zero",
-            ));
-        }
-        if self.record_batch_size == 0 {
-            return Err(ConfigError::invalid("delivery.record_batch_size", "must be at least 1"));
-        }
-        if self.worker_idle.is_zero() {
-            return Err(ConfigError::invalid("delivery.worker_idle", "must be greater than zero"));
-        }
+        positive("delivery.timeout", self.timeout)?;
+        positive("delivery.connect_timeout", self.connect_timeout)?;
+        at_least_one("delivery.record_batch_size", self.record_batch_size)?;
+        positive("delivery.worker_idle", self.worker_idle)?;
         let w = self.tier_weights;
         for (key, weight) in
             [("small", w.small), ("medium", w.medium), ("large", w.large), ("xlarge", w.xlarge)]
         {
-            if weight == 0 {
-                return Err(ConfigError::invalid(
-                    &format!("delivery.tier_weights.{key}"),
-                    "must be at least 1",
-                ));
-            }
+            at_least_one(&format!("delivery.tier_weights.{key}"), weight)?;
         }
-        if self.park_after.is_zero() {
-            return Err(ConfigError::invalid("delivery.park_after", "must be greater than zero"));
-        }
-        if self.log_retention < Duration::from_secs(86_400) {
-            return Err(ConfigError::invalid(
-                "delivery.log_retention",
-                "must be at least 1d (the log is dropped a whole day at a time)",
-            ));
-        }
-        if self.max_task_age.is_zero() {
-            return Err(ConfigError::invalid("delivery.max_task_age", "must be greater than zero"));
-        }
+        positive("delivery.park_after", self.park_after)?;
+        // The log is dropped a whole day at a time.
+        at_least("delivery.log_retention", self.log_retention, Duration::from_secs(86_400))?;
+        positive("delivery.max_task_age", self.max_task_age)?;
         Ok(())
     }
 }
