@@ -8,8 +8,10 @@
 #![allow(clippy::expect_used, clippy::unwrap_used)]
 
 mod otlp;
+mod running;
 
 pub use otlp::{ExportedSpan, OtlpReceiver};
+pub use running::{Running, Stage};
 
 use std::future::Future;
 use std::time::Duration;

@@ -11,7 +11,7 @@ use hookstream_testkit::{self as testkit, eventually, Receiver};
 use rdkafka::message::Headers;
 use rdkafka::Message;
 
-use crate::support::{Running, World};
+use crate::support::{start_dispatcher, World};
 
 const WAIT: Duration = Duration::from_secs(30);
 
@@ -37,7 +37,7 @@ async fn each_event_reaches_every_subscribed_endpoint_of_its_account_once_signed
     world.endpoint(b, receiver.url("/b/all"), &["*"], None).await;
     let config = world.config(DispatcherSettings::default());
     let admin = format!("http://{}/metrics", config.admin.listen);
-    let running = Running::start(config);
+    let running = start_dispatcher(config);
 
     let created = world.produce(a, "subscriber.created", Priority::Normal).await;
     let updated = world.produce(a, "subscriber.updated", Priority::High).await;
@@ -79,7 +79,7 @@ async fn a_second_copy_of_a_delivered_event_is_not_sent_again() {
     let receiver = Receiver::start().await;
     let account = world.account().await;
     world.endpoint(account, receiver.url("/hook"), &["*"], None).await;
-    let running = Running::start(world.config(DispatcherSettings::default()));
+    let running = start_dispatcher(world.config(DispatcherSettings::default()));
     let now = chrono::Utc::now();
     let first = EventEnvelope {
         event_id: EventId::for_key(account, "order-17"),
@@ -123,7 +123,7 @@ async fn failures_go_to_the_retry_tier_or_the_dlq_and_410_disables_the_endpoint(
     let (flaky, _) = world.endpoint(a, receiver.url("/flaky"), &["subscriber.created"], None).await;
     let (bad, _) = world.endpoint(a, receiver.url("/bad"), &["subscriber.updated"], None).await;
     let (gone, _) = world.endpoint(a, receiver.url("/gone"), &["subscriber.deleted"], None).await;
-    let running = Running::start(world.config(DispatcherSettings::default()));
+    let running = start_dispatcher(world.config(DispatcherSettings::default()));
 
     let e500 = world.produce(a, "subscriber.created", Priority::Normal).await;
     let e400 = world.produce(a, "subscriber.updated", Priority::Normal).await;
@@ -205,7 +205,7 @@ async fn the_endpoint_cache_sees_new_and_disabled_endpoints_without_a_restart() 
     let world = World::new(1).await;
     let receiver = Receiver::start().await;
     let a = world.account().await;
-    let running = Running::start(world.config(DispatcherSettings::default()));
+    let running = start_dispatcher(world.config(DispatcherSettings::default()));
     tokio::time::sleep(Duration::from_millis(500)).await;
 
     let (ep, _) = world.endpoint(a, receiver.url("/new"), &["*"], None).await;
@@ -243,7 +243,7 @@ async fn during_a_secret_rotation_deliveries_carry_both_signatures_and_after_it_
     let receiver = Receiver::start().await;
     let a = world.account().await;
     let (ep, old) = world.endpoint(a, receiver.url("/rot"), &["*"], None).await;
-    let running = Running::start(world.config(DispatcherSettings::default()));
+    let running = start_dispatcher(world.config(DispatcherSettings::default()));
     let (new, _) = endpoints::rotate_secret(&world.db.pool, a, ep, OVERLAP, "operator:test")
         .await
         .expect("rotate")
@@ -293,7 +293,7 @@ async fn idle_endpoint_workers_exit_and_come_back_for_the_next_delivery() {
     let mut config = world.config(DispatcherSettings::default());
     config.delivery.worker_idle = Duration::from_millis(300);
     let metrics = format!("http://{}/metrics", config.admin.listen);
-    let running = Running::start(config);
+    let running = start_dispatcher(config);
     let workers = || async {
         let page = reqwest::get(&metrics).await.ok()?.text().await.ok()?;
         gauge(&page, "delivery_workers")

@@ -7,7 +7,7 @@ use hookstream_core::tier::RateLimit;
 use hookstream_dispatcher::DispatcherSettings;
 use hookstream_testkit::{eventually, Receiver};
 
-use crate::support::{Running, World};
+use crate::support::{start_dispatcher, World};
 
 #[tokio::test]
 async fn an_endpoint_limited_to_r_per_second_receives_at_most_r_per_second() {
@@ -19,7 +19,7 @@ async fn an_endpoint_limited_to_r_per_second_receives_at_most_r_per_second() {
     for _ in 0..40 {
         world.produce(a, "subscriber.created", Priority::Normal).await;
     }
-    let running = Running::start(world.config(DispatcherSettings::default()));
+    let running = start_dispatcher(world.config(DispatcherSettings::default()));
     eventually(Duration::from_secs(30), "40 deliveries", || async {
         (receiver.hits_on("/limited").len() >= 40).then_some(())
     })
@@ -51,7 +51,7 @@ async fn a_hot_rate_limited_account_does_not_delay_a_cold_account_on_the_same_pa
     world.endpoint(cold, receiver.url("/cold"), &["*"], None).await;
     world.produce_many(hot, 10_000).await;
     world.produce_many(cold, 100).await;
-    let running = Running::start(world.config(DispatcherSettings::default()));
+    let running = start_dispatcher(world.config(DispatcherSettings::default()));
     eventually(Duration::from_secs(40), "the cold account's 100 deliveries", || async {
         (receiver.hits_on("/cold").len() >= 100).then_some(())
     })
@@ -75,7 +75,7 @@ async fn an_account_with_slow_receivers_cannot_hold_every_request_in_flight() {
     }
     world.endpoint(fast, receiver.url("/fast"), &["*"], None).await;
     let settings = DispatcherSettings { in_flight: 10, ..DispatcherSettings::default() };
-    let running = Running::start(world.config(settings));
+    let running = start_dispatcher(world.config(settings));
     world.produce(slow, "subscriber.created", Priority::Normal).await;
     eventually(Duration::from_secs(20), "the slow account's requests open", || async {
         (receiver.hits().iter().filter(|h| h.path.starts_with("/slow/")).count() >= 9).then_some(())

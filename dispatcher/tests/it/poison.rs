@@ -15,7 +15,7 @@ use hookstream_dispatcher::{DispatcherConfig, DispatcherSettings};
 use hookstream_testkit::{eventually, Receiver};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use crate::support::{Running, World};
+use crate::support::{start_dispatcher, World};
 
 const WAIT: Duration = Duration::from_secs(30);
 /// Well above a well-behaved delivery on loopback (milliseconds), far below any stall.
@@ -132,7 +132,7 @@ async fn with_hostile_receiver(
     world.endpoint(g, good.url("/good"), &["*"], None).await;
     let mut config = world.config(DispatcherSettings::default());
     tune(&mut config);
-    let running = Running::start(config);
+    let running = start_dispatcher(config);
 
     let mut sent: Vec<(EventId, Instant)> = Vec::new();
     for _ in 0..EVENTS {
@@ -362,7 +362,7 @@ async fn an_endpoint_created_just_before_an_event_gets_it() {
     // The periodic reload is far away: only the change notification can bring the endpoint in.
     let mut config = world.config(DispatcherSettings::default());
     config.dispatcher.endpoint_refresh = Duration::from_secs(600);
-    let running = Running::start(config);
+    let running = start_dispatcher(config);
     tokio::time::sleep(Duration::from_secs(2)).await; // running, its cache loaded (empty)
     world.endpoint(account, receiver.url("/new"), &["*"], None).await;
     let id = world.produce(account, "subscriber.created", Priority::Normal).await;

@@ -4,42 +4,31 @@
 use std::time::Duration;
 
 use chrono::Utc;
-use hookstream_core::config::{AdminConfig, KafkaConfig, TopicsConfig};
-use hookstream_core::db::accounts;
+use hookstream_core::config::AdminConfig;
 
 use hookstream_core::delivery::DeliveryConfig;
 use hookstream_core::envelope::{EventEnvelope, Priority, SCHEMA_VERSION};
-use hookstream_core::tier::{RateLimit, Tier};
+use hookstream_core::tier::RateLimit;
 use hookstream_core::wire::headers;
-use hookstream_core::{kafka, AccountId, EndpointId, EventId};
+use hookstream_core::{AccountId, EndpointId, EventId};
 use hookstream_dispatcher::{DispatcherConfig, DispatcherSettings};
-use hookstream_testkit::{self as testkit, TestDatabase};
-use rdkafka::producer::{FutureProducer, FutureRecord};
+use hookstream_testkit::{self as testkit, Running, Stage};
+use rdkafka::producer::FutureRecord;
 use serde_json::json;
-use tokio_util::sync::CancellationToken;
 
-pub(crate) struct World {
-    pub(crate) db: TestDatabase,
-    pub(crate) topics: TopicsConfig,
-    pub(crate) kafka: KafkaConfig,
-    producer: FutureProducer,
+pub(crate) struct World(Stage);
+
+impl std::ops::Deref for World {
+    type Target = Stage;
+
+    fn deref(&self) -> &Stage {
+        &self.0
+    }
 }
 
 impl World {
     pub(crate) async fn new(partitions: i32) -> Self {
-        let topics = testkit::topics_config(partitions);
-        let kafka = testkit::kafka_config();
-        testkit::create_topics(&topics.topics().all(), partitions).await;
-        let db = TestDatabase::new().await;
-        let producer = kafka::producer(&kafka, "dispatcher-test").expect("producer");
-        Self { db, topics, kafka, producer }
-    }
-
-    pub(crate) async fn account(&self) -> AccountId {
-        let a = accounts::create(&self.db.pool, "acct", Tier::Xlarge, "operator:test")
-            .await
-            .expect("account");
-        a.id
+        Self(Stage::new(partitions, "dispatcher-test").await)
     }
 
     pub(crate) async fn endpoint(
@@ -117,42 +106,11 @@ impl World {
         let trace = testkit::new_trace();
         let record =
             FutureRecord::to(&topic).key(&key).payload(&payload).headers(headers::event(&trace));
-        self.producer
-            .send(record, Duration::from_secs(10))
-            .await
-            .map_err(|(e, _)| e)
-            .expect("acked");
+        self.send(record).await;
     }
 }
 
-/// A dispatcher running in-process until dropped.
-pub(crate) struct Running {
-    stop: CancellationToken,
-    task: Option<tokio::task::JoinHandle<()>>,
-}
-
-impl Running {
-    pub(crate) fn start(config: DispatcherConfig) -> Self {
-        let stop = CancellationToken::new();
-        let token = stop.clone();
-        let task = tokio::spawn(async move {
-            if let Err(e) = hookstream_dispatcher::run(config, token).await {
-                panic!("dispatcher failed: {e}");
-            }
-        });
-        Self { stop, task: Some(task) }
-    }
-
-    pub(crate) async fn stop(mut self) {
-        self.stop.cancel();
-        if let Some(t) = self.task.take() {
-            t.await.expect("dispatcher task");
-        }
-    }
-}
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        self.stop.cancel();
-    }
+/// A dispatcher running in-process until stopped or dropped.
+pub(crate) fn start_dispatcher(config: DispatcherConfig) -> Running {
+    Running::start(config, hookstream_dispatcher::run)
 }

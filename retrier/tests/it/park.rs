@@ -14,7 +14,7 @@ use hookstream_testkit::{self as testkit, eventually, Receiver};
 use rdkafka::consumer::{Consumer, DefaultConsumerContext};
 use rdkafka::{Message, Offset, TopicPartitionList};
 
-use crate::support::{Running, World};
+use crate::support::{start_dispatcher, start_retrier_assigned, World};
 
 /// The hot endpoint's limit: 20 a second keeps 40 tasks in memory (`park_after` 2 s).
 const LIMIT: u32 = 20;
@@ -59,8 +59,8 @@ async fn a_flood_is_parked_while_a_small_account_on_its_partition_keeps_its_late
     world.endpoint(small, receiver.url("/small")).await;
     let dispatcher = world.dispatcher();
     let group = dispatcher.dispatcher.group_id.clone();
-    let retrier = Running::retrier_assigned(world.retrier()).await;
-    let dispatcher = Running::dispatcher(dispatcher);
+    let retrier = start_retrier_assigned(world.retrier()).await;
+    let dispatcher = start_dispatcher(dispatcher);
 
     // Baseline: the small account alone.
     let alone = small_latencies(&world, &receiver, small, 5).await;
@@ -126,10 +126,10 @@ async fn a_flood_is_parked_while_a_small_account_on_its_partition_keeps_its_late
 async fn a_dispatcher_crashing_mid_flood_loses_nothing_and_redelivers_at_most_its_window() {
     let (world, receiver, hot, _) = flood_world().await;
     let config = world.dispatcher();
-    let retrier = Running::retrier_assigned(world.retrier()).await;
+    let retrier = start_retrier_assigned(world.retrier()).await;
     let mut again = world.dispatcher();
     again.dispatcher.group_id = config.dispatcher.group_id.clone();
-    let first = Running::dispatcher(config);
+    let first = start_dispatcher(config);
     let sends = (0..FLOOD).map(|_| world.produce_event(hot, "subscriber.created"));
     let produced: Vec<String> =
         futures::future::join_all(sends).await.iter().map(|e| e.as_str().to_owned()).collect();
@@ -139,7 +139,7 @@ async fn a_dispatcher_crashing_mid_flood_loses_nothing_and_redelivers_at_most_it
     })
     .await;
     first.crash().await;
-    let second = Running::dispatcher(again);
+    let second = start_dispatcher(again);
     eventually(Duration::from_secs(90), "every hot event delivered", || async {
         let got: std::collections::HashSet<String> =
             receiver.hits_on("/hot").into_iter().map(|h| h.webhook_id).collect();
@@ -166,7 +166,7 @@ async fn a_flooded_retry_tier_parks_the_endpoints_excess_and_passes_other_accoun
     // Without parking, the tier's partition would pause at 100 buffered tasks and the small
     // account's task behind the flood would wait for the hot endpoint to drain (20 s).
     config.retrier.max_buffered_per_partition = 100;
-    let retrier = Running::retrier_assigned(config).await;
+    let retrier = start_retrier_assigned(config).await;
     let now = chrono::Utc::now().timestamp_millis();
     for _ in 0..FLOOD {
         world.produce_task(&world.task(hot, hot_ep), 0, 0, now).await;

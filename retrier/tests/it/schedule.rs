@@ -10,7 +10,7 @@ use hookstream_core::envelope::DeliveryTask;
 use hookstream_testkit::{self as testkit, eventually, Hit, Receiver};
 use rdkafka::Message;
 
-use crate::support::{state, Running, World};
+use crate::support::{start_dispatcher, start_retrier, start_retrier_assigned, state, World};
 
 const WAIT: Duration = Duration::from_secs(30);
 /// How much later than its schedule an attempt may arrive: hand-off produce, fetch and
@@ -39,8 +39,8 @@ async fn an_endpoint_that_fails_twice_gets_the_event_at_attempt_three_on_schedul
     let a = world.account().await;
     receiver.script("/flaky", &[500, 503]);
     let ep = world.endpoint(a, receiver.url("/flaky")).await;
-    let dispatcher = Running::dispatcher(world.dispatcher());
-    let retrier = Running::retrier_assigned(world.retrier()).await;
+    let dispatcher = start_dispatcher(world.dispatcher());
+    let retrier = start_retrier_assigned(world.retrier()).await;
 
     let event = world.produce_event(a, "subscriber.created").await;
     let hits = eventually(WAIT, "3 attempts", || async {
@@ -83,10 +83,10 @@ async fn an_endpoint_that_always_fails_gets_one_attempt_per_tier_then_one_dlq_re
     let a = world.account().await;
     receiver.respond("/down", 503);
     let ep = world.endpoint(a, receiver.url("/down")).await;
-    let dispatcher = Running::dispatcher(world.dispatcher());
+    let dispatcher = start_dispatcher(world.dispatcher());
     let retrier_config = world.retrier();
     let admin = format!("http://{}/metrics", retrier_config.admin.listen);
-    let retrier = Running::retrier_assigned(retrier_config).await;
+    let retrier = start_retrier_assigned(retrier_config).await;
 
     let event = world.produce_event(a, "subscriber.created").await;
     let topics = world.topics.topics();
@@ -147,8 +147,8 @@ async fn a_400_on_a_retry_goes_to_the_dlq_at_once() {
     let a = world.account().await;
     receiver.script("/turns-bad", &[500, 400]);
     world.endpoint(a, receiver.url("/turns-bad")).await;
-    let dispatcher = Running::dispatcher(world.dispatcher());
-    let retrier = Running::retrier(world.retrier());
+    let dispatcher = start_dispatcher(world.dispatcher());
+    let retrier = start_retrier(world.retrier());
 
     let event = world.produce_event(a, "subscriber.created").await;
     let dead = testkit::consume_exactly(
@@ -182,7 +182,7 @@ async fn a_task_not_yet_due_holds_up_neither_other_partitions_nor_other_tiers() 
     world.produce_task(&other_partition, 2, 1, now).await;
     world.produce_task(&other_tier, 0, 0, now).await;
     let started = Instant::now();
-    let retrier = Running::retrier(world.retrier());
+    let retrier = start_retrier(world.retrier());
 
     let due = eventually(WAIT, "the two due tasks", || async {
         let h = receiver.hits_on("/ep");
@@ -224,7 +224,7 @@ async fn tasks_written_in_multi_record_batches_all_arrive_across_pauses() {
     let receiver = Receiver::start().await;
     let a = world.account().await;
     let ep = world.endpoint(a, receiver.url("/ep")).await;
-    let retrier = Running::retrier_assigned(world.retrier()).await;
+    let retrier = start_retrier_assigned(world.retrier()).await;
     let now = Utc::now().timestamp_millis();
     let tasks: Vec<DeliveryTask> = (0..TASKS).map(|_| world.task(a, ep)).collect();
     let sends = tasks

@@ -1,29 +1,28 @@
 //! A test world: topics with the short schedule (200 ms, 400 ms, 800 ms), a database, and the
 //! dispatcher and retrier running in-process against them.
 
-use std::future::Future;
 use std::time::Duration;
 
 use chrono::Utc;
-use hookstream_core::config::{AdminConfig, KafkaConfig, TopicsConfig};
-use hookstream_core::db::accounts;
+use hookstream_core::config::AdminConfig;
 use hookstream_core::delivery::DeliveryConfig;
 use hookstream_core::envelope::{DeliveryTask, EventEnvelope, Origin, Priority, SCHEMA_VERSION};
-use hookstream_core::tier::Tier;
 use hookstream_core::wire::{self, headers};
-use hookstream_core::{kafka, AccountId, EndpointId, EventId};
+use hookstream_core::{AccountId, EndpointId, EventId};
 use hookstream_dispatcher::{DispatcherConfig, DispatcherSettings};
 use hookstream_retrier::{RetrierConfig, RetrierSettings};
-use hookstream_testkit::{self as testkit, TestDatabase};
-use rdkafka::producer::{FutureProducer, FutureRecord};
+use hookstream_testkit::{self as testkit, Running, Stage};
+use rdkafka::producer::FutureRecord;
 use serde_json::json;
-use tokio_util::sync::CancellationToken;
 
-pub(crate) struct World {
-    pub(crate) db: TestDatabase,
-    pub(crate) topics: TopicsConfig,
-    pub(crate) kafka: KafkaConfig,
-    producer: FutureProducer,
+pub(crate) struct World(Stage);
+
+impl std::ops::Deref for World {
+    type Target = Stage;
+
+    fn deref(&self) -> &Stage {
+        &self.0
+    }
 }
 
 pub(crate) fn delivery() -> DeliveryConfig {
@@ -38,19 +37,7 @@ pub(crate) fn delivery() -> DeliveryConfig {
 
 impl World {
     pub(crate) async fn new(partitions: i32) -> Self {
-        let topics = testkit::topics_config(partitions);
-        let kafka = testkit::kafka_config();
-        testkit::create_topics(&topics.topics().all(), partitions).await;
-        let db = TestDatabase::new().await;
-        let producer = kafka::producer(&kafka, "retrier-test").expect("producer");
-        Self { db, topics, kafka, producer }
-    }
-
-    pub(crate) async fn account(&self) -> AccountId {
-        accounts::create(&self.db.pool, "acct", Tier::Xlarge, "operator:test")
-            .await
-            .expect("account")
-            .id
+        Self(Stage::new(partitions, "retrier-test").await)
     }
 
     pub(crate) async fn endpoint(&self, account: AccountId, url: String) -> EndpointId {
@@ -116,11 +103,7 @@ impl World {
         let trace = testkit::new_trace();
         let record =
             FutureRecord::to(&topic).key(&key).payload(&payload).headers(headers::event(&trace));
-        self.producer
-            .send(record, Duration::from_secs(10))
-            .await
-            .map_err(|(e, _)| e)
-            .expect("acked");
+        self.send(record).await;
         envelope.event_id
     }
 
@@ -144,11 +127,7 @@ impl World {
             .partition(partition)
             .payload(&payload)
             .headers(headers);
-        self.producer
-            .send(record, Duration::from_secs(10))
-            .await
-            .map_err(|(e, _)| e)
-            .expect("acked");
+        self.send(record).await;
     }
 
     /// A task after one failed attempt.
@@ -177,8 +156,8 @@ impl Pipeline {
         let (mut dispatcher, mut retrier) = (world.dispatcher(), world.retrier());
         tune(&mut dispatcher.delivery);
         tune(&mut retrier.delivery);
-        let dispatcher = Running::dispatcher(dispatcher);
-        Self(Running::retrier_assigned(retrier).await, dispatcher)
+        let dispatcher = start_dispatcher(dispatcher);
+        Self(start_retrier_assigned(retrier).await, dispatcher)
     }
 
     pub(crate) async fn stop(self) {
@@ -204,71 +183,28 @@ pub(crate) async fn state(world: &World, event: &str) -> Option<(String, i32, Op
         .expect("deliveries")
 }
 
-/// A service running in-process until stopped or dropped.
-pub(crate) struct Running {
-    stop: CancellationToken,
-    task: Option<tokio::task::JoinHandle<()>>,
+/// A dispatcher running in-process until stopped or dropped.
+pub(crate) fn start_dispatcher(config: DispatcherConfig) -> Running {
+    Running::start(config, hookstream_dispatcher::run)
 }
 
-impl Running {
-    pub(crate) fn start<C, F, Fut>(config: C, run: F) -> Self
-    where
-        C: Send + 'static,
-        F: FnOnce(C, CancellationToken) -> Fut + Send + 'static,
-        Fut: Future<Output = Result<(), hookstream_core::service::ServiceError>> + Send,
-    {
-        let stop = CancellationToken::new();
-        let token = stop.clone();
-        let task = tokio::spawn(async move {
-            if let Err(e) = run(config, token).await {
-                panic!("service failed: {e}");
-            }
-        });
-        Self { stop, task: Some(task) }
-    }
-
-    pub(crate) fn dispatcher(config: DispatcherConfig) -> Self {
-        Self::start(config, hookstream_dispatcher::run)
-    }
-
-    pub(crate) fn retrier(config: RetrierConfig) -> Self {
-        Self::start(config, hookstream_retrier::run)
-    }
-
-    /// Starts a retrier and returns once it owns partitions of every tier (its metrics list
-    /// each tier), so a test's timings do not include joining the group.
-    pub(crate) async fn retrier_assigned(config: RetrierConfig) -> Self {
-        let metrics = format!("http://{}/metrics", config.admin.listen);
-        let running = Self::retrier(config);
-        testkit::eventually(Duration::from_secs(30), "retrier assigned every tier", || async {
-            let m = reqwest::get(&metrics).await.ok()?.text().await.ok()?;
-            ["200ms", "400ms", "800ms"]
-                .iter()
-                .all(|t| m.contains(&format!("retrier_paused_partitions{{tier=\"{t}\"}}")))
-                .then_some(())
-        })
-        .await;
-        running
-    }
-
-    /// Ends the service at once, as a crash would: nothing is finished or committed.
-    pub(crate) async fn crash(mut self) {
-        if let Some(t) = self.task.take() {
-            t.abort();
-            let _ = t.await;
-        }
-    }
-
-    pub(crate) async fn stop(mut self) {
-        self.stop.cancel();
-        if let Some(t) = self.task.take() {
-            t.await.expect("service task");
-        }
-    }
+/// A retrier running in-process until stopped or dropped.
+pub(crate) fn start_retrier(config: RetrierConfig) -> Running {
+    Running::start(config, hookstream_retrier::run)
 }
 
-impl Drop for Running {
-    fn drop(&mut self) {
-        self.stop.cancel();
-    }
+/// Starts a retrier and returns once it owns partitions of every tier (its metrics list
+/// each tier), so a test's timings do not include joining the group.
+pub(crate) async fn start_retrier_assigned(config: RetrierConfig) -> Running {
+    let metrics = format!("http://{}/metrics", config.admin.listen);
+    let running = start_retrier(config);
+    testkit::eventually(Duration::from_secs(30), "retrier assigned every tier", || async {
+        let m = reqwest::get(&metrics).await.ok()?.text().await.ok()?;
+        ["200ms", "400ms", "800ms"]
+            .iter()
+            .all(|t| m.contains(&format!("retrier_paused_partitions{{tier=\"{t}\"}}")))
+            .then_some(())
+    })
+    .await;
+    running
 }

@@ -6,7 +6,7 @@ use std::time::Duration;
 use hookstream_testkit::{self as testkit, eventually, Receiver};
 use serde_json::json;
 
-use crate::support::{Running, World};
+use crate::support::{start_dispatcher, start_retrier, World};
 
 const WAIT: Duration = Duration::from_secs(30);
 
@@ -20,8 +20,8 @@ async fn nul_in_an_events_data_does_not_stop_the_dlq_index_for_anyone() {
     let g = world.account().await;
     let h_endpoint = world.endpoint(h, receiver.url("/h")).await;
     let g_endpoint = world.endpoint(g, receiver.url("/g")).await;
-    let dispatcher = Running::dispatcher(world.dispatcher());
-    let retrier = Running::retrier(world.retrier());
+    let dispatcher = start_dispatcher(world.dispatcher());
+    let retrier = start_retrier(world.retrier());
 
     // Straight to the DLQ (400): first the poison one, then a well-behaved account's.
     let mut poison = world.task(h, h_endpoint);
