@@ -5,7 +5,7 @@
 //! next retry tier or the DLQ before its offset counts as finished.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -21,7 +21,7 @@ use super::circuit::CircuitBreakers;
 use super::endpoints::CachedEndpoint;
 use super::handoff::{Handoff, HandoffError};
 use super::outcome::{FailureReason, Outcome};
-use super::park::Parking;
+use super::park::{Parking, Place};
 use super::recent::{self, RecentDeliveries};
 use super::record::{self, AttemptRecord, DeliveryState, Recorder};
 use super::redelivery::Redeliveries;
@@ -153,9 +153,26 @@ struct Load {
     /// delivery log while Postgres is away) must not make it look slow, or its parked work
     /// would be spread over slots far apart.
     service_us: AtomicU64,
+    /// Nothing is sent before this (Unix ms; 0: no hold): the endpoint has just left parking
+    /// and its last parked tasks may still be on their way back ([`Place::MemoryAfter`]).
+    hold_until_ms: AtomicI64,
 }
 
 impl Load {
+    /// Holds the endpoint's queue until `until` (a later hold wins).
+    fn hold(&self, until: DateTime<Utc>) {
+        self.hold_until_ms.fetch_max(until.timestamp_millis(), Ordering::Relaxed);
+    }
+
+    /// Waits out the hold, if any.
+    async fn held(&self) {
+        let until = self.hold_until_ms.load(Ordering::Relaxed);
+        let wait = until - Utc::now().timestamp_millis();
+        if wait > 0 {
+            tokio::time::sleep(Duration::from_millis(wait as u64)).await;
+        }
+    }
+
     /// Jobs a second the endpoint drains: its rate `limit`, or fewer when its receiver takes
     /// longer to answer (its worker sends one request at a time).
     fn drain(&self, limit: f64) -> f64 {
@@ -338,6 +355,7 @@ impl Engine {
     pub fn enqueue(self: &Arc<Self>, job: Job) {
         let id = job.endpoint.target.id;
         let mut workers = self.workers.lock().unwrap_or_else(|p| p.into_inner());
+        let mut hold = None;
         if self.was_parked(&job) {
             let account = job.envelope.account_id.to_string();
             metrics::counter!("webhook_unparked_total", "account" => account).increment(1);
@@ -348,13 +366,18 @@ impl Engine {
             let drain = load.as_ref().map_or(limit, |l| l.drain(limit));
             let mut parking = self.parking.lock().unwrap_or_else(|p| p.into_inner());
             let key = (job.envelope.account_id, id);
-            if let Some(due) = parking.decide(key, queued, drain, Utc::now()) {
+            match parking.decide(key, queued, drain, Utc::now()) {
                 // Queued on the topic while the lock is held: parks keep the order decided.
-                return self.park(job, due);
+                Place::Park(due) => return self.park(job, due),
+                Place::MemoryAfter(until) => hold = Some(until),
+                Place::Memory => {}
             }
         }
         let job = match workers.get(&id) {
             Some(w) => {
+                if let Some(until) = hold {
+                    w.load.hold(until);
+                }
                 w.load.queued.fetch_add(1, Ordering::Relaxed);
                 match w.tx.send(job) {
                     Ok(()) => return,
@@ -369,6 +392,9 @@ impl Engine {
         let (tx, mut rx) = mpsc::unbounded_channel::<Job>();
         let load = Arc::new(Load::default());
         load.queued.store(1, Ordering::Relaxed);
+        if let Some(until) = hold {
+            load.hold(until);
+        }
         let _ = tx.send(job);
         workers.insert(id, Worker { tx, load: Arc::clone(&load) });
         metrics::gauge!("delivery_workers").set(workers.len() as f64);
@@ -387,6 +413,12 @@ impl Engine {
                     }
                 };
                 let Some(job) = job else { break };
+                // Unfinished at shutdown like the jobs behind it: read again by the next owner.
+                tokio::select! {
+                    biased;
+                    _ = engine.stop.cancelled() => break,
+                    _ = load.held() => {}
+                }
                 engine.process(job, &load).await;
                 load.queued.fetch_sub(1, Ordering::Relaxed);
             }

@@ -5,9 +5,12 @@
 //! slower when its receiver answers slowly). Work beyond that is parked on the park topic,
 //! each task due at the endpoint's next free slot, so a partition is never paused for one
 //! endpoint and its commits move on. Parking is sticky: once an endpoint parks, all its tasks
-//! park until its last parked slot has passed (plus `park_after`), so its events keep their
-//! order: the queue in memory drains before the first parked task is due, and parked tasks
-//! come back in the order they were parked.
+//! park while its parked work lies ahead, so its events keep their order: the queue in memory
+//! drains before the first parked task is due, and parked tasks come back in the order they
+//! were parked. Once the endpoint's next free slot has come (it has caught up), parking ends:
+//! the next tasks stay in memory, held until the cooldown (`park_after`) has passed so that
+//! none overtakes a parked task still on its way back. Without that end, an endpoint with a
+//! steady stream of events would park each one "due now", for ever, after one short stall.
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -23,6 +26,18 @@ pub const MIN_QUEUE: usize = 4;
 /// How much longer than estimated an endpoint's queue in memory may take to drain before its
 /// first parked task is due.
 pub const DRAIN_MARGIN: f64 = 1.25;
+
+/// Where an endpoint's next task goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Place {
+    /// The queue in memory.
+    Memory,
+    /// The queue in memory, sent no earlier than this: the endpoint has just caught up with
+    /// its parked work, and the tasks parked last may still be on their way back.
+    MemoryAfter(DateTime<Utc>),
+    /// The park topic, due then.
+    Park(DateTime<Utc>),
+}
 
 /// The parking state of every endpoint that parked recently.
 #[derive(Debug)]
@@ -57,21 +72,27 @@ impl Parking {
         (fits.clamp(0.0, self.max_queue as f64) as usize).max(MIN_QUEUE)
     }
 
-    /// Whether the next task of endpoint `id` of `account` (with `queued` tasks in memory,
-    /// draining `drain` tasks a second) is parked, and if so its due time.
+    /// Where the next task of endpoint `id` of `account` goes, with `queued` tasks in memory
+    /// draining `drain` tasks a second.
     pub fn decide(
         &mut self,
         (account, id): (AccountId, EndpointId),
         queued: usize,
         drain: f64,
         now: DateTime<Utc>,
-    ) -> Option<DateTime<Utc>> {
+    ) -> Place {
         let drain = drain.max(1e-3);
         let cooldown = self.cooldown;
+        let bound = self.bound(drain);
         let sticky = self.next.get(&id).map(|(_, next)| *next).filter(|n| live(*n, cooldown, now));
         let due = match sticky {
+            // Caught up: parking ends.
+            Some(next) if next <= now && queued < bound => {
+                self.next.remove(&id);
+                return Place::MemoryAfter(next + cooldown);
+            }
             Some(next) => next.max(now),
-            None if queued < self.bound(drain) => return None,
+            None if queued < bound => return Place::Memory,
             // The first parked task is due once the queue in memory has drained, with a margin
             // for a drain slower than estimated: the parked task must not overtake the queue.
             None => now + seconds(queued as f64 / drain * DRAIN_MARGIN + 0.1),
@@ -85,7 +106,7 @@ impl Parking {
         // retrier's memory, where the park partition's buffer bound holds the rest back.
         let due = due.min(now.checked_add_signed(self.horizon).unwrap_or(due));
         self.next.insert(id, (account, due + seconds(1.0 / drain)));
-        Some(due)
+        Place::Park(due)
     }
 
     /// For each account with parked endpoints, how far ahead its last parked slot is.
@@ -120,6 +141,15 @@ mod tests {
         (AccountId::new(), EndpointId::new())
     }
 
+    impl Place {
+        fn parked(self) -> Option<DateTime<Utc>> {
+            match self {
+                Place::Park(due) => Some(due),
+                _ => None,
+            }
+        }
+    }
+
     #[test]
     fn the_bound_is_what_the_endpoint_drains_in_park_after() {
         let p = Parking::new(Duration::from_secs(2), 1000, DAY);
@@ -132,7 +162,7 @@ mod tests {
     fn below_the_bound_nothing_parks() {
         let mut p = Parking::new(Duration::from_secs(2), 1000, DAY);
         let now = Utc::now();
-        assert_eq!(p.decide(id(), 99, 50.0, now), None);
+        assert_eq!(p.decide(id(), 99, 50.0, now), Place::Memory);
         assert_eq!(p.backlog(now).len(), 0);
     }
 
@@ -140,10 +170,10 @@ mod tests {
     fn parked_tasks_take_the_next_free_slots_after_the_queue_drains() {
         let mut p = Parking::new(Duration::from_secs(2), 1000, DAY);
         let (e, now) = (id(), Utc::now());
-        let first = p.decide(e, 100, 50.0, now).expect("parked at the bound");
+        let first = p.decide(e, 100, 50.0, now).parked().expect("parked at the bound");
         let drained = now + chrono::Duration::milliseconds(2600);
         assert_eq!(first, drained, "after the 100 queued drain (2 s, with the margin)");
-        let second = p.decide(e, 100, 50.0, now).expect("still parked");
+        let second = p.decide(e, 100, 50.0, now).parked().expect("still parked");
         assert_eq!(second - first, chrono::Duration::milliseconds(20), "one slot at 50/s");
     }
 
@@ -151,18 +181,19 @@ mod tests {
     fn parking_is_sticky_until_the_last_slot_and_the_cooldown_pass() {
         let mut p = Parking::new(Duration::from_secs(2), 1000, DAY);
         let (e, now) = (id(), Utc::now());
-        let first = p.decide(e, 100, 50.0, now).expect("parked");
+        let first = p.decide(e, 100, 50.0, now).parked().expect("parked");
         // The queue in memory has drained, but the parked task is not yet delivered: later
         // tasks must park behind it, or they would overtake it.
-        let later = p.decide(e, 0, 50.0, now + chrono::Duration::seconds(1)).expect("sticky");
+        let later =
+            p.decide(e, 0, 50.0, now + chrono::Duration::seconds(1)).parked().expect("sticky");
         assert!(later > first);
-        assert_eq!(p.decide(id(), 0, 50.0, now), None, "only that endpoint parks");
+        assert_eq!(p.decide(id(), 0, 50.0, now), Place::Memory, "only that endpoint parks");
         assert_eq!(p.backlog(now).len(), 1);
         let backlog = p.backlog(now);
         assert_eq!(backlog.len(), 1);
         assert!(backlog[&e.0] > Duration::from_secs(2), "{backlog:?}");
         let after = later + chrono::Duration::seconds(3);
-        assert_eq!(p.decide(e, 0, 50.0, after), None, "back in memory once it all passed");
+        assert_eq!(p.decide(e, 0, 50.0, after), Place::Memory, "back in memory once it all passed");
         assert_eq!(p.backlog(after).len(), 0);
     }
 
@@ -172,7 +203,7 @@ mod tests {
         let (e, now) = (id(), Utc::now());
         let horizon = now + chrono::Duration::seconds(60);
         // At 1 a second, the 100th parked task would be due in about 100 s.
-        let dues: Vec<_> = (0..100).filter_map(|_| p.decide(e, 10, 1.0, now)).collect();
+        let dues: Vec<_> = (0..100).filter_map(|_| p.decide(e, 10, 1.0, now).parked()).collect();
         assert_eq!(dues.len(), 100);
         assert!(dues.iter().all(|d| *d <= horizon), "parked past the horizon");
         assert!(dues.windows(2).all(|w| w[0] <= w[1]), "in the order parked");
@@ -182,8 +213,35 @@ mod tests {
     fn a_slot_is_never_in_the_past() {
         let mut p = Parking::new(Duration::from_secs(2), 1000, DAY);
         let (e, now) = (id(), Utc::now());
-        p.decide(e, 100, 50.0, now).expect("parked");
-        let at = now + chrono::Duration::milliseconds(4500);
-        assert_eq!(p.decide(e, 0, 50.0, at), Some(at), "sticky, due now");
+        let due = p.decide(e, 100, 50.0, now).parked().expect("parked");
+        // A burst while the parked work is still ahead: parked behind it, never before now.
+        let at = due - chrono::Duration::milliseconds(100);
+        let burst = p.decide(e, 200, 50.0, at).parked().expect("sticky");
+        assert!(burst >= at && burst > due, "{burst} vs {due}");
+    }
+
+    #[test]
+    fn a_steady_stream_leaves_parking_once_the_endpoint_has_caught_up() {
+        // The 2,000/s soak's case: a 2 s stall parks an endpoint that receives 100 events a
+        // second and drains 200; its parked work is soon behind it. Each of its events parked
+        // "due now" kept it parked for ever, and all its traffic went through the retrier.
+        let mut p = Parking::new(Duration::from_secs(2), 1000, DAY);
+        let (e, start) = (id(), Utc::now());
+        let ms = chrono::Duration::milliseconds;
+        assert!(p.decide(e, 400, 200.0, start).parked().is_some());
+        let places: Vec<Place> =
+            (1..=1000).map(|i| p.decide(e, 2, 200.0, start + ms(10 * i))).collect();
+        let last = places.iter().rposition(|pl| pl.parked().is_some()).expect("parked a while");
+        // The backlog (2.6 s ahead) shrinks by half of real time: caught up at 5.2 s.
+        assert!((500..530).contains(&last), "parking ended at step {last}");
+        let Place::MemoryAfter(hold) = places[last + 1] else {
+            panic!("the first task after parking is held: {:?}", places[last + 1]);
+        };
+        let caught_up = start + ms(10 * (last as i64 + 2));
+        assert!(hold > caught_up && hold <= caught_up + ms(2000), "held for the cooldown");
+        assert!(places[last + 2..].iter().all(|pl| *pl == Place::Memory));
+        assert_eq!(p.backlog(start + ms(10_000)).len(), 0);
+        // A new backlog parks again.
+        assert!(p.decide(e, 400, 200.0, start + ms(10_010)).parked().is_some());
     }
 }

@@ -192,6 +192,68 @@ async fn a_flooded_retry_tier_parks_the_endpoints_excess_and_passes_other_accoun
     retrier.stop().await;
 }
 
+#[tokio::test]
+async fn once_its_parked_work_is_behind_it_a_steady_stream_is_not_parked_any_more() {
+    let (world, receiver, hot, _) = flood_world().await;
+    let config = world.dispatcher();
+    let metrics = format!("http://{}/metrics", config.admin.listen);
+    let retrier = start_retrier_assigned(world.retrier()).await;
+    let dispatcher = start_dispatcher(config);
+    // A burst of 100 (the endpoint keeps 40 in memory: 60 parked, the last due about 5.6 s
+    // on), then a steady stream at half the endpoint's limit: each streamed event parked
+    // behind the backlog moves it 50 ms further, so the backlog is behind it by about 11 s.
+    let burst: Vec<String> =
+        futures::future::join_all((0..100).map(|_| world.produce_event(hot, "subscriber.created")))
+            .await
+            .iter()
+            .map(|e| e.as_str().to_owned())
+            .collect();
+    let mut stream = Vec::new();
+    let mut parked_at_15s = 0;
+    for i in 0..200 {
+        stream.push(world.produce_event(hot, "subscriber.created").await.as_str().to_owned());
+        if i == 150 {
+            parked_at_15s = parked_total(&metrics, hot).await;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let parked_at_end = parked_total(&metrics, hot).await;
+    println!("parked: {parked_at_15s} by 15 s, {parked_at_end} by the end");
+    assert!(parked_at_15s >= 60, "the burst was not parked: {parked_at_15s}");
+    // Before the fix every streamed event was parked "due now", for ever (10 a second here).
+    assert_eq!(parked_at_end, parked_at_15s, "the stream is still parked 15 s after the burst");
+
+    let all = burst.len() + stream.len();
+    eventually(Duration::from_secs(30), "every event delivered", || async {
+        (receiver.hits_on("/hot").len() >= all).then_some(())
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let delivered: Vec<String> =
+        receiver.hits_on("/hot").into_iter().map(|h| h.webhook_id).collect();
+    assert_eq!(delivered.len(), all, "an event delivered twice");
+    // The burst first (its own order is the other tests'), then the stream in order: leaving
+    // the park let no streamed event overtake a parked one.
+    let mut first: Vec<String> = delivered[..burst.len()].to_vec();
+    first.sort();
+    let mut expected = burst.clone();
+    expected.sort();
+    assert_eq!(first, expected, "a streamed event overtook the burst");
+    assert_eq!(&delivered[burst.len()..], &stream[..], "the stream out of order");
+    dispatcher.stop().await;
+    retrier.stop().await;
+}
+
+/// The dispatcher's `webhook_parked_total` for `account` (0 before the first park).
+async fn parked_total(metrics: &str, account: AccountId) -> u64 {
+    let text = reqwest::get(metrics).await.expect("metrics").text().await.expect("text");
+    let series = format!("webhook_parked_total{{account=\"{account}\"}} ");
+    text.lines()
+        .find_map(|l| l.strip_prefix(&series))
+        .and_then(|v| v.trim().parse::<f64>().ok())
+        .map_or(0, |v| v as u64)
+}
+
 /// Sends `n` events of `account` a quarter second apart; each one's time from produce to
 /// arrival at `/small`.
 async fn small_latencies(
