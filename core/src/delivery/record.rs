@@ -112,6 +112,23 @@ impl Recorder {
     }
 }
 
+/// An error that may heal if the same thing is tried again.
+trait Transient: std::fmt::Display {
+    fn transient(&self) -> bool;
+}
+
+impl Transient for sqlx::Error {
+    fn transient(&self) -> bool {
+        text::is_transient(self)
+    }
+}
+
+impl Transient for crate::db::DbError {
+    fn transient(&self) -> bool {
+        self.is_transient()
+    }
+}
+
 /// The writer's shutdown: once the token is cancelled, retries end at `drain_deadline`.
 struct Stop {
     token: CancellationToken,
@@ -125,6 +142,32 @@ impl Stop {
         self.token
             .is_cancelled()
             .then(|| *self.give_up_at.get_or_init(|| Instant::now() + self.drain_deadline))
+    }
+
+    /// Runs `op` until it succeeds or fails for good, retrying transient failures (database
+    /// unreachable, a deadlock) with backoff, loudly, until they heal or the shutdown deadline
+    /// passes. `Err(None)`: given up at the deadline; `Err(Some(e))`: the database refused.
+    async fn retry<T, E, F, Fut>(&self, what: &str, mut op: F) -> Result<T, Option<E>>
+    where
+        E: Transient,
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Result<T, E>>,
+    {
+        let mut backoff = Backoff::default();
+        loop {
+            match op().await {
+                Ok(v) => return Ok(v),
+                Err(e) if e.transient() => {
+                    if self.give_up_at().is_some_and(|at| Instant::now() >= at) {
+                        tracing::error!(error = %e, "{what}: shutdown deadline reached with the database unreachable");
+                        return Err(None);
+                    }
+                    tracing::error!(error = %e, "{what} failed; retrying");
+                    self.pause(backoff.next_delay()).await;
+                }
+                Err(e) => return Err(Some(e)),
+            }
+        }
     }
 
     /// Sleeps `backoff`, or less when shutdown begins or its deadline comes first.
@@ -226,23 +269,16 @@ impl Days {
         missing.sort_unstable();
         missing.dedup();
         for day in missing {
-            let mut backoff = Backoff::default();
-            loop {
-                match log_partitions::create(pool, day, day).await {
-                    Ok(_) => break,
-                    Err(e) if e.is_transient() && stop.give_up_at().is_none() => {
-                        tracing::error!(error = %e, %day, "cannot create the delivery log's partition; retrying");
-                        stop.pause(backoff.next_delay()).await;
-                    }
-                    // The write that follows fails and says why.
-                    Err(e) => {
-                        tracing::error!(error = %e, %day, "cannot create the delivery log's partition");
-                        break;
-                    }
+            let what = format!("creating the delivery log's partition of {day}");
+            match stop.retry(&what, || log_partitions::create(pool, day, day)).await {
+                Ok(_) if day >= recent => {
+                    self.0.insert(day);
                 }
-            }
-            if day >= recent {
-                self.0.insert(day);
+                Ok(_) | Err(None) => {}
+                // The write that follows fails and says why; the next batch tries again.
+                Err(Some(e)) => {
+                    tracing::error!(error = %e, %day, "cannot create the delivery log's partition")
+                }
             }
         }
         self.0.retain(|d| *d >= recent);
@@ -281,21 +317,14 @@ async fn write_retrying(
     rows: &[AttemptRecord],
     stop: &Stop,
 ) -> Result<(), sqlx::Error> {
-    let mut backoff = Backoff::default();
-    loop {
-        match write(pool, rows).await {
-            Ok(()) => return Ok(()),
-            Err(e) if text::is_transient(&e) => {
-                if stop.give_up_at().is_some_and(|at| Instant::now() >= at) {
-                    metrics::counter!("delivery_log_unwritten_total").increment(rows.len() as u64);
-                    tracing::error!(error = %e, rows = rows.len(), "shutdown deadline reached with the database unreachable: attempt records not written");
-                    return Ok(());
-                }
-                tracing::error!(error = %e, rows = rows.len(), "writing the delivery log failed; retrying");
-                stop.pause(backoff.next_delay()).await;
-            }
-            Err(e) => return Err(e),
+    match stop.retry("writing the delivery log", || write(pool, rows)).await {
+        Ok(()) => Ok(()),
+        Err(None) => {
+            metrics::counter!("delivery_log_unwritten_total").increment(rows.len() as u64);
+            tracing::error!(rows = rows.len(), "attempt records not written");
+            Ok(())
         }
+        Err(Some(e)) => Err(e),
     }
 }
 
