@@ -719,8 +719,7 @@ pub struct InProcess {
     pub admin_base: String,
     /// A client for it.
     pub http: reqwest::Client,
-    shutdown: CancellationToken,
-    task: Option<tokio::task::JoinHandle<()>>,
+    running: Option<Running>,
 }
 
 impl InProcess {
@@ -735,11 +734,7 @@ impl InProcess {
         let (port, admin_port) = (free_port(), free_port());
         let shutdown = CancellationToken::new();
         let service = run(port, admin_port, shutdown.clone());
-        let task = tokio::spawn(async move {
-            if let Err(e) = service.await {
-                panic!("{name} failed: {e}");
-            }
-        });
+        let running = Running::spawn(name, shutdown, service);
         let base = format!("http://127.0.0.1:{port}");
         let http = reqwest::Client::new();
         let health = format!("{base}/healthz");
@@ -752,23 +747,15 @@ impl InProcess {
             base,
             admin_base: format!("http://127.0.0.1:{admin_port}"),
             http,
-            shutdown,
-            task: Some(task),
+            running: Some(running),
         }
     }
 
-    /// Shuts the service down and waits for it.
+    /// Shuts the service down and waits for it (dropping it only asks it to stop).
     pub async fn halt(&mut self) {
-        self.shutdown.cancel();
-        if let Some(task) = self.task.take() {
-            task.await.expect("service task");
+        if let Some(running) = self.running.take() {
+            running.stop().await;
         }
-    }
-}
-
-impl Drop for InProcess {
-    fn drop(&mut self) {
-        self.shutdown.cancel();
     }
 }
 

@@ -6,7 +6,6 @@ use std::time::Duration;
 
 use hookstream_core::config::{KafkaConfig, TopicsConfig};
 use hookstream_core::db::accounts;
-use hookstream_core::service::ServiceError;
 use hookstream_core::tier::Tier;
 use hookstream_core::{kafka, AccountId};
 use rdkafka::message::ToBytes;
@@ -25,17 +24,26 @@ pub struct Running {
 
 impl Running {
     /// Starts `run(config, shutdown)`.
-    pub fn start<C, F, Fut>(config: C, run: F) -> Self
+    pub fn start<C, F, Fut, E>(config: C, run: F) -> Self
     where
-        C: Send + 'static,
-        F: FnOnce(C, CancellationToken) -> Fut + Send + 'static,
-        Fut: Future<Output = Result<(), ServiceError>> + Send,
+        F: FnOnce(C, CancellationToken) -> Fut,
+        Fut: Future<Output = Result<(), E>> + Send + 'static,
+        E: std::fmt::Display,
     {
         let stop = CancellationToken::new();
-        let token = stop.clone();
+        let service = run(config, stop.clone());
+        Self::spawn("service", stop, service)
+    }
+
+    /// Runs `service`, which ends when `stop` is cancelled, on a task.
+    pub fn spawn<Fut, E>(name: &'static str, stop: CancellationToken, service: Fut) -> Self
+    where
+        Fut: Future<Output = Result<(), E>> + Send + 'static,
+        E: std::fmt::Display,
+    {
         let task = tokio::spawn(async move {
-            if let Err(e) = run(config, token).await {
-                panic!("service failed: {e}");
+            if let Err(e) = service.await {
+                panic!("{name} failed: {e}");
             }
         });
         Self { stop, task: Some(task) }
