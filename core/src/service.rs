@@ -94,6 +94,31 @@ pub async fn serve_admin(
         .map_err(|source| ServiceError::Http { addr: admin.listen, source })
 }
 
+/// The admin server ([`serve_admin`]) running on a task of its own.
+pub struct AdminServer(tokio::task::JoinHandle<Result<(), ServiceError>>);
+
+impl AdminServer {
+    /// Starts serving until `shutdown`.
+    pub fn spawn(
+        admin: &AdminConfig,
+        backends: &Backends,
+        checks: Vec<Arc<dyn ReadinessCheck>>,
+        shutdown: CancellationToken,
+    ) -> Self {
+        let (admin, backends) = (admin.clone(), backends.clone());
+        Self(tokio::spawn(async move { serve_admin(&admin, &backends, checks, shutdown).await }))
+    }
+
+    /// Waits for it to stop (after its `shutdown`), logging how it ended if not well.
+    pub async fn finish(self) {
+        match self.0.await {
+            Ok(Err(e)) => tracing::warn!(error = %e, "admin server stopped with an error"),
+            Err(e) => tracing::warn!(error = %e, "admin server panicked"),
+            Ok(Ok(())) => {}
+        }
+    }
+}
+
 /// Serves an HTTP service's `app` (with `/healthz`) on `http.listen` and its `/healthz`,
 /// `/readyz` and `/metrics` on `admin.listen`, until `shutdown`; open requests get `drain` to
 /// finish. Returns once both servers stopped.
@@ -109,18 +134,11 @@ pub async fn serve_http(
     let listener = tokio::net::TcpListener::bind(http.listen)
         .await
         .map_err(|source| ServiceError::Http { addr: http.listen, source })?;
-    let admin_server = tokio::spawn({
-        let (admin, backends, stop) = (admin.clone(), backends.clone(), shutdown.clone());
-        async move { serve_admin(&admin, &backends, Vec::new(), stop).await }
-    });
+    let admin_server = AdminServer::spawn(admin, backends, Vec::new(), shutdown.clone());
     tracing::info!(listen = %http.listen, admin = %admin.listen, "{service} listening");
     let app = app.merge(crate::admin::liveness());
     crate::http::server::serve(listener, app, http, service, shutdown, drain).await;
-    match admin_server.await {
-        Ok(Err(e)) => tracing::warn!(error = %e, "admin server stopped with an error"),
-        Err(e) => tracing::warn!(error = %e, "admin server panicked"),
-        Ok(Ok(())) => {}
-    }
+    admin_server.finish().await;
     Ok(())
 }
 

@@ -16,7 +16,7 @@ use hookstream_core::delivery::engine::{Engine, Job, Lanes, Source};
 use hookstream_core::delivery::runtime::{DeliveryRuntime, RuntimeParts};
 use hookstream_core::envelope::{EventEnvelope, Priority};
 use hookstream_core::partitions::{self, Partitions, TrackedConsumer};
-use hookstream_core::service::{self, ServiceError};
+use hookstream_core::service::{self, AdminServer, ServiceError};
 use hookstream_core::trace::{self, Consumed, Tracer, Tracing};
 use hookstream_core::wire::{self, EnvelopeCodec, WireError};
 use rdkafka::consumer::CommitMode;
@@ -68,11 +68,8 @@ pub async fn run(
         group: &settings.group_id,
     };
 
-    let admin = tokio::spawn({
-        let (admin, backends, stop) = (config.admin.clone(), backends.clone(), background.clone());
-        let checks: Vec<Arc<dyn ReadinessCheck>> = vec![Arc::clone(&partitions) as _];
-        async move { service::serve_admin(&admin, &backends, checks, stop).await }
-    });
+    let checks: Vec<Arc<dyn ReadinessCheck>> = vec![Arc::clone(&partitions) as _];
+    let admin = AdminServer::spawn(&config.admin, &backends, checks, background.clone());
     tracing::info!(group = %settings.group_id, "dispatching");
     let mut commit_tick = tokio::time::interval(settings.commit_interval);
     loop {
@@ -113,9 +110,7 @@ pub async fn run(
     runtime
         .stop(|| partitions::commit(&consumer, partitions.all_committable(), CommitMode::Sync))
         .await;
-    if let Ok(Err(e)) = admin.await {
-        tracing::warn!(error = %e, "admin server stopped with an error");
-    }
+    admin.finish().await;
     traces.shutdown();
     Ok(())
 }

@@ -20,7 +20,7 @@ use hookstream_core::admin::ReadinessCheck;
 use hookstream_core::delivery::engine::{Lanes, Source};
 use hookstream_core::delivery::runtime::{DeliveryRuntime, RuntimeParts};
 use hookstream_core::partitions::{self, Partitions, TrackedConsumer};
-use hookstream_core::service::{self, ServiceError};
+use hookstream_core::service::{self, AdminServer, ServiceError};
 use hookstream_core::trace::Tracing;
 use hookstream_core::wire::TaskRecord;
 use rdkafka::consumer::CommitMode;
@@ -71,11 +71,8 @@ pub async fn run(config: RetrierConfig, shutdown: CancellationToken) -> Result<(
         settings.group_id.clone(),
     );
 
-    let admin = tokio::spawn({
-        let (admin, backends, stop) = (config.admin.clone(), backends.clone(), background.clone());
-        let checks: Vec<Arc<dyn ReadinessCheck>> = vec![Arc::clone(&partitions) as _];
-        async move { service::serve_admin(&admin, &backends, checks, stop).await }
-    });
+    let checks: Vec<Arc<dyn ReadinessCheck>> = vec![Arc::clone(&partitions) as _];
+    let admin = AdminServer::spawn(&config.admin, &backends, checks, background.clone());
     let indexer = tokio::spawn({
         let (kafka_config, group, topic) =
             (config.kafka.clone(), settings.dlq_group_id.clone(), topics.dlq());
@@ -122,9 +119,7 @@ pub async fn run(config: RetrierConfig, shutdown: CancellationToken) -> Result<(
         Err(e) => tracing::warn!(error = %e, "DLQ indexer panicked"),
         Ok(Ok(())) => {}
     }
-    if let Ok(Err(e)) = admin.await {
-        tracing::warn!(error = %e, "admin server stopped with an error");
-    }
+    admin.finish().await;
     traces.shutdown();
     Ok(())
 }

@@ -2,20 +2,13 @@
 
 use std::process::Output;
 
-use hookstream_testkit::{self as testkit, TestDatabase};
+use hookstream_testkit::TestDatabase;
 use serde_json::Value;
 
+use crate::command::command;
+
 async fn hookstream(db: &TestDatabase, args: &[&str]) -> Output {
-    tokio::process::Command::new(env!("CARGO_BIN_EXE_hookstream"))
-        .args(args)
-        .env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .env("USER", "alice")
-        .env("HOOKSTREAM_KAFKA__BROKERS", testkit::brokers())
-        .env("HOOKSTREAM_DATABASE__URL", &db.config.url)
-        .output()
-        .await
-        .expect("run hookstream")
+    command(db, args).env("USER", "alice").output().await.expect("run hookstream")
 }
 
 fn stdout(o: &Output) -> String {

@@ -19,15 +19,10 @@ use rdkafka::Message;
 use serde_json::{json, Value};
 use tokio_util::sync::CancellationToken;
 
+use crate::command::on_topics;
+
 async fn replay(db: &TestDatabase, prefix: &str, registry: Option<&str>, args: &[&str]) -> Output {
-    let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_hookstream"));
-    command
-        .args(args)
-        .env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .env("HOOKSTREAM_KAFKA__BROKERS", testkit::brokers())
-        .env("HOOKSTREAM_DATABASE__URL", &db.config.url)
-        .env("HOOKSTREAM_TOPICS__PREFIX", prefix);
+    let mut command = on_topics(db, prefix, args);
     if let Some(url) = registry {
         command.env("HOOKSTREAM_KAFKA__SCHEMA_REGISTRY_URL", url);
     }

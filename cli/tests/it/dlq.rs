@@ -19,21 +19,12 @@ use rdkafka::producer::FutureRecord;
 use serde_json::{json, Value};
 use tokio_util::sync::CancellationToken;
 
+use crate::command::on_topics;
+
 const WAIT: Duration = Duration::from_secs(30);
 
 async fn hookstream(db: &TestDatabase, prefix: &str, args: &[&str]) -> Output {
-    tokio::process::Command::new(env!("CARGO_BIN_EXE_hookstream"))
-        .args(args)
-        .env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .env("USER", "tester")
-        .env("HOOKSTREAM_KAFKA__BROKERS", testkit::brokers())
-        .env("HOOKSTREAM_DATABASE__URL", &db.config.url)
-        .env("HOOKSTREAM_TOPICS__PREFIX", prefix)
-        .env("HOOKSTREAM_TOPICS__RETRY_SCHEDULE", "200ms,400ms,800ms")
-        .output()
-        .await
-        .expect("run hookstream")
+    on_topics(db, prefix, args).env("USER", "tester").output().await.expect("run hookstream")
 }
 
 fn delivery() -> DeliveryConfig {

@@ -10,6 +10,8 @@ use rdkafka::producer::FutureRecord;
 use rdkafka::{Offset, TopicPartitionList};
 use serde_json::Value;
 
+use crate::command::command;
+
 #[tokio::test]
 async fn lag_is_produced_minus_committed_with_the_age_of_the_oldest_unconsumed_message() {
     let db = TestDatabase::new().await;
@@ -43,15 +45,8 @@ async fn lag_is_produced_minus_committed_with_the_age_of_the_oldest_unconsumed_m
     member.commit(&tpl, CommitMode::Sync).expect("commit");
     tokio::time::sleep(Duration::from_secs(2)).await;
 
-    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_hookstream"))
-        .args(["lag", "--group", &group, "--topic-prefix", &prefix, "--json"])
-        .env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .env("HOOKSTREAM_KAFKA__BROKERS", testkit::brokers())
-        .env("HOOKSTREAM_DATABASE__URL", &db.config.url)
-        .output()
-        .await
-        .expect("run");
+    let args = ["lag", "--group", &group, "--topic-prefix", &prefix, "--json"];
+    let out = command(&db, &args).output().await.expect("run");
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let report: Value = serde_json::from_slice(&out.stdout).expect("json");
     let g = &report[0];

@@ -2,6 +2,7 @@
 
 mod accounts;
 mod avro;
+mod command;
 mod dlq;
 mod lag;
 mod replay;

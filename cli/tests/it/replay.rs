@@ -20,19 +20,14 @@ use rdkafka::producer::FutureRecord;
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
+use crate::command::on_topics;
+
 /// Where the command exports its spans (a receiver of this test process).
 static OTLP: std::sync::OnceLock<String> = std::sync::OnceLock::new();
 
 async fn hookstream(db: &TestDatabase, prefix: &str, args: &[&str]) -> Output {
-    tokio::process::Command::new(env!("CARGO_BIN_EXE_hookstream"))
-        .args(args)
-        .env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default())
+    on_topics(db, prefix, args)
         .env("OTEL_EXPORTER_OTLP_ENDPOINT", OTLP.get().map_or("", String::as_str))
-        .env("HOOKSTREAM_KAFKA__BROKERS", testkit::brokers())
-        .env("HOOKSTREAM_DATABASE__URL", &db.config.url)
-        .env("HOOKSTREAM_TOPICS__PREFIX", prefix)
-        .env("HOOKSTREAM_TOPICS__RETRY_SCHEDULE", "200ms,400ms,800ms")
         .output()
         .await
         .expect("run hookstream")
