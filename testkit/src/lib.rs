@@ -871,6 +871,74 @@ impl Harness {
     }
 }
 
+/// An HTTP service the tests start in-process as a [`Served`]: how its configuration is made
+/// from the test's [`Wiring`] and its own section, and how it runs.
+pub trait HttpService {
+    /// Its whole configuration.
+    type Config;
+    /// Its own section (`[api]`, `[ingest]`).
+    type Settings: Default;
+    /// Its name, in logs.
+    const NAME: &'static str;
+    /// Whether the event lanes must exist before it starts (ingest produces to them).
+    const EVENT_TOPICS: bool;
+    /// The configuration for `wiring` and `settings`, the rest default.
+    fn configure(wiring: Wiring, settings: Self::Settings) -> Self::Config;
+    /// Runs it until `shutdown`.
+    fn run(
+        config: Self::Config,
+        shutdown: CancellationToken,
+    ) -> impl Future<Output = Result<(), hookstream_core::service::ServiceError>> + Send + 'static;
+}
+
+/// A running [`HttpService`] with one account and its key: a [`Harness`] that knows what it runs.
+pub struct Served<S>(Harness, std::marker::PhantomData<S>);
+
+impl<S: HttpService> Served<S> {
+    /// On the shared test broker with default settings.
+    pub async fn start() -> Self {
+        Self::start_with(kafka_config(), S::Settings::default()).await
+    }
+
+    /// On `kafka` with `settings`.
+    pub async fn start_with(kafka: KafkaConfig, settings: S::Settings) -> Self {
+        Self::start_tuned(kafka, settings, |_| {}).await
+    }
+
+    /// [`Self::start_with`], with the whole configuration tuned by `tune` last.
+    pub async fn start_tuned(
+        kafka: KafkaConfig,
+        settings: S::Settings,
+        tune: impl FnOnce(&mut S::Config),
+    ) -> Self {
+        let harness = Harness::start(S::NAME, kafka, S::EVENT_TOPICS, move |wiring, shutdown| {
+            let mut config = S::configure(wiring, settings);
+            tune(&mut config);
+            S::run(config, shutdown)
+        })
+        .await;
+        Self(harness, std::marker::PhantomData)
+    }
+
+    /// Stops it and waits for it to finish.
+    pub async fn stop(self) {
+        self.0.stop().await;
+    }
+}
+
+impl<S> std::ops::Deref for Served<S> {
+    type Target = Harness;
+    fn deref(&self) -> &Harness {
+        &self.0
+    }
+}
+
+impl<S> std::ops::DerefMut for Served<S> {
+    fn deref_mut(&mut self) -> &mut Harness {
+        &mut self.0
+    }
+}
+
 /// A service's OpenAPI document, checked: `generated` must equal the checked-in file at
 /// `path`, whose text is returned to compare with what the service serves. With
 /// `UPDATE_OPENAPI` set the file is rewritten instead, and `None` returned.

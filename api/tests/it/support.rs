@@ -1,64 +1,33 @@
 //! Starting the management API in-process against a test database and topic prefix.
 
-use std::ops::{Deref, DerefMut};
+use std::future::Future;
 
 use hookstream_api::{ApiConfig, ApiSettings};
-use hookstream_core::config::KafkaConfig;
-use hookstream_testkit::{self as testkit, Harness};
+use hookstream_core::service::ServiceError;
+use hookstream_testkit::{HttpService, Served, Wiring};
+use tokio_util::sync::CancellationToken;
 
-/// A running the management API with one account and its key.
-pub(crate) struct Api(Harness);
+/// A running management API with one account and its key.
+pub(crate) type Api = Served<ManagementApi>;
 
-impl Api {
-    /// On the shared test broker with default settings.
-    pub(crate) async fn start() -> Self {
-        Self::start_with(testkit::kafka_config(), ApiSettings::default()).await
+/// The management API, as the test kit starts it.
+pub(crate) struct ManagementApi;
+
+impl HttpService for ManagementApi {
+    type Config = ApiConfig;
+    type Settings = ApiSettings;
+    const NAME: &'static str = "api";
+    const EVENT_TOPICS: bool = false;
+
+    fn configure(w: Wiring, api: ApiSettings) -> ApiConfig {
+        let Wiring { kafka, topics, database, http, admin } = w;
+        ApiConfig { kafka, topics, database, http, admin, api, ..ApiConfig::default() }
     }
 
-    /// On `kafka` with `settings`.
-    pub(crate) async fn start_with(kafka: KafkaConfig, settings: ApiSettings) -> Self {
-        Self::start_tuned(kafka, settings, |_| {}).await
-    }
-
-    /// [`Self::start_with`], with the whole configuration tuned by `tune` last.
-    pub(crate) async fn start_tuned(
-        kafka: KafkaConfig,
-        settings: ApiSettings,
-        tune: impl FnOnce(&mut ApiConfig),
-    ) -> Self {
-        Self(
-            Harness::start("api", kafka, false, move |w, shutdown| {
-                let mut config = ApiConfig {
-                    kafka: w.kafka,
-                    topics: w.topics,
-                    database: w.database,
-                    http: w.http,
-                    admin: w.admin,
-                    api: settings,
-                    ..ApiConfig::default()
-                };
-                tune(&mut config);
-                hookstream_api::run(config, shutdown)
-            })
-            .await,
-        )
-    }
-
-    /// Stops it and waits for it to finish.
-    pub(crate) async fn stop(self) {
-        self.0.stop().await;
-    }
-}
-
-impl Deref for Api {
-    type Target = Harness;
-    fn deref(&self) -> &Harness {
-        &self.0
-    }
-}
-
-impl DerefMut for Api {
-    fn deref_mut(&mut self) -> &mut Harness {
-        &mut self.0
+    fn run(
+        config: ApiConfig,
+        shutdown: CancellationToken,
+    ) -> impl Future<Output = Result<(), ServiceError>> + Send + 'static {
+        hookstream_api::run(config, shutdown)
     }
 }

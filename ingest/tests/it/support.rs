@@ -1,65 +1,34 @@
 //! Starting ingest in-process against a test database and topic prefix.
 
-use std::ops::{Deref, DerefMut};
+use std::future::Future;
 
-use hookstream_core::config::KafkaConfig;
+use hookstream_core::service::ServiceError;
 use hookstream_ingest::{IngestConfig, IngestSettings};
-use hookstream_testkit::{self as testkit, Harness};
+use hookstream_testkit::{HttpService, Served, Wiring};
+use tokio_util::sync::CancellationToken;
 
 /// A running ingest with one account and its key.
-pub(crate) struct Ingest(Harness);
+pub(crate) type Ingest = Served<Intake>;
 
-impl Ingest {
-    /// On the shared test broker with default settings.
-    pub(crate) async fn start() -> Self {
-        Self::start_with(testkit::kafka_config(), IngestSettings::default()).await
+/// Ingest, as the test kit starts it.
+pub(crate) struct Intake;
+
+impl HttpService for Intake {
+    type Config = IngestConfig;
+    type Settings = IngestSettings;
+    const NAME: &'static str = "ingest";
+    const EVENT_TOPICS: bool = true;
+
+    fn configure(w: Wiring, ingest: IngestSettings) -> IngestConfig {
+        let Wiring { kafka, topics, database, http, admin } = w;
+        IngestConfig { kafka, topics, database, http, admin, ingest, ..IngestConfig::default() }
     }
 
-    /// On `kafka` with `settings`.
-    pub(crate) async fn start_with(kafka: KafkaConfig, settings: IngestSettings) -> Self {
-        Self::start_tuned(kafka, settings, |_| {}).await
-    }
-
-    /// [`Self::start_with`], with the whole configuration tuned by `tune` last.
-    pub(crate) async fn start_tuned(
-        kafka: KafkaConfig,
-        settings: IngestSettings,
-        tune: impl FnOnce(&mut IngestConfig),
-    ) -> Self {
-        Self(
-            Harness::start("ingest", kafka, true, move |w, shutdown| {
-                let mut config = IngestConfig {
-                    kafka: w.kafka,
-                    topics: w.topics,
-                    database: w.database,
-                    http: w.http,
-                    admin: w.admin,
-                    ingest: settings,
-                    ..IngestConfig::default()
-                };
-                tune(&mut config);
-                hookstream_ingest::run(config, shutdown)
-            })
-            .await,
-        )
-    }
-
-    /// Stops it and waits for it to finish.
-    pub(crate) async fn stop(self) {
-        self.0.stop().await;
-    }
-}
-
-impl Deref for Ingest {
-    type Target = Harness;
-    fn deref(&self) -> &Harness {
-        &self.0
-    }
-}
-
-impl DerefMut for Ingest {
-    fn deref_mut(&mut self) -> &mut Harness {
-        &mut self.0
+    fn run(
+        config: IngestConfig,
+        shutdown: CancellationToken,
+    ) -> impl Future<Output = Result<(), ServiceError>> + Send + 'static {
+        hookstream_ingest::run(config, shutdown)
     }
 }
 
