@@ -164,7 +164,6 @@ pub async fn show(
     responses(
         (status = 200, description = "Dry run: what would be redriven", body = RedriveResponse),
         (status = 202, description = "The job, started; read its progress at `Location`", body = RedriveJob),
-        (status = 401, description = "Missing, invalid or revoked key", body = ErrorBody),
         (status = 422, description = "A bad filter, naming it", body = ErrorBody),
         (status = 503, description = "Database unavailable; nothing started", body = ErrorBody),
         JsonErrors,

@@ -17,7 +17,7 @@ use crate::idempotency::{self, Acceptance};
 use crate::publish::PublishError;
 use crate::state::AppState;
 use hookstream_core::http::extract::{from_value, parse_json, read_limited, require_json};
-use hookstream_core::http::{ApiError, Caller, ErrorBody, ErrorDetail};
+use hookstream_core::http::{ApiError, Caller, ErrorBody, ErrorDetail, JsonErrors};
 
 /// One event, as a producer sends it.
 #[derive(Debug, Clone, Deserialize, ToSchema)]
@@ -110,16 +110,13 @@ pub struct BatchResponse {
     responses(
         (status = 202, description = "Durably written to the broker", body = Accepted,
             headers(("traceparent" = String, description = "The W3C trace the event travels in: its deliveries (and retries) are spans of it"))),
-        (status = 400, description = "Malformed JSON", body = ErrorBody),
-        (status = 401, description = "Missing, invalid or revoked key", body = ErrorBody),
         (status = 409, description = "The Idempotency-Key was used for a different event within the window", body = ErrorBody),
         (status = 413, description = "Body too large", body = ErrorBody),
-        (status = 415, description = "Not application/json", body = ErrorBody),
         (status = 422, description = "Schema violation, naming the field", body = ErrorBody),
         (status = 429, description = "Account over its intake limit (Retry-After)", body = ErrorBody),
-        (status = 503, description = "Broker unavailable; nothing accepted (Retry-After)", body = ErrorBody),
+        (status = 503, description = "Broker or database unavailable; nothing accepted (Retry-After)", body = ErrorBody),
+        JsonErrors,
     ),
-    security(("api_key" = [])),
     tag = "events"
 )]
 pub async fn post_event(
@@ -171,13 +168,10 @@ async fn accept_request(
     params(("traceparent" = Option<String>, Header, description = "W3C trace context to continue.")),
     responses(
         (status = 200, description = "One result per event; only acknowledged events are reported accepted", body = BatchResponse),
-        (status = 400, description = "Malformed JSON", body = ErrorBody),
-        (status = 401, description = "Missing, invalid or revoked key", body = ErrorBody),
         (status = 413, description = "Body too large", body = ErrorBody),
-        (status = 415, description = "Not application/json", body = ErrorBody),
         (status = 422, description = "Not a batch, or too many events", body = ErrorBody),
+        JsonErrors,
     ),
-    security(("api_key" = [])),
     tag = "events"
 )]
 pub async fn post_batch(

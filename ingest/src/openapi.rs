@@ -2,7 +2,7 @@
 
 use utoipa::OpenApi;
 
-use hookstream_core::http::{BearerAuth, ErrorBody, ErrorDetail};
+use hookstream_core::http::{ErrorBody, ErrorDetail, KeyedApi};
 
 use crate::events::{
     Accepted, BatchEventRequest, BatchRequest, BatchResponse, BatchResult, EventRequest,
@@ -20,7 +20,7 @@ use crate::events::{
         EventRequest, BatchEventRequest, BatchRequest, Accepted, BatchResult, BatchResponse,
         ErrorBody, ErrorDetail
     )),
-    modifiers(&BearerAuth),
+    modifiers(&KeyedApi),
     tags(
         (name = "events", description = "Event intake")
     )

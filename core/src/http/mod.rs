@@ -59,30 +59,22 @@ pub fn page<T, C>(mut rows: Vec<T>, limit: i64, key: impl Fn(&T) -> C) -> (Vec<T
     }
 }
 
-/// The `api_key` bearer scheme both API documents declare (a utoipa modifier).
-pub struct BearerAuth;
-
-impl utoipa::Modify for BearerAuth {
-    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
-        use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
-        let components = openapi.components.get_or_insert_with(Default::default);
-        components.add_security_scheme(
-            "api_key",
-            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
-        );
-    }
-}
-
-/// For a document whose every route takes a key (the management API), a utoipa modifier: the
-/// `api_key` scheme is declared and required at the top level, and every operation answers
-/// [`KeyedErrors`] (401, 503) besides its own answers, unless it describes them itself.
+/// For a document whose every route takes a key (ingest's and the management API's), a utoipa
+/// modifier: the `api_key` bearer scheme is declared and required at the top level, and every
+/// operation answers [`KeyedErrors`] (401, 503) besides its own answers, unless it describes
+/// them itself.
 pub struct KeyedApi;
 
 impl utoipa::Modify for KeyedApi {
     fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
         use utoipa::openapi::security::SecurityRequirement;
+        use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
         use utoipa::IntoResponses;
-        BearerAuth.modify(openapi);
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "api_key",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+        );
         openapi.security = Some(vec![SecurityRequirement::new("api_key", Vec::<String>::new())]);
         let keyed = KeyedErrors::responses();
         for item in openapi.paths.paths.values_mut() {
