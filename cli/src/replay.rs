@@ -222,18 +222,8 @@ pub(crate) async fn run(config: &ToolConfig, args: ReplayArgs) -> anyhow::Result
         let origin = Origin { topic: topic.clone(), partition: p, offset };
         for endpoint_id in targets {
             limiter.until_ready().await;
-            let task = DeliveryTask {
-                envelope: envelope.clone(),
-                endpoint_id,
-                attempt: 0,
-                first_attempt_at: Utc::now(),
-                last_status: None,
-                last_error: None,
-                last_reason: None,
-                replay: true,
-                uncounted: 0,
-                not_before: None,
-            };
+            let task =
+                DeliveryTask { replay: true, ..DeliveryTask::new(envelope.clone(), endpoint_id) };
             handoff.replay(&task, &origin, &cx).await?;
         }
         trace::end(&cx, None);

@@ -85,6 +85,26 @@ pub struct EventEnvelope {
 }
 
 impl EventEnvelope {
+    /// An event of `account_id` as ingest accepts it now: a new id, occurred and received
+    /// now, in the normal lane, at the current schema version.
+    pub fn new(
+        account_id: AccountId,
+        event_type: impl Into<String>,
+        data: serde_json::Value,
+    ) -> Self {
+        let now = Utc::now();
+        Self {
+            event_id: EventId::new(),
+            account_id,
+            event_type: event_type.into(),
+            occurred_at: now,
+            received_at: now,
+            priority: Priority::Normal,
+            data,
+            schema_version: SCHEMA_VERSION,
+        }
+    }
+
     /// The Kafka message key: the account id, so an account's events share a partition.
     pub fn key(&self) -> String {
         self.account_id.to_string()
@@ -124,6 +144,36 @@ pub struct DeliveryTask {
     /// up to an hour). A task that comes due earlier is delayed again without a request.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub not_before: Option<DateTime<Utc>>,
+}
+
+impl DeliveryTask {
+    /// The delivery of `envelope` to `endpoint_id` before its first attempt.
+    pub fn new(envelope: EventEnvelope, endpoint_id: EndpointId) -> Self {
+        Self {
+            envelope,
+            endpoint_id,
+            attempt: 0,
+            first_attempt_at: Utc::now(),
+            last_status: None,
+            last_error: None,
+            last_reason: None,
+            replay: false,
+            uncounted: 0,
+            not_before: None,
+        }
+    }
+
+    /// This task after `attempts` attempts, the last answered with `status`.
+    pub fn failed(self, attempts: u32, status: u16) -> Self {
+        use crate::delivery::outcome::FailureReason;
+        Self {
+            attempt: attempts,
+            last_status: Some(status),
+            last_error: Some(format!("http {status}")),
+            last_reason: Some(FailureReason::of_status(status)),
+            ..self
+        }
+    }
 }
 
 fn is_zero(n: &u32) -> bool {
@@ -169,16 +219,10 @@ mod tests {
     use super::*;
 
     fn envelope() -> EventEnvelope {
-        let now = Utc::now();
+        let data = serde_json::json!({"id": "sub_1", "email": "a@example.com"});
         EventEnvelope {
-            event_id: EventId::new(),
-            account_id: AccountId::new(),
-            event_type: "subscriber.created".into(),
-            occurred_at: now,
-            received_at: now,
             priority: Priority::High,
-            data: serde_json::json!({"id": "sub_1", "email": "a@example.com"}),
-            schema_version: SCHEMA_VERSION,
+            ..EventEnvelope::new(AccountId::new(), "subscriber.created", data)
         }
     }
 
@@ -205,18 +249,7 @@ mod tests {
 
     #[test]
     fn delivery_task_flattens_the_envelope_and_round_trips() {
-        let task = DeliveryTask {
-            envelope: envelope(),
-            endpoint_id: EndpointId::new(),
-            attempt: 2,
-            first_attempt_at: Utc::now(),
-            last_status: Some(503),
-            last_error: Some("http 503".into()),
-            last_reason: Some(crate::delivery::outcome::FailureReason::ServerError),
-            replay: false,
-            uncounted: 0,
-            not_before: None,
-        };
+        let task = DeliveryTask::new(envelope(), EndpointId::new()).failed(2, 503);
         let json = serde_json::to_value(&task).expect("json");
         assert_eq!(json["attempt"], 2);
         assert!(json.get("replay").is_none(), "absent unless a replay");

@@ -178,16 +178,14 @@ mod tests {
 
     #[test]
     fn the_envelope_type_matches_its_schema() {
-        let now = chrono::Utc::now();
+        let data = json!({"subscriber": {"id": "s1"}});
         let envelope = crate::envelope::EventEnvelope {
-            event_id: crate::EventId::new(),
-            account_id: crate::AccountId::new(),
-            event_type: "subscriber.deleted".into(),
-            occurred_at: now,
-            received_at: now,
             priority: crate::envelope::Priority::Low,
-            data: json!({"subscriber": {"id": "s1"}}),
-            schema_version: crate::envelope::SCHEMA_VERSION,
+            ..crate::envelope::EventEnvelope::new(
+                crate::AccountId::new(),
+                "subscriber.deleted",
+                data,
+            )
         };
         let value = serde_json::to_value(envelope).expect("json");
         schemas().validate_envelope(&value).expect("envelope matches its schema");

@@ -6,7 +6,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::Json;
 use chrono::{DateTime, Utc};
 use hookstream_core::db::api_keys::KeyOwner;
-use hookstream_core::envelope::{EventEnvelope, Priority, SCHEMA_VERSION};
+use hookstream_core::envelope::{EventEnvelope, Priority};
 use hookstream_core::schema::{Schemas, Violation};
 use hookstream_core::trace::{self, Context};
 use hookstream_core::{AccountId, EventId};
@@ -341,16 +341,12 @@ fn envelope(
     idempotency_key: Option<&str>,
 ) -> Result<EventEnvelope, ApiError> {
     validate(&state.schemas, &event)?;
-    let now = Utc::now();
+    let accepted = EventEnvelope::new(account_id, event.event_type, event.data);
     Ok(EventEnvelope {
         event_id: idempotency_key.map(|k| EventId::for_key(account_id, k)).unwrap_or_default(),
-        account_id,
-        event_type: event.event_type,
-        occurred_at: event.occurred_at.unwrap_or(now),
-        received_at: now,
+        occurred_at: event.occurred_at.unwrap_or(accepted.received_at),
         priority: event.priority.unwrap_or_default(),
-        data: event.data,
-        schema_version: SCHEMA_VERSION,
+        ..accepted
     })
 }
 

@@ -12,10 +12,9 @@ use axum::routing::post;
 use clap::Args;
 use futures::stream::{FuturesUnordered, StreamExt};
 use hookstream_core::db::{accounts, endpoints};
-use hookstream_core::envelope::{EventEnvelope, Priority, SCHEMA_VERSION};
+use hookstream_core::envelope::{EventEnvelope, Priority};
 use hookstream_core::kafka::{self, TopicSpec};
 use hookstream_core::tier::{RateLimit, Tier};
-use hookstream_core::EventId;
 use rdkafka::producer::FutureRecord;
 use rdkafka::util::Timeout;
 use serde_json::json;
@@ -97,17 +96,9 @@ pub(crate) async fn run(config: &ToolConfig, args: BenchDispatchArgs) -> anyhow:
     let topic = topics_cfg.topics().events(Priority::Normal);
     let mut pending = FuturesUnordered::new();
     for i in 0..event_count {
-        let now = chrono::Utc::now();
-        let envelope = EventEnvelope {
-            event_id: EventId::new(),
-            account_id: account_ids[i % account_ids.len()],
-            event_type: "subscriber.created".into(),
-            occurred_at: now,
-            received_at: now,
-            priority: Priority::Normal,
-            data: json!({"subscriber": {"id": "s1", "email": "a@example.com"}}),
-            schema_version: SCHEMA_VERSION,
-        };
+        let account = account_ids[i % account_ids.len()];
+        let data = json!({"subscriber": {"id": "s1", "email": "a@example.com"}});
+        let envelope = EventEnvelope::new(account, "subscriber.created", data);
         let payload = serde_json::to_vec(&envelope)?;
         let key = envelope.key();
         let producer = producer.clone();

@@ -15,13 +15,13 @@ use hdrhistogram::Histogram;
 use hookstream_core::db::{accounts, endpoints};
 use hookstream_core::delivery::handoff::Handoff;
 use hookstream_core::dlq::{self, NewDeadLetter, RedriveOptions};
-use hookstream_core::envelope::{DeliveryTask, EventEnvelope, Priority, SCHEMA_VERSION};
+use hookstream_core::envelope::{DeliveryTask, EventEnvelope};
 use hookstream_core::kafka::{self, TopicSpec};
 use hookstream_core::producer::HealingProducer;
 use hookstream_core::tier::{RateLimit, Tier};
 use hookstream_core::trace::Tracing;
 use hookstream_core::wire::headers;
-use hookstream_core::{AccountId, EndpointId, EventId};
+use hookstream_core::{AccountId, EndpointId};
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::FutureRecord;
 use rdkafka::util::Timeout;
@@ -252,27 +252,8 @@ pub(crate) async fn run(config: &ToolConfig, args: BenchRetryArgs) -> anyhow::Re
     Ok(())
 }
 
+/// A task after one failed attempt.
 fn task(account: AccountId, endpoint: EndpointId, data: Value) -> DeliveryTask {
-    let now = Utc::now();
-    DeliveryTask {
-        envelope: EventEnvelope {
-            event_id: EventId::new(),
-            account_id: account,
-            event_type: "subscriber.created".into(),
-            occurred_at: now,
-            received_at: now,
-            priority: Priority::Normal,
-            data,
-            schema_version: SCHEMA_VERSION,
-        },
-        endpoint_id: endpoint,
-        attempt: 1,
-        first_attempt_at: now,
-        last_status: Some(503),
-        last_error: Some("http 503".into()),
-        last_reason: None,
-        replay: false,
-        uncounted: 0,
-        not_before: None,
-    }
+    let envelope = EventEnvelope::new(account, "subscriber.created", data);
+    DeliveryTask::new(envelope, endpoint).failed(1, 503)
 }

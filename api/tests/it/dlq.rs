@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use chrono::Utc;
 use hookstream_core::dlq::{self, NewDeadLetter};
-use hookstream_core::envelope::{DeliveryTask, EventEnvelope, Priority, SCHEMA_VERSION};
+use hookstream_core::envelope::{DeliveryTask, EventEnvelope, Priority};
 use hookstream_core::{AccountId, EndpointId, EventId};
 use hookstream_testkit as testkit;
 use rdkafka::Message;
@@ -23,31 +23,13 @@ async fn dead(api: &Api, account: AccountId, ep: EndpointId, event_type: &str, n
     let rows: Vec<NewDeadLetter> = (0..n)
         .map(|_| {
             let now = Utc::now();
+            let envelope =
+                EventEnvelope::new(account, event_type, json!({"subscriber": {"id": "s1"}}));
             NewDeadLetter {
                 topic: api.topics.topics().dlq(),
                 partition: 0,
                 offset: rand_offset(),
-                task: DeliveryTask {
-                    envelope: EventEnvelope {
-                        event_id: EventId::new(),
-                        account_id: account,
-                        event_type: event_type.into(),
-                        occurred_at: now,
-                        received_at: now,
-                        priority: Priority::Normal,
-                        data: json!({"subscriber": {"id": "s1"}}),
-                        schema_version: SCHEMA_VERSION,
-                    },
-                    endpoint_id: ep,
-                    attempt: 4,
-                    first_attempt_at: now,
-                    last_status: Some(503),
-                    last_error: Some("http 503".into()),
-                    last_reason: None,
-                    replay: false,
-                    uncounted: 0,
-                    not_before: None,
-                },
+                task: DeliveryTask::new(envelope, ep).failed(4, 503),
                 origin: Some(format!("{}/0/7", api.topics.topics().events(Priority::Normal))),
                 traceparent: None,
                 dead_at: now,

@@ -7,19 +7,16 @@ use std::process::Output;
 use std::time::Duration;
 
 use chrono::Utc;
-use hookstream_core::config::{AdminConfig, HttpConfig, KafkaConfig};
-use hookstream_core::delivery::DeliveryConfig;
+use hookstream_core::config::KafkaConfig;
 use hookstream_core::envelope::Priority;
-use hookstream_dispatcher::{DispatcherConfig, DispatcherSettings};
-use hookstream_ingest::IngestConfig;
 use hookstream_testkit::{
     self as testkit, eventually, Receiver, SchemaRegistry, Tenant, TestDatabase,
 };
 use rdkafka::Message;
 use serde_json::{json, Value};
-use tokio_util::sync::CancellationToken;
 
 use crate::command::on_topics;
+use crate::pipeline::Site;
 
 async fn replay(db: &TestDatabase, prefix: &str, registry: Option<&str>, args: &[&str]) -> Output {
     let mut command = on_topics(db, prefix, args);
@@ -42,43 +39,12 @@ async fn an_event_produced_through_the_registry_is_delivered_and_replayable() {
     let tenant = Tenant::create(&db.pool, "avro").await;
     let receiver = Receiver::start().await;
     testkit::create_endpoint(&db.pool, tenant.account, receiver.url("/avro"), &["*"], None).await;
-    let admin = || AdminConfig { listen: ([127, 0, 0, 1], testkit::free_port()).into() };
-    let http = HttpConfig::on(admin().listen);
-    let stop = CancellationToken::new();
-    let services = [
-        tokio::spawn(hookstream_ingest::run(
-            IngestConfig {
-                kafka: kafka.clone(),
-                topics: topics.clone(),
-                database: db.config.clone(),
-                http: http.clone(),
-                admin: admin(),
-                ..IngestConfig::default()
-            },
-            stop.clone(),
-        )),
-        tokio::spawn(hookstream_dispatcher::run(
-            DispatcherConfig {
-                kafka: kafka.clone(),
-                topics: topics.clone(),
-                database: db.config.clone(),
-                admin: admin(),
-                delivery: DeliveryConfig {
-                    allow_private_targets: true,
-                    ..DeliveryConfig::default()
-                },
-                dispatcher: DispatcherSettings {
-                    group_id: testkit::unique("dispatcher-"),
-                    ..DispatcherSettings::default()
-                },
-                ..DispatcherConfig::default()
-            },
-            stop.clone(),
-        )),
-    ];
+    let site = Site::new(&kafka, &topics, &db);
+    let (ingest, base) = site.ingest();
+    let dispatcher = site.dispatcher();
     let from = (Utc::now() - chrono::Duration::seconds(5)).to_rfc3339();
     let client = reqwest::Client::new();
-    let url = format!("http://{}/v1/events", http.listen);
+    let url = format!("{base}/v1/events");
     let event = json!({
         "event_type": "subscriber.created",
         "data": {"subscriber": {"id": "s-avro", "email": "avro@example.com"}}
@@ -125,8 +91,5 @@ async fn an_event_produced_through_the_registry_is_delivered_and_replayable() {
     assert_eq!(blind.status.code(), Some(1), "{err}");
     assert!(err.contains("kafka.schema_registry_url"), "{err}");
 
-    stop.cancel();
-    for s in services {
-        s.await.expect("join").expect("service");
-    }
+    tokio::join!(ingest.stop(), dispatcher.stop());
 }

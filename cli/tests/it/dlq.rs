@@ -4,14 +4,13 @@
 use std::process::Output;
 use std::time::Duration;
 
-use chrono::Utc;
 use hookstream_core::config::AdminConfig;
 use hookstream_core::db::accounts;
 
 use hookstream_core::delivery::DeliveryConfig;
-use hookstream_core::envelope::{EventEnvelope, Priority, SCHEMA_VERSION};
+use hookstream_core::envelope::{EventEnvelope, Priority};
 use hookstream_core::tier::Tier;
-use hookstream_core::{dlq, kafka, AccountId, EventId};
+use hookstream_core::{dlq, kafka, AccountId};
 use hookstream_dispatcher::{DispatcherConfig, DispatcherSettings};
 use hookstream_retrier::{RetrierConfig, RetrierSettings};
 use hookstream_testkit::{self as testkit, eventually, Receiver, TestDatabase};
@@ -95,17 +94,7 @@ async fn a_filtered_redrive_delivers_once_the_endpoint_recovers_and_a_dry_run_ch
     for event_type in
         ["order.paid", "subscriber.created", "order.paid", "subscriber.created", "order.paid"]
     {
-        let now = Utc::now();
-        let envelope = EventEnvelope {
-            event_id: EventId::new(),
-            account_id: a,
-            event_type: event_type.into(),
-            occurred_at: now,
-            received_at: now,
-            priority: Priority::Normal,
-            data: json!({"n": 1}),
-            schema_version: SCHEMA_VERSION,
-        };
+        let envelope = EventEnvelope::new(a, event_type, json!({"n": 1}));
         if event_type == "order.paid" {
             paid.push(envelope.event_id.to_string());
         }

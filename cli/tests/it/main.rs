@@ -5,5 +5,6 @@ mod avro;
 mod command;
 mod dlq;
 mod lag;
+mod pipeline;
 mod replay;
 mod trace;

@@ -8,19 +8,16 @@ use std::process::Output;
 use std::time::Duration;
 
 use chrono::Utc;
-use hookstream_core::config::AdminConfig;
 use hookstream_core::db::accounts;
-use hookstream_core::delivery::DeliveryConfig;
-use hookstream_core::envelope::{EventEnvelope, Priority, SCHEMA_VERSION};
+use hookstream_core::envelope::{EventEnvelope, Priority};
 use hookstream_core::tier::Tier;
-use hookstream_core::{kafka, AccountId, EventId};
-use hookstream_retrier::{RetrierConfig, RetrierSettings};
+use hookstream_core::{kafka, AccountId};
 use hookstream_testkit::{self as testkit, eventually, Receiver, TestDatabase};
 use rdkafka::producer::FutureRecord;
 use serde_json::json;
-use tokio_util::sync::CancellationToken;
 
 use crate::command::on_topics;
+use crate::pipeline::Site;
 
 /// Where the command exports its spans (a receiver of this test process).
 static OTLP: std::sync::OnceLock<String> = std::sync::OnceLock::new();
@@ -69,16 +66,11 @@ async fn a_time_window_of_one_account_is_delivered_again_and_marked_as_replay() 
         for (account, n) in phase {
             for _ in 0..n {
                 let at = Utc::now();
-                let envelope = EventEnvelope {
-                    event_id: EventId::new(),
-                    account_id: account,
-                    event_type: "subscriber.created".into(),
-                    occurred_at: at,
-                    received_at: at,
-                    priority: Priority::Normal,
-                    data: json!({"subscriber": {"id": "s"}}),
-                    schema_version: SCHEMA_VERSION,
-                };
+                let envelope = EventEnvelope::new(
+                    account,
+                    "subscriber.created",
+                    json!({"subscriber": {"id": "s"}}),
+                );
                 // Each event in a trace of its own, as ingest would write it.
                 let trace = testkit::new_trace();
                 if account == a && marks.len() == 2 {
@@ -128,27 +120,7 @@ async fn a_time_window_of_one_account_is_delivered_again_and_marked_as_replay() 
         String::from_utf8_lossy(&dry.stdout)
     );
 
-    let stop = CancellationToken::new();
-    let retrier = tokio::spawn(hookstream_retrier::run(
-        RetrierConfig {
-            kafka: kafka_cfg.clone(),
-            topics: topics.clone(),
-            database: db.config.clone(),
-            admin: AdminConfig { listen: ([127, 0, 0, 1], testkit::free_port()).into() },
-            delivery: DeliveryConfig {
-                allow_private_targets: true,
-                record_flush_interval: Duration::from_millis(100),
-                ..DeliveryConfig::default()
-            },
-            retrier: RetrierSettings {
-                group_id: testkit::unique("retrier-"),
-                dlq_group_id: testkit::unique("retrier-dlq-"),
-                ..RetrierSettings::default()
-            },
-            ..RetrierConfig::default()
-        },
-        stop.clone(),
-    ));
+    let retrier = Site::new(&kafka_cfg, &topics, &db).retrier();
     tokio::time::sleep(Duration::from_millis(1500)).await;
     assert!(receiver.hits().is_empty(), "the dry run sent nothing");
 
@@ -241,6 +213,5 @@ async fn a_time_window_of_one_account_is_delivered_again_and_marked_as_replay() 
             "{bad:?}: one line"
         );
     }
-    stop.cancel();
-    retrier.await.expect("task").expect("retrier");
+    retrier.stop().await;
 }

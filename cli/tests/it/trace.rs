@@ -6,16 +6,12 @@
 
 use std::time::Duration;
 
-use hookstream_core::config::{AdminConfig, HttpConfig};
 use hookstream_core::db::{accounts, api_keys};
-use hookstream_core::delivery::DeliveryConfig;
 use hookstream_core::envelope::Priority;
 use hookstream_core::tier::Tier;
-use hookstream_dispatcher::{DispatcherConfig, DispatcherSettings};
-use hookstream_ingest::{IngestConfig, IngestSettings};
-use hookstream_retrier::{RetrierConfig, RetrierSettings};
 use hookstream_testkit::{self as testkit, eventually, ExportedSpan, Receiver, TestDatabase};
-use tokio_util::sync::CancellationToken;
+
+use crate::pipeline::Site;
 
 fn trace_id(traceparent: &str) -> &str {
     traceparent.split('-').nth(1).unwrap_or_default()
@@ -36,60 +32,9 @@ async fn one_exported_trace_follows_the_event_from_ingest_through_a_retry() {
         accounts::create(&db.pool, "a", Tier::Xlarge, "operator:test").await.expect("account").id;
     let (_, key) = api_keys::issue(&db.pool, a, "t", "operator:test").await.expect("key");
     testkit::create_endpoint(&db.pool, a, receiver.url("/ep"), &["*"], None).await;
-    let delivery = DeliveryConfig {
-        allow_private_targets: true,
-        record_flush_interval: Duration::from_millis(100),
-        ..DeliveryConfig::default()
-    };
-    let admin = || AdminConfig { listen: ([127, 0, 0, 1], testkit::free_port()).into() };
-    let stop = CancellationToken::new();
-    let http = HttpConfig::on(admin().listen);
-    let services = [
-        tokio::spawn(hookstream_ingest::run(
-            IngestConfig {
-                kafka: kafka.clone(),
-                topics: topics.clone(),
-                database: db.config.clone(),
-                http: http.clone(),
-                admin: admin(),
-                ingest: IngestSettings::default(),
-                ..IngestConfig::default()
-            },
-            stop.clone(),
-        )),
-        tokio::spawn(hookstream_dispatcher::run(
-            DispatcherConfig {
-                kafka: kafka.clone(),
-                topics: topics.clone(),
-                database: db.config.clone(),
-                admin: admin(),
-                delivery: delivery.clone(),
-                dispatcher: DispatcherSettings {
-                    group_id: testkit::unique("dispatcher-"),
-                    ..DispatcherSettings::default()
-                },
-                ..DispatcherConfig::default()
-            },
-            stop.clone(),
-        )),
-        tokio::spawn(hookstream_retrier::run(
-            RetrierConfig {
-                kafka: kafka.clone(),
-                topics: topics.clone(),
-                database: db.config.clone(),
-                admin: admin(),
-                delivery,
-                retrier: RetrierSettings {
-                    group_id: testkit::unique("retrier-"),
-                    dlq_group_id: testkit::unique("retrier-dlq-"),
-                    ..RetrierSettings::default()
-                },
-                ..RetrierConfig::default()
-            },
-            stop.clone(),
-        )),
-    ];
-    let base = format!("http://{}", http.listen);
+    let site = Site::new(&kafka, &topics, &db);
+    let (ingest, base) = site.ingest();
+    let (dispatcher, retrier) = (site.dispatcher(), site.retrier());
     let client = reqwest::Client::new();
     let response = eventually(Duration::from_secs(20), "ingest accepts", || async {
         let r = client
@@ -122,10 +67,7 @@ async fn one_exported_trace_follows_the_event_from_ingest_through_a_retry() {
         assert_ne!(got, &started, "each attempt is its own span");
     }
     // Stopping flushes what each service still holds.
-    stop.cancel();
-    for s in services {
-        s.await.expect("task").expect("service");
-    }
+    tokio::join!(ingest.stop(), dispatcher.stop(), retrier.stop());
     let names = topics.topics();
     let (lane, tier) = (names.events(Priority::Normal), names.retry(names.retry_delays()[0]));
     let spans = eventually(Duration::from_secs(10), "the retrier's client span exported", || {

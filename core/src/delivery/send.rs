@@ -252,17 +252,7 @@ mod tests {
     }
 
     fn envelope() -> EventEnvelope {
-        let now = Utc::now();
-        EventEnvelope {
-            event_id: crate::EventId::new(),
-            account_id: AccountId::new(),
-            event_type: "subscriber.created".into(),
-            occurred_at: now,
-            received_at: now,
-            priority: crate::envelope::Priority::Normal,
-            data: json!({}),
-            schema_version: crate::envelope::SCHEMA_VERSION,
-        }
+        EventEnvelope::new(AccountId::new(), "subscriber.created", json!({}))
     }
 
     #[tokio::test]

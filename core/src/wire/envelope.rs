@@ -198,19 +198,16 @@ fn from_avro(value: Avro) -> Result<EventEnvelope, WireError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::envelope::SCHEMA_VERSION;
 
     fn envelope() -> EventEnvelope {
+        // Avro keeps microseconds.
         let now = Utc.timestamp_micros(Utc::now().timestamp_micros()).single().expect("now");
+        let data = serde_json::json!({"subscriber": {"id": "s1", "tags": ["a", "ü"]}});
         EventEnvelope {
-            event_id: EventId::new(),
-            account_id: AccountId::new(),
-            event_type: "subscriber.created".into(),
             occurred_at: now - chrono::Duration::seconds(3),
             received_at: now,
             priority: Priority::Low,
-            data: serde_json::json!({"subscriber": {"id": "s1", "tags": ["a", "ü"]}}),
-            schema_version: SCHEMA_VERSION,
+            ..EventEnvelope::new(AccountId::new(), "subscriber.created", data)
         }
     }
 

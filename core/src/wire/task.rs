@@ -68,33 +68,16 @@ mod tests {
     use rdkafka::Timestamp;
 
     use super::*;
-    use crate::envelope::{EventEnvelope, Priority, SCHEMA_VERSION};
-    use crate::ids::{AccountId, EndpointId, EventId};
+    use serde_json::json;
+
+    use crate::envelope::EventEnvelope;
+    use crate::ids::{AccountId, EndpointId};
 
     #[test]
     fn a_task_round_trips_with_its_headers() {
         let now = Utc.timestamp_millis_opt(Utc::now().timestamp_millis()).single().expect("now");
-        let task = DeliveryTask {
-            envelope: EventEnvelope {
-                event_id: EventId::new(),
-                account_id: AccountId::new(),
-                event_type: "subscriber.created".into(),
-                occurred_at: now,
-                received_at: now,
-                priority: Priority::Normal,
-                data: serde_json::json!({"subscriber": {"id": "s1"}}),
-                schema_version: SCHEMA_VERSION,
-            },
-            endpoint_id: EndpointId::new(),
-            attempt: 2,
-            first_attempt_at: now,
-            last_status: Some(503),
-            last_error: Some("http 503".into()),
-            last_reason: Some(crate::delivery::outcome::FailureReason::ServerError),
-            replay: false,
-            uncounted: 0,
-            not_before: None,
-        };
+        let envelope = EventEnvelope::new(AccountId::new(), "subscriber.created", json!({}));
+        let task = DeliveryTask::new(envelope, EndpointId::new()).failed(2, 503);
         let origin: Origin = "hookstream.events.normal/3/42".parse().expect("origin");
         let tracing = crate::trace::Tracing::local("test");
         let cx = tracing.tracer().send(&Context::new(), "hookstream.retry.5s");

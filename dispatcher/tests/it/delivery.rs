@@ -4,7 +4,7 @@ use std::collections::HashSet;
 use std::time::Duration;
 
 use hookstream_core::db::endpoints;
-use hookstream_core::envelope::{DeliveryTask, EventEnvelope, Priority, SCHEMA_VERSION};
+use hookstream_core::envelope::{DeliveryTask, EventEnvelope, Priority};
 use hookstream_core::ids::EventId;
 use hookstream_dispatcher::DispatcherSettings;
 use hookstream_testkit::{self as testkit, eventually, Receiver};
@@ -80,23 +80,21 @@ async fn a_second_copy_of_a_delivered_event_is_not_sent_again() {
     let account = world.account().await;
     world.endpoint(account, receiver.url("/hook"), &["*"], None).await;
     let running = start_dispatcher(world.config(DispatcherSettings::default()));
-    let now = chrono::Utc::now();
+    let _now = chrono::Utc::now();
+    let data = serde_json::json!({"subscriber": {"id": "s1", "email": "s1@example.com"}});
     let first = EventEnvelope {
         event_id: EventId::for_key(account, "order-17"),
-        account_id: account,
-        event_type: "subscriber.created".into(),
-        occurred_at: now,
-        received_at: now,
-        priority: Priority::Normal,
-        data: serde_json::json!({"subscriber": {"id": "s1", "email": "s1@example.com"}}),
-        schema_version: SCHEMA_VERSION,
+        ..EventEnvelope::new(account, "subscriber.created", data)
     };
     world.produce_envelope(&first).await;
     eventually(WAIT, "the first copy delivered", || async {
         (!receiver.hits_on("/hook").is_empty()).then_some(())
     })
     .await;
-    let second = EventEnvelope { received_at: now + chrono::Duration::milliseconds(40), ..first };
+    let second = EventEnvelope {
+        received_at: first.received_at + chrono::Duration::milliseconds(40),
+        ..first
+    };
     world.produce_envelope(&second).await;
     let marker = world.produce(account, "subscriber.updated", Priority::Normal).await;
     eventually(WAIT, "the event behind the copy delivered", || async {

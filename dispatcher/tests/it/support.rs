@@ -7,7 +7,7 @@ use chrono::Utc;
 use hookstream_core::config::AdminConfig;
 
 use hookstream_core::delivery::DeliveryConfig;
-use hookstream_core::envelope::{EventEnvelope, Priority, SCHEMA_VERSION};
+use hookstream_core::envelope::{EventEnvelope, Priority};
 use hookstream_core::tier::RateLimit;
 use hookstream_core::wire::headers;
 use hookstream_core::{AccountId, EndpointId, EventId};
@@ -83,17 +83,9 @@ impl World {
         event_type: &str,
         priority: Priority,
     ) -> EventId {
-        let now = Utc::now();
-        let envelope = EventEnvelope {
-            event_id: EventId::new(),
-            account_id: account,
-            event_type: event_type.into(),
-            occurred_at: now,
-            received_at: now,
-            priority,
-            data: json!({"subscriber": {"id": "s1", "email": "s1@example.com"}}),
-            schema_version: SCHEMA_VERSION,
-        };
+        let _now = Utc::now();
+        let data = json!({"subscriber": {"id": "s1", "email": "s1@example.com"}});
+        let envelope = EventEnvelope { priority, ..EventEnvelope::new(account, event_type, data) };
         self.produce_envelope(&envelope).await;
         envelope.event_id
     }

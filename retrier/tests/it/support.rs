@@ -3,10 +3,9 @@
 
 use std::time::Duration;
 
-use chrono::Utc;
 use hookstream_core::config::AdminConfig;
 use hookstream_core::delivery::DeliveryConfig;
-use hookstream_core::envelope::{DeliveryTask, EventEnvelope, Origin, Priority, SCHEMA_VERSION};
+use hookstream_core::envelope::{DeliveryTask, EventEnvelope, Origin, Priority};
 use hookstream_core::wire::{self, headers};
 use hookstream_core::{AccountId, EndpointId, EventId};
 use hookstream_dispatcher::{DispatcherConfig, DispatcherSettings};
@@ -81,17 +80,8 @@ impl World {
     }
 
     pub(crate) fn envelope(&self, account: AccountId, event_type: &str) -> EventEnvelope {
-        let now = Utc::now();
-        EventEnvelope {
-            event_id: EventId::new(),
-            account_id: account,
-            event_type: event_type.into(),
-            occurred_at: now,
-            received_at: now,
-            priority: Priority::Normal,
-            data: json!({"subscriber": {"id": "s1", "email": "s1@example.com"}}),
-            schema_version: SCHEMA_VERSION,
-        }
+        let data = json!({"subscriber": {"id": "s1", "email": "s1@example.com"}});
+        EventEnvelope::new(account, event_type, data)
     }
 
     /// Produces an event as ingest would; returns its id.
@@ -132,18 +122,7 @@ impl World {
 
     /// A task after one failed attempt.
     pub(crate) fn task(&self, account: AccountId, endpoint: EndpointId) -> DeliveryTask {
-        DeliveryTask {
-            envelope: self.envelope(account, "subscriber.created"),
-            endpoint_id: endpoint,
-            attempt: 1,
-            first_attempt_at: Utc::now(),
-            last_status: Some(500),
-            last_error: Some("http 500".into()),
-            last_reason: None,
-            replay: false,
-            uncounted: 0,
-            not_before: None,
-        }
+        DeliveryTask::new(self.envelope(account, "subscriber.created"), endpoint).failed(1, 500)
     }
 }
 
