@@ -46,13 +46,12 @@ pub async fn run(
     let runtime = DeliveryRuntime::start(RuntimeParts {
         client: "hookstream-dispatcher",
         kafka: &config.kafka,
-        topics: topics.clone(),
+        topics: &config.topics,
         delivery: &config.delivery,
         pool: &backends.database,
         lanes: Lanes::weighted(settings.in_flight, &lane_weights(settings)),
         partitions: Arc::clone(&partitions),
         buffer_bound: settings.max_buffered_per_partition,
-        retention: config.topics.retention,
         endpoint_refresh: settings.endpoint_refresh,
         tracer: traces.tracer(),
     })

@@ -49,13 +49,12 @@ pub async fn run(config: RetrierConfig, shutdown: CancellationToken) -> Result<(
     let runtime = DeliveryRuntime::start(RuntimeParts {
         client: "hookstream-retrier",
         kafka: &config.kafka,
-        topics: topics.clone(),
+        topics: &config.topics,
         delivery: &config.delivery,
         pool: &backends.database,
         lanes: Lanes::shared(settings.in_flight),
         partitions: Arc::clone(&partitions),
         buffer_bound: settings.max_buffered_per_partition,
-        retention: config.topics.retention,
         endpoint_refresh: settings.endpoint_refresh,
         tracer: traces.tracer(),
     })

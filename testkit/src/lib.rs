@@ -167,6 +167,38 @@ pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
 }
 
+/// A service binary as the tests run it: nothing of this environment but `PATH`, the broker
+/// at `brokers` and the database at `database_url`; its output shown only with
+/// `HOOKSTREAM_TEST_SHOW_LOGS` set.
+pub fn service_command(binary: &str, brokers: &str, database_url: &str) -> std::process::Command {
+    use std::process::Stdio;
+    let shown = || {
+        if std::env::var_os("HOOKSTREAM_TEST_SHOW_LOGS").is_some() {
+            Stdio::inherit()
+        } else {
+            Stdio::null()
+        }
+    };
+    let mut cmd = std::process::Command::new(binary);
+    cmd.env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("HOOKSTREAM_KAFKA__BROKERS", brokers)
+        .env("HOOKSTREAM_DATABASE__URL", database_url)
+        .stdout(shown())
+        .stderr(shown());
+    cmd
+}
+
+/// A child process, killed and reaped when dropped, so a failing test leaves nothing running.
+pub struct KillOnDrop(pub std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// Proves a service binary's life cycle: a bad config value exits 2 naming the key, an
 /// unreachable broker exits 1 with a one-line error, and with the local broker and Postgres
 /// it becomes ready, then stops with exit 0 on SIGTERM. `listen_key` is the config key of the
@@ -176,16 +208,11 @@ pub async fn assert_service_lifecycle(binary: &str, listen_key: &str) {
 
     let db = TestDatabase::new().await;
     let run = |envs: &[(&str, String)]| {
-        let mut cmd = Command::new(binary);
-        cmd.env_clear()
-            .env("PATH", std::env::var("PATH").unwrap_or_default())
-            .env("HOOKSTREAM_KAFKA__BROKERS", brokers())
-            .env("HOOKSTREAM_DATABASE__URL", &db.config.url)
-            .env("HOOKSTREAM_KAFKA__CONNECT_TIMEOUT", "2s")
+        let mut cmd = service_command(binary, &brokers(), &db.config.url);
+        cmd.env("HOOKSTREAM_KAFKA__CONNECT_TIMEOUT", "2s")
             .env("HOOKSTREAM_DATABASE__CONNECT_TIMEOUT", "2s")
             // Ingest's public port (the other services ignore the key).
             .env("HOOKSTREAM_HTTP__LISTEN", format!("127.0.0.1:{}", free_port()))
-            .stdout(Stdio::null())
             .stderr(Stdio::piped());
         for (k, v) in envs {
             cmd.env(k, v);
@@ -600,7 +627,7 @@ pub async fn assert_shutdown_deadline_with_dependencies_gone<W, Fut>(
     W: FnOnce() -> Fut,
     Fut: Future<Output = ()>,
 {
-    use std::process::{Command, Stdio};
+    use std::process::Command;
 
     let pg = url::Url::parse(&db.config.url).expect("db url");
     let proxy = TcpProxy::start(&format!(
@@ -610,20 +637,13 @@ pub async fn assert_shutdown_deadline_with_dependencies_gone<W, Fut>(
     ))
     .await;
     let admin = free_port();
-    let mut cmd = Command::new(binary);
-    cmd.env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .env("HOOKSTREAM_KAFKA__BROKERS", &broker.address)
-        .env("HOOKSTREAM_DATABASE__URL", proxy.url_through(&db.config.url))
-        .env("HOOKSTREAM_ADMIN__LISTEN", format!("127.0.0.1:{admin}"))
+    let mut cmd = service_command(binary, &broker.address, &proxy.url_through(&db.config.url));
+    cmd.env("HOOKSTREAM_ADMIN__LISTEN", format!("127.0.0.1:{admin}"))
         .env("HOOKSTREAM_HTTP__LISTEN", format!("127.0.0.1:{}", free_port()))
-        .env(format!("HOOKSTREAM_{deadline_key}"), humantime::format_duration(deadline).to_string())
-        .stdout(Stdio::null())
-        .stderr(if std::env::var_os("HOOKSTREAM_TEST_SHOW_LOGS").is_some() {
-            Stdio::inherit()
-        } else {
-            Stdio::null()
-        });
+        .env(
+            format!("HOOKSTREAM_{deadline_key}"),
+            humantime::format_duration(deadline).to_string(),
+        );
     for (k, v) in envs {
         cmd.env(k, v);
     }

@@ -6,7 +6,9 @@ use std::time::Duration;
 
 use hookstream_core::config::{KafkaConfig, TopicsConfig};
 use hookstream_core::db::accounts;
+use hookstream_core::envelope::DeliveryTask;
 use hookstream_core::tier::Tier;
+use hookstream_core::wire::task::TaskRecord;
 use hookstream_core::{kafka, AccountId};
 use rdkafka::message::ToBytes;
 use rdkafka::producer::{FutureProducer, FutureRecord};
@@ -102,6 +104,17 @@ impl Stage {
             .await
             .expect("account")
             .id
+    }
+
+    /// The delivery tasks on `topic` (a retry tier, the DLQ): exactly `n` of them within
+    /// 30 s, and no more during `settle` after the last (else the test fails).
+    pub async fn tasks_on(&self, topic: &str, n: usize, settle: Duration) -> Vec<DeliveryTask> {
+        let wait = Duration::from_secs(30);
+        crate::consume_exactly(&self.kafka, &[topic.to_owned()], n, wait, settle)
+            .await
+            .iter()
+            .map(|m| TaskRecord::decode(m).expect("a task").task)
+            .collect()
     }
 
     /// Sends `record` and waits for the broker's ack.

@@ -13,12 +13,11 @@ use super::engine::{Engine, EngineParts, Lanes};
 use super::handoff::Handoff;
 use super::record::Recorder;
 use super::DeliveryConfig;
-use crate::config::KafkaConfig;
+use crate::config::{KafkaConfig, TopicsConfig};
 use crate::db::log_partitions;
 use crate::partitions::Partitions;
 use crate::producer::HealingProducer;
 use crate::service::{self, ServiceError};
-use crate::topics::Topics;
 use crate::trace::Tracer;
 
 /// What [`DeliveryRuntime::start`] needs.
@@ -27,8 +26,9 @@ pub struct RuntimeParts<'a> {
     pub client: &'static str,
     /// `[kafka]`.
     pub kafka: &'a KafkaConfig,
-    /// The topic names.
-    pub topics: Topics,
+    /// `[topics]`: the names, and how long records are kept (no task is parked for more than
+    /// half of it).
+    pub topics: &'a TopicsConfig,
     /// `[delivery]`.
     pub delivery: &'a DeliveryConfig,
     /// Postgres.
@@ -39,9 +39,6 @@ pub struct RuntimeParts<'a> {
     pub partitions: Arc<Partitions>,
     /// Buffered deliveries per partition before it is paused.
     pub buffer_bound: usize,
-    /// How long the topics keep records (`topics.retention`): no task is parked for more
-    /// than half of it.
-    pub retention: Duration,
     /// How often the endpoint cache is refreshed.
     pub endpoint_refresh: Duration,
     /// The service's tracer.
@@ -87,8 +84,12 @@ impl DeliveryRuntime {
             background.clone(),
         );
         let producer = HealingProducer::new(parts.kafka, parts.client)?;
-        let handoff =
-            Handoff::new(producer, parts.topics, parts.kafka.produce_timeout, parts.tracer.clone());
+        let handoff = Handoff::new(
+            producer,
+            parts.topics.topics(),
+            parts.kafka.produce_timeout,
+            parts.tracer.clone(),
+        );
         handoff.warm_up().await;
         let engine = Engine::new(EngineParts {
             delivery: parts.delivery.clone(),
@@ -98,7 +99,7 @@ impl DeliveryRuntime {
             lanes: parts.lanes,
             partitions: parts.partitions,
             buffer_bound: parts.buffer_bound,
-            park_horizon: parts.retention / 2,
+            park_horizon: parts.topics.retention / 2,
             tracer: parts.tracer,
         })
         .map_err(ServiceError::startup)?;

@@ -3,48 +3,34 @@
 //! member's partitions once the broker evicts it.
 
 use std::collections::{HashMap, HashSet};
-use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use hookstream_core::envelope::Priority;
 use hookstream_core::tier::RateLimit;
-use hookstream_testkit::{self as testkit, eventually, Receiver};
+use hookstream_testkit::{self as testkit, eventually, KillOnDrop, Receiver};
 
 use crate::support::World;
 
 const EVENTS: usize = 2_000;
 const IN_FLIGHT: usize = 30;
 
-/// Kills the process when dropped, so a failing test leaves nothing running.
-struct Process(Child);
-
-impl Drop for Process {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 /// The session timeout of [`spawn`]ed dispatchers.
 const SESSION_TIMEOUT: Duration = Duration::from_secs(6);
 
-fn spawn(world: &World, group: &str) -> Process {
+fn spawn(world: &World, group: &str) -> KillOnDrop {
     spawn_with_session(world, group, SESSION_TIMEOUT)
 }
 
-fn spawn_with_session(world: &World, group: &str, session: Duration) -> Process {
+fn spawn_with_session(world: &World, group: &str, session: Duration) -> KillOnDrop {
     // The group protocol under test: the default, or `HOOKSTREAM_KAFKA__GROUP_PROTOCOL` when the
     // run sets it (to compare `classic` with `consumer`, whose session timeout is the broker's:
     // 10 s on the dev broker).
     let protocol = std::env::var("HOOKSTREAM_KAFKA__GROUP_PROTOCOL").unwrap_or("classic".into());
-    let child = Command::new(env!("CARGO_BIN_EXE_hookstream-dispatcher"))
-        .env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default())
+    let binary = env!("CARGO_BIN_EXE_hookstream-dispatcher");
+    let child = testkit::service_command(binary, &world.kafka.brokers, &world.db.config.url)
         .env("HOOKSTREAM_KAFKA__GROUP_PROTOCOL", protocol)
-        .env("HOOKSTREAM_KAFKA__BROKERS", &world.kafka.brokers)
         .env("HOOKSTREAM_KAFKA__SESSION_TIMEOUT", format!("{}ms", session.as_millis()))
-        .env("HOOKSTREAM_DATABASE__URL", &world.db.config.url)
         .env("HOOKSTREAM_TOPICS__PREFIX", &world.topics.prefix)
         .env("HOOKSTREAM_ADMIN__LISTEN", format!("127.0.0.1:{}", testkit::free_port()))
         .env("HOOKSTREAM_DELIVERY__ALLOW_PRIVATE_TARGETS", "true")
@@ -55,11 +41,9 @@ fn spawn_with_session(world: &World, group: &str, session: Duration) -> Process 
         .env("HOOKSTREAM_DISPATCHER__IN_FLIGHT", IN_FLIGHT.to_string())
         .env("HOOKSTREAM_DISPATCHER__COMMIT_INTERVAL", "100ms")
         .env("HOOKSTREAM_TELEMETRY__LOG_LEVEL", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
         .spawn()
         .expect("spawn dispatcher");
-    Process(child)
+    KillOnDrop(child)
 }
 
 #[tokio::test]

@@ -150,21 +150,10 @@ async fn failures_go_to_the_retry_tier_or_the_dlq_and_410_disables_the_endpoint(
         assert!(headers.contains(&h.to_owned()), "missing {h}: {headers:?}");
     }
 
-    let dead = testkit::consume_exactly(
-        &world.kafka,
-        &[topics.dlq()],
-        2,
-        WAIT,
-        Duration::from_millis(500),
-    )
-    .await;
+    let dead = world.tasks_on(&topics.dlq(), 2, Duration::from_millis(500)).await;
     let mut in_dlq: Vec<(String, u16)> = dead
         .iter()
-        .map(|m| {
-            let t: DeliveryTask =
-                serde_json::from_slice(m.payload().expect("payload")).expect("task");
-            (t.envelope.event_id.to_string(), t.last_status.unwrap_or(0))
-        })
+        .map(|t| (t.envelope.event_id.to_string(), t.last_status.unwrap_or(0)))
         .collect();
     in_dlq.sort();
     let mut expected = vec![(e400.to_string(), 400), (e410.to_string(), 410)];

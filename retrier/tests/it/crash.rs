@@ -2,11 +2,10 @@
 //! lost, nothing is delivered before it is due.
 
 use std::collections::HashMap;
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use hookstream_testkit::{self as testkit, eventually, Receiver};
+use hookstream_testkit::{self as testkit, eventually, KillOnDrop, Receiver};
 
 use crate::support::World;
 
@@ -15,22 +14,10 @@ const TASKS: i64 = 40;
 /// group, so tasks due meanwhile arrive late by up to this much (plus a margin below).
 const SESSION_TIMEOUT: Duration = Duration::from_secs(6);
 
-struct Process(Child);
-
-impl Drop for Process {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn spawn(world: &World, group: &str, admin: u16) -> Process {
-    let child = Command::new(env!("CARGO_BIN_EXE_hookstream-retrier"))
-        .env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .env("HOOKSTREAM_KAFKA__BROKERS", &world.kafka.brokers)
+fn spawn(world: &World, group: &str, admin: u16) -> KillOnDrop {
+    let binary = env!("CARGO_BIN_EXE_hookstream-retrier");
+    let child = testkit::service_command(binary, &world.kafka.brokers, &world.db.config.url)
         .env("HOOKSTREAM_KAFKA__SESSION_TIMEOUT", format!("{}s", SESSION_TIMEOUT.as_secs()))
-        .env("HOOKSTREAM_DATABASE__URL", &world.db.config.url)
         .env("HOOKSTREAM_TOPICS__PREFIX", &world.topics.prefix)
         .env("HOOKSTREAM_TOPICS__RETRY_SCHEDULE", "200ms,400ms,800ms")
         .env("HOOKSTREAM_ADMIN__LISTEN", format!("127.0.0.1:{admin}"))
@@ -40,11 +27,9 @@ fn spawn(world: &World, group: &str, admin: u16) -> Process {
         .env("HOOKSTREAM_RETRIER__COMMIT_INTERVAL", "100ms")
         .env("HOOKSTREAM_RETRIER__ENDPOINT_REFRESH", "300ms")
         .env("HOOKSTREAM_TELEMETRY__LOG_LEVEL", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
         .spawn()
         .expect("spawn retrier");
-    Process(child)
+    KillOnDrop(child)
 }
 
 #[tokio::test]

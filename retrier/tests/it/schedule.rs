@@ -7,8 +7,7 @@ use chrono::Utc;
 use hookstream_core::db::deliveries;
 use hookstream_core::dlq::{self, Filter};
 use hookstream_core::envelope::DeliveryTask;
-use hookstream_testkit::{self as testkit, eventually, Hit, Receiver};
-use rdkafka::Message;
+use hookstream_testkit::{eventually, Hit, Receiver};
 
 use crate::support::{start_dispatcher, start_retrier, start_retrier_assigned, state, World};
 
@@ -90,11 +89,7 @@ async fn an_endpoint_that_always_fails_gets_one_attempt_per_tier_then_one_dlq_re
 
     let event = world.produce_event(a, "subscriber.created").await;
     let topics = world.topics.topics();
-    let dead =
-        testkit::consume_exactly(&world.kafka, &[topics.dlq()], 1, WAIT, Duration::from_secs(2))
-            .await;
-    let task: DeliveryTask =
-        serde_json::from_slice(dead[0].payload().expect("payload")).expect("task");
+    let task = world.tasks_on(&topics.dlq(), 1, Duration::from_secs(2)).await.remove(0);
     assert_eq!(
         (task.envelope.event_id.clone(), task.endpoint_id, task.attempt),
         (event.clone(), ep, 4)
@@ -151,16 +146,8 @@ async fn a_400_on_a_retry_goes_to_the_dlq_at_once() {
     let retrier = start_retrier(world.retrier());
 
     let event = world.produce_event(a, "subscriber.created").await;
-    let dead = testkit::consume_exactly(
-        &world.kafka,
-        &[world.topics.topics().dlq()],
-        1,
-        WAIT,
-        Duration::from_secs(2),
-    )
-    .await;
-    let task: DeliveryTask =
-        serde_json::from_slice(dead[0].payload().expect("payload")).expect("task");
+    let dlq = world.topics.topics().dlq();
+    let task = world.tasks_on(&dlq, 1, Duration::from_secs(2)).await.remove(0);
     assert_eq!((task.envelope.event_id, task.attempt, task.last_status), (event, 2, Some(400)));
     assert_eq!(receiver.hits_on("/turns-bad").len(), 2, "no attempt after the 400");
     retrier.stop().await;

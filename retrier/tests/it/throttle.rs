@@ -7,9 +7,7 @@ use std::time::Duration;
 
 use hookstream_core::delivery::outcome::FailureReason;
 use hookstream_core::dlq::{self, Filter};
-use hookstream_core::envelope::DeliveryTask;
-use hookstream_testkit::{self as testkit, eventually, Receiver};
-use rdkafka::Message;
+use hookstream_testkit::{eventually, Receiver};
 
 use crate::support::{delivered, Pipeline, World};
 
@@ -57,11 +55,7 @@ async fn a_receiver_that_always_answers_429_ends_in_the_dlq_at_the_maximum_age()
 
     let event = world.produce_event(a, "subscriber.created").await;
     let topics = world.topics.topics();
-    let dead =
-        testkit::consume_exactly(&world.kafka, &[topics.dlq()], 1, WAIT, Duration::from_secs(1))
-            .await;
-    let task: DeliveryTask =
-        serde_json::from_slice(dead[0].payload().expect("payload")).expect("task");
+    let task = world.tasks_on(&topics.dlq(), 1, Duration::from_secs(1)).await.remove(0);
     let hits = receiver.hits_on("/never");
     assert_eq!((task.envelope.event_id, task.endpoint_id), (event, ep));
     assert_eq!(task.last_reason, Some(FailureReason::TooManyRequests));
