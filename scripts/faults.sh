@@ -164,42 +164,41 @@ load() { # name seconds
 log "phase steady: $rate events/s, the sink failing $fail_rate of requests"
 load steady $((phase / 2))
 
+# during NAME SECONDS FAULT...: one phase, the load running for SECONDS while FAULT (a command
+# that heals what it breaks, then measures the resumption) runs beside it.
+during() {
+  local name=$1 seconds=$2 fault
+  shift 2
+  "$@" &
+  fault=$!
+  load "$name" "$seconds"
+  wait "$fault"
+}
+kill_dispatcher() { kill9 dispatcher; sleep 1; start_dispatcher; resume dispatcher-kill; }
+kill_retrier() { kill9 retrier; sleep 1; start_retrier; resume retrier-kill; }
+stop_broker_for() { stop_broker; sleep "$outage"; start_broker; resume broker-down; }
+kill_broker_for() { kill -9 "$(cat "$BROKER_PID")"; sleep "$outage"; start_broker; resume broker-kill; }
+stop_postgres_for() { pg_stop; sleep "$outage"; start_postgres; resume postgres-down; }
+sink_down_for() { sleep "$sink_outage"; resume sink-down "$sink_resume_bound"; }
+
 log "phase dispatcher: SIGKILL, restart after 1 s"
-(kill9 dispatcher; sleep 1; start_dispatcher; resume dispatcher-kill) &
-fault=$!
-load dispatcher-kill "$phase"
-wait "$fault"
+during dispatcher-kill "$phase" kill_dispatcher
 
 log "phase retrier: SIGKILL, restart after 1 s"
-(kill9 retrier; sleep 1; start_retrier; resume retrier-kill) &
-fault=$!
-load retrier-kill "$phase"
-wait "$fault"
+during retrier-kill "$phase" kill_retrier
 
 log "phase broker: stopped for $outage s"
-(stop_broker; sleep "$outage"; start_broker; resume broker-down) &
-fault=$!
-load broker-down $((phase + outage))
-wait "$fault"
+during broker-down $((phase + outage)) stop_broker_for
 
 log "phase broker: SIGKILL, down for $outage s"
-(kill -9 "$(cat "$BROKER_PID")"; sleep "$outage"; start_broker; resume broker-kill) &
-fault=$!
-load broker-kill $((phase + outage))
-wait "$fault"
+during broker-kill $((phase + outage)) kill_broker_for
 
 log "phase postgres: stopped for $outage s"
-(pg_stop; sleep "$outage"; start_postgres; resume postgres-down) &
-fault=$!
-load postgres-down $((phase + outage))
-wait "$fault"
+during postgres-down $((phase + outage)) stop_postgres_for
 
 log "phase sink: down for $sink_outage s"
 faults "{\"fail_rate\": $fail_rate, \"outage_secs\": $sink_outage}"
-(sleep "$sink_outage"; resume sink-down "$sink_resume_bound") &
-fault=$!
-load sink-down $((phase + sink_outage))
-wait "$fault"
+during sink-down $((phase + sink_outage)) sink_down_for
 
 log "phase tail: steady again"
 load tail $((phase / 2))
@@ -215,16 +214,18 @@ drain_total=0
 for d in ${schedule//,/ }; do drain_total=$((drain_total + ${d%s})); done
 deadline=$((SECONDS + drain_total + 90))
 sleep "$((drain_total / 2))"
-until "$bin/hookstream-testbed" reconcile --ids "$run_dir/ids" --sink-record "$run_dir/sink.tsv" \
-  --max-duplicates "$bound" --json >"$run_dir/reconcile.json" 2>"$run_dir/reconcile.err"; do
+reconcile() {
+  "$bin/hookstream-testbed" reconcile --ids "$run_dir/ids" --sink-record "$run_dir/sink.tsv" \
+    --max-duplicates "$bound" --json >"$run_dir/reconcile.json" 2>"$run_dir/reconcile.err"
+}
+until reconcile; do
   if [ "$SECONDS" -ge "$deadline" ]; then
     break
   fi
   sleep 5
 done
 ok=true
-"$bin/hookstream-testbed" reconcile --ids "$run_dir/ids" --sink-record "$run_dir/sink.tsv" \
-  --max-duplicates "$bound" --json >"$run_dir/reconcile.json" 2>"$run_dir/reconcile.err" || ok=false
+reconcile || ok=false
 curl -sSf "http://127.0.0.1:$sink_port/_sink/report" >"$run_dir/sink-report.json"
 
 table_ok=0

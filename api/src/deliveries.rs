@@ -9,6 +9,7 @@ use hookstream_core::EventId;
 use serde::Serialize;
 use utoipa::ToSchema;
 
+use crate::paths::EventPath;
 use crate::state::AppState;
 
 /// An event's deliveries.
@@ -24,7 +25,7 @@ pub struct EventDeliveries {
 #[utoipa::path(
     get,
     path = "/v1/events/{id}/deliveries",
-    params(("id" = String, Path, description = "Event id (as returned by POST /v1/events)")),
+    params(EventPath),
     responses(
         (status = 200, description = "Per endpoint: state and every attempt", body = EventDeliveries),
         (status = 404, description = "No delivery of this event in this account", body = ErrorBody),

@@ -19,6 +19,7 @@ use hookstream_core::EndpointId;
 use serde::{Deserialize, Deserializer, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
+use crate::paths::EndpointPath;
 use crate::state::AppState;
 
 /// A per-endpoint delivery limit.
@@ -137,6 +138,15 @@ fn write_error(e: DbError) -> ApiError {
     e.into()
 }
 
+/// The answer of an endpoint's routes to an id the account does not have (OpenAPI).
+#[derive(utoipa::IntoResponses)]
+#[allow(dead_code)] // read by utoipa only
+enum NoSuchEndpoint {
+    /// No such endpoint in this account
+    #[response(status = 404)]
+    NotFound(ErrorBody),
+}
+
 /// Create an endpoint.
 #[utoipa::path(
     post,
@@ -202,10 +212,10 @@ pub async fn list(
 #[utoipa::path(
     get,
     path = "/v1/endpoints/{id}",
-    params(("id" = String, Path, format = Uuid, description = "Endpoint id")),
+    params(EndpointPath),
     responses(
         (status = 200, description = "The endpoint", body = Endpoint),
-        (status = 404, description = "No such endpoint in this account", body = ErrorBody),
+        NoSuchEndpoint,
     ),
     tag = "endpoints"
 )]
@@ -221,11 +231,11 @@ pub async fn show(
 #[utoipa::path(
     patch,
     path = "/v1/endpoints/{id}",
-    params(("id" = String, Path, format = Uuid, description = "Endpoint id")),
+    params(EndpointPath),
     request_body = UpdateEndpoint,
     responses(
         (status = 200, description = "The changed endpoint", body = Endpoint),
-        (status = 404, description = "No such endpoint in this account", body = ErrorBody),
+        NoSuchEndpoint,
         (status = 409, description = "An endpoint with this URL exists", body = ErrorBody),
         (status = 422, description = "A bad field, named", body = ErrorBody),
         JsonErrors,
@@ -257,10 +267,10 @@ pub async fn update(
 #[utoipa::path(
     delete,
     path = "/v1/endpoints/{id}",
-    params(("id" = String, Path, format = Uuid, description = "Endpoint id")),
+    params(EndpointPath),
     responses(
         (status = 204, description = "Deleted"),
-        (status = 404, description = "No such endpoint in this account", body = ErrorBody),
+        NoSuchEndpoint,
     ),
     tag = "endpoints"
 )]
@@ -282,10 +292,10 @@ pub async fn delete(
 #[utoipa::path(
     post,
     path = "/v1/endpoints/{id}/rotate-secret",
-    params(("id" = String, Path, format = Uuid, description = "Endpoint id")),
+    params(EndpointPath),
     responses(
         (status = 200, description = "The new secret, shown only now", body = RotatedSecret),
-        (status = 404, description = "No such endpoint in this account", body = ErrorBody),
+        NoSuchEndpoint,
     ),
     tag = "endpoints"
 )]
@@ -306,10 +316,10 @@ pub async fn rotate_secret(
 #[utoipa::path(
     get,
     path = "/v1/endpoints/{id}/stats",
-    params(("id" = String, Path, format = Uuid, description = "Endpoint id"), StatsQuery),
+    params(EndpointPath, StatsQuery),
     responses(
         (status = 200, description = "The endpoint's numbers", body = EndpointStats),
-        (status = 404, description = "No such endpoint in this account", body = ErrorBody),
+        NoSuchEndpoint,
         (status = 422, description = "A bad window", body = ErrorBody),
     ),
     tag = "endpoints"

@@ -9,6 +9,7 @@ use hookstream_core::EventId;
 use serde::Serialize;
 use utoipa::ToSchema;
 
+use crate::paths::EventPath;
 use crate::state::AppState;
 
 /// What was deleted.
@@ -25,7 +26,7 @@ pub struct EventExpunged {
 #[utoipa::path(
     delete,
     path = "/v1/events/{id}",
-    params(("id" = String, Path, description = "Event id (as returned by POST /v1/events)")),
+    params(EventPath),
     responses(
         (status = 200, description = "Response bodies and DLQ entries of the event deleted; the delivery log's states stay; audited as event.expunge", body = EventExpunged),
         (status = 404, description = "No trace of this event in this account", body = ErrorBody),

@@ -10,6 +10,7 @@ pub mod dlq;
 pub mod endpoints;
 pub mod expunge;
 pub mod openapi;
+mod paths;
 pub mod redrive;
 pub mod state;
 
