@@ -185,9 +185,20 @@ impl Load {
     fn served(&self, took: Duration) {
         let took = took.as_micros().clamp(1, u128::from(u32::MAX)) as u64;
         let old = self.service_us.load(Ordering::Relaxed);
-        let new = if old == 0 { took } else { (old * 4 + took) / 5 };
-        self.service_us.store(new, Ordering::Relaxed);
+        self.service_us.store(smoothed(old, took), Ordering::Relaxed);
     }
+}
+
+/// The service time estimate after an answer that took `took_us`, from `old_us` (0: none yet).
+/// One answer at most doubles it: a receiver that stalls once (a pause of its own, or of this
+/// host) must not look slow, or the endpoint's next tasks would be parked in slots seconds
+/// apart, far ahead, and its steady stream parked behind them for minutes. A receiver that
+/// stays slow still brings the estimate to its pace within a dozen answers.
+fn smoothed(old_us: u64, took_us: u64) -> u64 {
+    if old_us == 0 {
+        return took_us;
+    }
+    (old_us * 4 + took_us.min(old_us.saturating_mul(6))) / 5
 }
 
 /// The in-flight bound: one pool of permits shared fairly ([`super::shares`]) by lane and by
@@ -961,5 +972,26 @@ fn circuit_open(reopens_in: Option<Duration>) -> Attempt {
         response_body: None,
         error: Some("circuit open: endpoint failing, not attempted".into()),
         reason: Some(FailureReason::CircuitOpen),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::smoothed;
+
+    #[test]
+    fn one_slow_answer_at_most_doubles_the_service_time_and_a_lasting_slowness_is_learned() {
+        // 1 ms answers, then one of 3 s: twice as slow at most, not 600 ms.
+        let mut us = 1_000;
+        for _ in 0..10 {
+            us = smoothed(us, 1_000);
+        }
+        assert_eq!(smoothed(us, 3_000_000), 2_000);
+        // From 1 ms to answers of 3 s each: near 3 s within fifteen answers.
+        let answers = std::iter::repeat_n(3_000_000, 15);
+        let learned = answers.fold(us, smoothed);
+        assert!(learned > 2_000_000, "{learned} us");
+        // The first answer sets it whole.
+        assert_eq!(smoothed(0, 3_000_000), 3_000_000);
     }
 }

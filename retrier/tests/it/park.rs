@@ -244,6 +244,57 @@ async fn once_its_parked_work_is_behind_it_a_steady_stream_is_not_parked_any_mor
     retrier.stop().await;
 }
 
+#[tokio::test]
+async fn a_receiver_that_stalls_once_is_not_parked_and_its_stream_keeps_its_latency() {
+    let (world, receiver, hot, _) = flood_world().await;
+    let config = world.dispatcher();
+    let metrics = format!("http://{}/metrics", config.admin.listen);
+    let retrier = start_retrier_assigned(world.retrier()).await;
+    let dispatcher = start_dispatcher(config);
+    // A steady stream at half the endpoint's limit; one request, the 11th, takes 3 s. The ~30
+    // events that arrive meanwhile fit in what the endpoint keeps in memory (40). Before the
+    // fix that one answer made the endpoint look 600 times slower: the events behind it were
+    // parked 0.6 s apart, and the stream behind them for half a minute.
+    let stall = Duration::from_secs(3);
+    let mut sent = Vec::new();
+    for i in 0..100 {
+        if i == 10 {
+            receiver.delay("/hot", stall);
+        }
+        let at = Instant::now();
+        let event = world.produce_event(hot, "subscriber.created").await.as_str().to_owned();
+        if i == 10 {
+            let id = event.clone();
+            eventually(Duration::from_secs(10), "the stalled request", || async {
+                receiver.hits_on("/hot").iter().any(|h| h.webhook_id == id).then_some(())
+            })
+            .await;
+            receiver.delay("/hot", Duration::ZERO);
+        }
+        sent.push((event, at));
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    eventually(Duration::from_secs(60), "every event delivered", || async {
+        (receiver.hits_on("/hot").len() >= sent.len()).then_some(())
+    })
+    .await;
+    let hits = receiver.hits_on("/hot");
+    let latency = |(id, at): &(String, Instant)| {
+        hits.iter().find(|h| &h.webhook_id == id).map(|h| h.at - *at).unwrap_or(Duration::MAX)
+    };
+    let worst = sent.iter().map(latency).max().unwrap_or_default();
+    // The ~30 events queued behind the stall drain at the limit (20/s) while the stream adds 10
+    // a second: the queue is back to empty about 3 s after the stall, by the 70th event.
+    let worst_after = sent[80..].iter().map(latency).max().unwrap_or_default();
+    let parked = parked_total(&metrics, hot).await;
+    println!("worst {worst:?}; from the 80th event, worst {worst_after:?}; {parked} parked");
+    assert_eq!(parked, 0, "one slow answer parked the endpoint's stream");
+    assert!(worst < stall + Duration::from_secs(1), "an event waited {worst:?}");
+    assert!(worst_after < Duration::from_millis(500), "after the stall, {worst_after:?}");
+    dispatcher.stop().await;
+    retrier.stop().await;
+}
+
 /// The dispatcher's `webhook_parked_total` for `account` (0 before the first park).
 async fn parked_total(metrics: &str, account: AccountId) -> u64 {
     let text = reqwest::get(metrics).await.expect("metrics").text().await.expect("text");
