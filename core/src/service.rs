@@ -82,8 +82,8 @@ pub fn health(
 }
 
 /// Serves `/healthz`, `/readyz` and `/metrics` on `admin.listen` until `shutdown`; `/readyz`
-/// also asks `checks`.
-pub async fn serve_admin(
+/// also asks `checks`. Services start it as an [`AdminServer`].
+async fn serve_admin(
     admin: &AdminConfig,
     backends: &Backends,
     checks: Vec<Arc<dyn ReadinessCheck>>,
@@ -94,7 +94,7 @@ pub async fn serve_admin(
         .map_err(|source| ServiceError::Http { addr: admin.listen, source })
 }
 
-/// The admin server ([`serve_admin`]) running on a task of its own.
+/// The admin server (`/healthz`, `/readyz`, `/metrics`) running on a task of its own.
 pub struct AdminServer(tokio::task::JoinHandle<Result<(), ServiceError>>);
 
 impl AdminServer {

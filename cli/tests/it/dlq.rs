@@ -4,35 +4,22 @@
 use std::process::Output;
 use std::time::Duration;
 
-use hookstream_core::config::AdminConfig;
 use hookstream_core::db::accounts;
 
-use hookstream_core::delivery::DeliveryConfig;
 use hookstream_core::envelope::{EventEnvelope, Priority};
 use hookstream_core::tier::Tier;
 use hookstream_core::{dlq, kafka, AccountId};
-use hookstream_dispatcher::{DispatcherConfig, DispatcherSettings};
-use hookstream_retrier::{RetrierConfig, RetrierSettings};
 use hookstream_testkit::{self as testkit, eventually, Receiver, TestDatabase};
 use rdkafka::producer::FutureRecord;
 use serde_json::{json, Value};
-use tokio_util::sync::CancellationToken;
 
 use crate::command::on_topics;
+use crate::pipeline::Site;
 
 const WAIT: Duration = Duration::from_secs(30);
 
 async fn hookstream(db: &TestDatabase, prefix: &str, args: &[&str]) -> Output {
     on_topics(db, prefix, args).env("USER", "tester").output().await.expect("run hookstream")
-}
-
-fn delivery() -> DeliveryConfig {
-    DeliveryConfig {
-        allow_private_targets: true,
-        record_flush_interval: Duration::from_millis(100),
-        circuit_threshold: 1_000,
-        ..DeliveryConfig::default()
-    }
 }
 
 async fn live(db: &TestDatabase, account: AccountId) -> i64 {
@@ -52,41 +39,16 @@ async fn a_filtered_redrive_delivers_once_the_endpoint_recovers_and_a_dry_run_ch
         accounts::create(&db.pool, "a", Tier::Xlarge, "operator:test").await.expect("account").id;
     testkit::create_endpoint(&db.pool, a, receiver.url("/ep"), &["*"], None).await;
 
-    let stop = CancellationToken::new();
-    let admin = || AdminConfig { listen: ([127, 0, 0, 1], testkit::free_port()).into() };
-    let dispatcher = tokio::spawn(hookstream_dispatcher::run(
-        DispatcherConfig {
-            kafka: kafka.clone(),
-            topics: topics.clone(),
-            database: db.config.clone(),
-            admin: admin(),
-            delivery: delivery(),
-            dispatcher: DispatcherSettings {
-                group_id: testkit::unique("dispatcher-"),
-                commit_interval: Duration::from_millis(100),
-                ..DispatcherSettings::default()
-            },
-            ..DispatcherConfig::default()
-        },
-        stop.clone(),
-    ));
-    let retrier = tokio::spawn(hookstream_retrier::run(
-        RetrierConfig {
-            kafka: kafka.clone(),
-            topics: topics.clone(),
-            database: db.config.clone(),
-            admin: admin(),
-            delivery: delivery(),
-            retrier: RetrierSettings {
-                group_id: testkit::unique("retrier-"),
-                dlq_group_id: testkit::unique("retrier-dlq-"),
-                commit_interval: Duration::from_millis(100),
-                ..RetrierSettings::default()
-            },
-            ..RetrierConfig::default()
-        },
-        stop.clone(),
-    ));
+    // Fast commits; a circuit that never opens (the endpoint fails on purpose).
+    let site = Site::new(&kafka, &topics, &db);
+    let dispatcher = site.dispatcher_tuned(|c| {
+        c.delivery.circuit_threshold = 1_000;
+        c.dispatcher.commit_interval = Duration::from_millis(100);
+    });
+    let retrier = site.retrier_tuned(|c| {
+        c.delivery.circuit_threshold = 1_000;
+        c.retrier.commit_interval = Duration::from_millis(100);
+    });
 
     // Three `order.paid` and two `subscriber.created` events, all failing into the DLQ.
     let producer = kafka::producer(&kafka, "cli-test").expect("producer");
@@ -178,7 +140,5 @@ async fn a_filtered_redrive_delivers_once_the_endpoint_recovers_and_a_dry_run_ch
     let bad = hookstream(&db, prefix, &["dlq", "list", "--from", "yesterday"]).await;
     assert_eq!(bad.status.code(), Some(2));
 
-    stop.cancel();
-    dispatcher.await.expect("dispatcher").expect("dispatcher run");
-    retrier.await.expect("retrier").expect("retrier run");
+    tokio::join!(dispatcher.stop(), retrier.stop());
 }

@@ -51,7 +51,12 @@ impl Site {
 
     /// Starts a dispatcher.
     pub(crate) fn dispatcher(&self) -> Running {
-        let config = DispatcherConfig {
+        self.dispatcher_tuned(|_| {})
+    }
+
+    /// Starts a dispatcher, its configuration tuned by `tune` last.
+    pub(crate) fn dispatcher_tuned(&self, tune: impl FnOnce(&mut DispatcherConfig)) -> Running {
+        let mut config = DispatcherConfig {
             kafka: self.kafka.clone(),
             topics: self.topics.clone(),
             database: self.database.clone(),
@@ -63,12 +68,18 @@ impl Site {
             },
             ..DispatcherConfig::default()
         };
+        tune(&mut config);
         Running::start(config, hookstream_dispatcher::run)
     }
 
     /// Starts a retrier.
     pub(crate) fn retrier(&self) -> Running {
-        let config = RetrierConfig {
+        self.retrier_tuned(|_| {})
+    }
+
+    /// Starts a retrier, its configuration tuned by `tune` last.
+    pub(crate) fn retrier_tuned(&self, tune: impl FnOnce(&mut RetrierConfig)) -> Running {
+        let mut config = RetrierConfig {
             kafka: self.kafka.clone(),
             topics: self.topics.clone(),
             database: self.database.clone(),
@@ -81,6 +92,7 @@ impl Site {
             },
             ..RetrierConfig::default()
         };
+        tune(&mut config);
         Running::start(config, hookstream_retrier::run)
     }
 }

@@ -67,8 +67,9 @@ pub struct KeyedApi;
 
 impl utoipa::Modify for KeyedApi {
     fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
-        use utoipa::openapi::security::SecurityRequirement;
-        use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+        use utoipa::openapi::security::{
+            HttpAuthScheme, HttpBuilder, SecurityRequirement, SecurityScheme,
+        };
         use utoipa::IntoResponses;
         let components = openapi.components.get_or_insert_with(Default::default);
         components.add_security_scheme(

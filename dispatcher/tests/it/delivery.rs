@@ -80,7 +80,6 @@ async fn a_second_copy_of_a_delivered_event_is_not_sent_again() {
     let account = world.account().await;
     world.endpoint(account, receiver.url("/hook"), &["*"], None).await;
     let running = start_dispatcher(world.config(DispatcherSettings::default()));
-    let _now = chrono::Utc::now();
     let data = serde_json::json!({"subscriber": {"id": "s1", "email": "s1@example.com"}});
     let first = EventEnvelope {
         event_id: EventId::for_key(account, "order-17"),

@@ -3,7 +3,6 @@
 
 use std::time::Duration;
 
-use chrono::Utc;
 use hookstream_core::config::AdminConfig;
 
 use hookstream_core::delivery::DeliveryConfig;
@@ -83,7 +82,6 @@ impl World {
         event_type: &str,
         priority: Priority,
     ) -> EventId {
-        let _now = Utc::now();
         let data = json!({"subscriber": {"id": "s1", "email": "s1@example.com"}});
         let envelope = EventEnvelope { priority, ..EventEnvelope::new(account, event_type, data) };
         self.produce_envelope(&envelope).await;
