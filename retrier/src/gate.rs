@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use hookstream_core::delivery::endpoints::EndpointCache;
+use hookstream_core::delivery::endpoints::{CachedEndpoint, EndpointCache};
 use hookstream_core::delivery::engine::{Engine, Job, Retry, Source};
 use hookstream_core::partitions::{self, Partitions, Tp, TrackedConsumer};
 use hookstream_core::trace::{self, Consumed, Tracer};
@@ -102,13 +102,24 @@ impl Gates {
 
     async fn pass(&self, w: Waiting) {
         let source = w.source;
+        let (due, ready) = (w.record.due, w.record.ready);
+        let endpoint = self.cache.get(w.record.task.envelope.account_id, w.record.task.endpoint_id);
+        let released = self.released(due, ready, endpoint);
+        tokio::pin!(released);
         if w.held {
             // Resume a little early: the tasks behind the head are fetched by their due time.
-            sleep_until(w.record.due - self.lookahead).await;
+            let early = tokio::select! {
+                _ = &mut released => true,
+                _ = sleep_until(due - self.lookahead) => false,
+            };
             let flow = self.partitions.due(&source.tp, source.generation);
             partitions::apply(&self.consumer, &source.tp, flow);
+            if !early {
+                released.await;
+            }
+        } else {
+            released.await;
         }
-        sleep_until(w.record.due).await;
         if self.partitions.generation(&source.tp) != Some(source.generation) {
             return; // revoked while waiting: the next owner reads it again
         }
@@ -147,6 +158,25 @@ impl Gates {
             }
         }
         trace::end(&cx, None);
+    }
+
+    /// Returns when a task may go: when it is `due`, or, a parked task, from its `ready` time
+    /// on as soon as its endpoint has room here (the slots were spaced at the endpoint's pace
+    /// when it was parked; a receiver that has become fast again drains them at its own).
+    async fn released(
+        &self,
+        due: DateTime<Utc>,
+        ready: Option<DateTime<Utc>>,
+        endpoint: Option<Arc<CachedEndpoint>>,
+    ) {
+        let (Some(ready), Some(endpoint)) = (ready, endpoint) else {
+            return sleep_until(due).await;
+        };
+        sleep_until(ready).await;
+        tokio::select! {
+            _ = sleep_until(due) => {}
+            _ = self.engine.room(&endpoint) => {}
+        }
     }
 }
 

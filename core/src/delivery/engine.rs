@@ -13,7 +13,7 @@ use chrono::{DateTime, DurationRound, Utc};
 use opentelemetry::trace::TraceContextExt;
 use opentelemetry::KeyValue;
 use sqlx::PgPool;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, Notify};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -21,7 +21,7 @@ use super::circuit::CircuitBreakers;
 use super::endpoints::CachedEndpoint;
 use super::handoff::{Handoff, HandoffError};
 use super::outcome::{FailureReason, Outcome};
-use super::park::{Parking, Place};
+use super::park::{Parking, Place, Slot};
 use super::recent::{self, RecentDeliveries};
 use super::record::{self, AttemptRecord, DeliveryState, Recorder};
 use super::redelivery::Redeliveries;
@@ -134,8 +134,8 @@ impl Job {
 enum Destination {
     Retry(usize),
     Dlq,
-    /// The park topic, due at the endpoint's slot.
-    Park(DateTime<Utc>),
+    /// The park topic, at the endpoint's slot.
+    Park(Slot),
 }
 
 /// An endpoint's worker: its queue, and how fast it drains.
@@ -254,6 +254,8 @@ pub struct Engine {
     partitions: Arc<Partitions>,
     buffer_bound: usize,
     workers: Mutex<HashMap<EndpointId, Worker>>,
+    /// Woken each time a worker finishes a job: an endpoint may have room again ([`Self::room`]).
+    freed: Notify,
     /// Which endpoints park their work, and their next free slots.
     parking: Mutex<Parking>,
     /// Accounts whose gauges were set at the last [`Engine::observe_load`], so a gauge is set
@@ -326,6 +328,7 @@ impl Engine {
             partitions: parts.partitions,
             buffer_bound: parts.buffer_bound,
             workers: Mutex::new(HashMap::new()),
+            freed: Notify::new(),
             // One endpoint alone can never fill its partition's buffer.
             parking: Mutex::new(Parking::new(
                 parts.delivery.park_after,
@@ -379,7 +382,7 @@ impl Engine {
             let key = (job.envelope.account_id, id);
             match parking.decide(key, queued, drain, Utc::now()) {
                 // Queued on the topic while the lock is held: parks keep the order decided.
-                Place::Park(due) => return self.park(job, due),
+                Place::Park(slot) => return self.park(job, slot),
                 Place::MemoryAfter(until) => hold = Some(until),
                 Place::Memory => {}
             }
@@ -432,8 +435,40 @@ impl Engine {
                 }
                 engine.process(job, &load).await;
                 load.queued.fetch_sub(1, Ordering::Relaxed);
+                engine.freed.notify_waiters();
             }
         });
+    }
+
+    /// Returns once `endpoint` has room in its queue here: fewer tasks than it drains in
+    /// `park_after` at its pace now (its rate limit, or its receiver's pace when slower). A
+    /// parked task may go before its slot then ([`super::park`]), so an endpoint whose receiver
+    /// was slow when its work was parked catches up at the pace it has now.
+    pub async fn room(&self, endpoint: &CachedEndpoint) {
+        loop {
+            let freed = self.freed.notified();
+            tokio::pin!(freed);
+            // Registered before the check, so a job finished in between still wakes it.
+            freed.as_mut().enable();
+            if self.has_room(endpoint) {
+                return;
+            }
+            freed.await;
+        }
+    }
+
+    fn has_room(&self, endpoint: &CachedEndpoint) -> bool {
+        let workers = self.workers.lock().unwrap_or_else(|p| p.into_inner());
+        let Some(load) = workers.get(&endpoint.target.id).map(|w| Arc::clone(&w.load)) else {
+            return true;
+        };
+        drop(workers);
+        let bound = self
+            .parking
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .bound(load.drain(rate(endpoint)));
+        load.queued.load(Ordering::Relaxed) < bound
     }
 
     /// Whether `job` was read from the park topic.
@@ -441,20 +476,20 @@ impl Engine {
         job.retry.as_ref().is_some_and(|r| r.tier == self.handoff.park_tier())
     }
 
-    /// Parks `job` on the park topic, due at `due`: queued on the topic now (so parks keep
-    /// their order), and its message finished once the broker acknowledged it. A park is not
-    /// an attempt: the task's attempts and schedule do not change.
-    fn park(self: &Arc<Self>, job: Job, due: DateTime<Utc>) {
+    /// Parks `job` on the park topic at `slot`: queued on the topic now (so parks keep their
+    /// order), and its message finished once the broker acknowledged it. A park is not an
+    /// attempt: the task's attempts and schedule do not change.
+    fn park(self: &Arc<Self>, job: Job, slot: Slot) {
         if self.partitions.generation(&job.source.tp) != Some(job.source.generation) {
             return; // revoked: the partition's next owner delivers it
         }
         metrics::counter!("webhook_parked_total", "account" => job.envelope.account_id.to_string())
             .increment(1);
-        let ahead = (due - Utc::now()).num_milliseconds().max(0) as f64 / 1000.0;
+        let ahead = (slot.due - Utc::now()).num_milliseconds().max(0) as f64 / 1000.0;
         metrics::histogram!("webhook_park_wait_seconds").record(ahead);
         let task = self.parked_task(&job);
         let origin = job.origin();
-        let queued = self.handoff.park(&task, due, &origin, &job.trace);
+        let queued = self.handoff.park(&task, slot, &origin, &job.trace);
         let engine = Arc::clone(self);
         self.tracker.spawn(async move {
             let acked = async { queued?.await }.await;
@@ -462,7 +497,7 @@ impl Engine {
                 // Produced again until the broker takes it; a task parked after it may then
                 // come back before it (only when the broker failed to take it in time).
                 tracing::warn!(error = %e, "park not acknowledged; producing it again");
-                let to = Destination::Park(due);
+                let to = Destination::Park(slot);
                 if !engine.hand_off(&to, &task, &origin, &job.trace, &job.source).await {
                     engine.partitions.wake();
                     return;
@@ -837,7 +872,7 @@ impl Engine {
                     self.handoff.to_retry(task, *tier, origin, parent).await
                 }
                 Destination::Dlq => self.handoff.to_dlq(task, origin, parent).await,
-                Destination::Park(due) => self.handoff.to_park(task, *due, origin, parent).await,
+                Destination::Park(slot) => self.handoff.to_park(task, *slot, origin, parent).await,
             };
             match result {
                 Ok(()) => return true,

@@ -4,9 +4,10 @@
 use std::future::Future;
 use std::time::Duration;
 
-use chrono::{DateTime, Utc};
+use chrono::Utc;
 use rdkafka::producer::{FutureRecord, Producer};
 
+use super::park::Slot;
 use crate::envelope::{DeliveryTask, Origin};
 use crate::producer::{HealingProducer, ProduceError};
 use crate::topics::Topics;
@@ -133,7 +134,7 @@ impl Handoff {
     ) -> Result<(), HandoffError> {
         let delay = self.delay(tier);
         let due = Utc::now().timestamp_millis() + delay.as_millis() as i64;
-        self.queue(self.topics.retry(delay), task, due, origin, parent)?.await
+        self.queue(self.topics.retry(delay), task, due, None, origin, parent)?.await
     }
 
     /// Sends a replayed `task` to the first tier, due at once.
@@ -144,7 +145,7 @@ impl Handoff {
         parent: &Context,
     ) -> Result<(), HandoffError> {
         let first = self.topics.retry(self.topics.retry_delays()[0]);
-        self.queue(first, task, Utc::now().timestamp_millis(), origin, parent)?.await
+        self.queue(first, task, Utc::now().timestamp_millis(), None, origin, parent)?.await
     }
 
     /// Sends `task` to the DLQ.
@@ -154,21 +155,23 @@ impl Handoff {
         origin: &Origin,
         parent: &Context,
     ) -> Result<(), HandoffError> {
-        self.queue(self.topics.dlq(), task, Utc::now().timestamp_millis(), origin, parent)?.await
+        self.queue(self.topics.dlq(), task, Utc::now().timestamp_millis(), None, origin, parent)?
+            .await
     }
 
-    /// Queues `task` on the park topic, due at `due`, in a `send` span that is a child of
+    /// Queues `task` on the park topic at `slot`, in a `send` span that is a child of
     /// `parent`. The record is queued before this returns, so tasks parked one after another
     /// keep their order on the topic; the returned future waits for the broker's
     /// acknowledgement.
     pub fn park(
         &self,
         task: &DeliveryTask,
-        due: DateTime<Utc>,
+        slot: Slot,
         origin: &Origin,
         parent: &Context,
     ) -> Result<impl Future<Output = Result<(), HandoffError>> + Send + 'static, HandoffError> {
-        self.queue(self.topics.park(), task, due.timestamp_millis(), origin, parent)
+        let (due, ready) = (slot.due.timestamp_millis(), slot.ready.timestamp_millis());
+        self.queue(self.topics.park(), task, due, Some(ready), origin, parent)
     }
 
     /// [`Self::park`], waiting for the acknowledgement (a park produced again after a
@@ -176,11 +179,11 @@ impl Handoff {
     pub async fn to_park(
         &self,
         task: &DeliveryTask,
-        due: DateTime<Utc>,
+        slot: Slot,
         origin: &Origin,
         parent: &Context,
     ) -> Result<(), HandoffError> {
-        self.park(task, due, origin, parent)?.await
+        self.park(task, slot, origin, parent)?.await
     }
 
     /// Queues `task` on `topic` now; the future resolves with the broker's answer.
@@ -189,6 +192,7 @@ impl Handoff {
         topic: String,
         task: &DeliveryTask,
         due_ms: i64,
+        ready_ms: Option<i64>,
         origin: &Origin,
         parent: &Context,
     ) -> Result<impl Future<Output = Result<(), HandoffError>> + Send + 'static, HandoffError> {
@@ -197,7 +201,7 @@ impl Handoff {
             trace::end(cx, Some(("produce", &source.to_string())));
             HandoffError::Broker { topic, source }
         };
-        let (payload, headers) = crate::wire::task::encode(task, due_ms, origin, &cx)?;
+        let (payload, headers) = crate::wire::task::encode(task, due_ms, ready_ms, origin, &cx)?;
         let key = task.envelope.key();
         let record = FutureRecord::to(&topic).key(&key).payload(&payload).headers(headers);
         let ack = match self.producer.enqueue(record, self.timeout) {

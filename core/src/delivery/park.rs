@@ -11,6 +11,13 @@
 //! the next tasks stay in memory, held until the cooldown (`park_after`) has passed so that
 //! none overtakes a parked task still on its way back. Without that end, an endpoint with a
 //! steady stream of events would park each one "due now", for ever, after one short stall.
+//!
+//! A slot is the latest a parked task waits, not the earliest: the slots are spaced at the
+//! pace the endpoint had when its work was parked, and a receiver that was slow for a minute
+//! may be fast again long before its last slot. Each parked task also carries the slot of the
+//! first task of its run ([`Slot::ready`]); from then on the queue in memory has drained and the
+//! dispatcher sends nothing of that endpoint's, so the retrier may pass the task as soon as
+//! the endpoint has room, in order, at the pace it has now.
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -35,8 +42,18 @@ pub enum Place {
     /// The queue in memory, sent no earlier than this: the endpoint has just caught up with
     /// its parked work, and the tasks parked last may still be on their way back.
     MemoryAfter(DateTime<Utc>),
-    /// The park topic, due then.
-    Park(DateTime<Utc>),
+    /// The park topic, at this slot.
+    Park(Slot),
+}
+
+/// When a parked task may be sent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Slot {
+    /// Sent then at the latest: the endpoint's next free slot at its pace when parked.
+    pub due: DateTime<Utc>,
+    /// Sent from then on once its endpoint has room: the slot of the first task of its run,
+    /// when the endpoint's queue in memory has drained (at most `due`).
+    pub ready: DateTime<Utc>,
 }
 
 /// The parking state of every endpoint that parked recently.
@@ -49,8 +66,8 @@ pub struct Parking {
     /// The furthest ahead a task is parked: well within the park topic's retention, so no
     /// parked task is deleted before it is due. One due later waits in the retrier instead.
     horizon: chrono::Duration,
-    /// Each parked endpoint's account and next free slot.
-    next: HashMap<EndpointId, (AccountId, DateTime<Utc>)>,
+    /// Each parked endpoint's account, next free slot and the first slot of its run.
+    next: HashMap<EndpointId, Run>,
 }
 
 impl Parking {
@@ -84,14 +101,14 @@ impl Parking {
         let drain = drain.max(1e-3);
         let cooldown = self.cooldown;
         let bound = self.bound(drain);
-        let sticky = self.next.get(&id).map(|(_, next)| *next).filter(|n| live(*n, cooldown, now));
+        let sticky = self.next.get(&id).copied().filter(|r| live(r.next, cooldown, now));
         let due = match sticky {
             // Caught up: parking ends.
-            Some(next) if next <= now && queued < bound => {
+            Some(run) if run.next <= now && queued < bound => {
                 self.next.remove(&id);
-                return Place::MemoryAfter(next + cooldown);
+                return Place::MemoryAfter(run.next + cooldown);
             }
-            Some(next) => next.max(now),
+            Some(run) => run.next.max(now),
             None if queued < bound => return Place::Memory,
             // The first parked task is due once the queue in memory has drained, with a margin
             // for a drain slower than estimated: the parked task must not overtake the queue.
@@ -100,25 +117,36 @@ impl Parking {
         if self.next.len() >= 1024 && sticky.is_none() {
             // Endpoints whose parking ended go as new ones park, so the map follows the
             // endpoints parked now.
-            self.next.retain(|_, (_, next)| live(*next, cooldown, now));
+            self.next.retain(|_, run| live(run.next, cooldown, now));
         }
         // Past the horizon every task is due at it, in the order parked: it waits in the
         // retrier's memory, where the park partition's buffer bound holds the rest back.
         let due = due.min(now.checked_add_signed(self.horizon).unwrap_or(due));
-        self.next.insert(id, (account, due + seconds(1.0 / drain)));
-        Place::Park(due)
+        let ready = sticky.map_or(due, |run| run.ready.min(due));
+        self.next.insert(id, Run { account, next: due + seconds(1.0 / drain), ready });
+        Place::Park(Slot { due, ready })
     }
 
     /// For each account with parked endpoints, how far ahead its last parked slot is.
     pub fn backlog(&self, now: DateTime<Utc>) -> HashMap<AccountId, Duration> {
         let mut backlog: HashMap<AccountId, Duration> = HashMap::new();
-        for (account, next) in self.next.values().filter(|(_, n)| live(*n, self.cooldown, now)) {
-            let ahead = (*next - now).to_std().unwrap_or_default();
-            let entry = backlog.entry(*account).or_default();
+        for run in self.next.values().filter(|r| live(r.next, self.cooldown, now)) {
+            let ahead = (run.next - now).to_std().unwrap_or_default();
+            let entry = backlog.entry(run.account).or_default();
             *entry = (*entry).max(ahead);
         }
         backlog
     }
+}
+
+/// An endpoint's parked run.
+#[derive(Debug, Clone, Copy)]
+struct Run {
+    account: AccountId,
+    /// The next free slot.
+    next: DateTime<Utc>,
+    /// The slot of the run's first task.
+    ready: DateTime<Utc>,
 }
 
 /// Whether an endpoint whose next slot is `next` is still parked at `now`: until that slot
@@ -143,8 +171,12 @@ mod tests {
 
     impl Place {
         fn parked(self) -> Option<DateTime<Utc>> {
+            self.slot().map(|s| s.due)
+        }
+
+        fn slot(self) -> Option<Slot> {
             match self {
-                Place::Park(due) => Some(due),
+                Place::Park(slot) => Some(slot),
                 _ => None,
             }
         }
@@ -195,6 +227,24 @@ mod tests {
         let after = later + chrono::Duration::seconds(3);
         assert_eq!(p.decide(e, 0, 50.0, after), Place::Memory, "back in memory once it all passed");
         assert_eq!(p.backlog(after).len(), 0);
+    }
+
+    #[test]
+    fn every_task_of_a_run_may_pass_from_the_first_ones_slot() {
+        let mut p = Parking::new(Duration::from_secs(2), 1000, DAY);
+        let (e, now) = (id(), Utc::now());
+        let ms = chrono::Duration::milliseconds;
+        let first = p.decide(e, 100, 50.0, now).slot().expect("parked");
+        assert_eq!(first.ready, first.due, "the first task of a run waits for the queue to drain");
+        let later: Vec<Slot> =
+            (1..50).filter_map(|i| p.decide(e, 0, 50.0, now + ms(10 * i)).slot()).collect();
+        assert_eq!(later.len(), 49, "sticky");
+        assert!(later.iter().all(|s| s.ready == first.due && s.due > first.due), "{later:?}");
+        // Once caught up and past the cooldown, a new run starts from its own first slot.
+        let after = later[48].due + ms(3000);
+        assert_eq!(p.decide(e, 0, 50.0, after), Place::Memory);
+        let again = p.decide(e, 100, 50.0, after).slot().expect("a new run");
+        assert_eq!(again.ready, again.due);
     }
 
     #[test]

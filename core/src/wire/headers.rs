@@ -13,6 +13,9 @@ use crate::trace::{self, Context};
 pub const ATTEMPT: &str = "hs-attempt";
 /// Unix milliseconds at which the task is due.
 pub const DUE_AT: &str = "hs-due-at";
+/// Unix milliseconds from which a parked task may be sent before it is due, once its endpoint
+/// has room (only on the park topic).
+pub const READY_AT: &str = "hs-ready-at";
 /// `topic/partition/offset` of the source event.
 pub const ORIGIN: &str = "hs-origin";
 /// W3C trace context.
@@ -60,14 +63,23 @@ fn with_trace(mut headers: OwnedHeaders, cx: &Context) -> OwnedHeaders {
     headers
 }
 
-/// The headers of a delivery task: attempt, due time, origin and the trace context of `cx`
-/// (the hand-off's `send` span).
-pub fn task(attempt: u32, due_ms: i64, origin: &str, cx: &Context) -> OwnedHeaders {
+/// The headers of a delivery task: attempt, due time, the time it may be sent early from (a
+/// parked task), origin and the trace context of `cx` (the hand-off's `send` span).
+pub fn task(
+    attempt: u32,
+    due_ms: i64,
+    ready_ms: Option<i64>,
+    origin: &str,
+    cx: &Context,
+) -> OwnedHeaders {
     let (attempt, due) = (attempt.to_string(), due_ms.to_string());
-    let headers = OwnedHeaders::new()
+    let mut headers = OwnedHeaders::new()
         .insert(Header { key: ATTEMPT, value: Some(attempt.as_str()) })
-        .insert(Header { key: DUE_AT, value: Some(due.as_str()) })
-        .insert(Header { key: ORIGIN, value: Some(origin) });
+        .insert(Header { key: DUE_AT, value: Some(due.as_str()) });
+    if let Some(ready) = ready_ms.map(|ms| ms.to_string()) {
+        headers = headers.insert(Header { key: READY_AT, value: Some(ready.as_str()) });
+    }
+    headers = headers.insert(Header { key: ORIGIN, value: Some(origin) });
     with_trace(headers, cx)
 }
 
@@ -95,10 +107,11 @@ mod tests {
             Timestamp::NotAvailable,
             0,
             0,
-            Some(task(3, 1_700_000_000_000, "e/1/2", &cx)),
+            Some(task(3, 1_700_000_000_000, Some(1_699_999_999_000), "e/1/2", &cx)),
         );
         assert_eq!(text(&m, ATTEMPT), Some("3"));
         assert_eq!(text(&m, DUE_AT), Some("1700000000000"));
+        assert_eq!(text(&m, READY_AT), Some("1699999999000"));
         assert_eq!(text(&m, ORIGIN), Some("e/1/2"));
         assert_eq!(text(&m, TRACEPARENT), Some(tp.as_str()));
         assert_eq!(trace::traceparent(&context(&m)), Some(tp));

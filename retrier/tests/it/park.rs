@@ -295,6 +295,56 @@ async fn a_receiver_that_stalls_once_is_not_parked_and_its_stream_keeps_its_late
     retrier.stop().await;
 }
 
+#[tokio::test]
+async fn a_receiver_that_was_slow_when_its_work_was_parked_gets_it_at_its_pace_once_fast_again() {
+    let (world, receiver, hot, _) = flood_world().await;
+    let config = world.dispatcher();
+    let metrics = format!("http://{}/metrics", config.admin.listen);
+    let retrier = start_retrier_assigned(world.retrier()).await;
+    let dispatcher = start_dispatcher(config);
+    // The receiver answers after 1 s: the endpoint drains 1 a second and keeps 4 in memory.
+    let slow = Duration::from_secs(1);
+    receiver.delay("/hot", slow);
+    let mut sent = Vec::new();
+    for _ in 0..2 {
+        sent.push(world.produce_event(hot, "subscriber.created").await.as_str().to_owned());
+    }
+    eventually(Duration::from_secs(10), "the first two at the slow pace", || async {
+        (receiver.hits_on("/hot").len() >= 2).then_some(())
+    })
+    .await;
+    // A burst of 40: 4 in memory, 36 parked 1 s apart, the last due about 40 s on.
+    let burst = Instant::now();
+    for e in
+        futures::future::join_all((0..40).map(|_| world.produce_event(hot, "subscriber.created")))
+            .await
+    {
+        sent.push(e.as_str().to_owned());
+    }
+    eventually(Duration::from_secs(10), "the burst parked", || async {
+        (parked_total(&metrics, hot).await >= 36).then_some(())
+    })
+    .await;
+    // Fast again. Before, the parked tasks still went at their slots, a second apart, and
+    // the last arrived some 40 s after the burst.
+    receiver.delay("/hot", Duration::ZERO);
+    eventually(Duration::from_secs(60), "every event delivered", || async {
+        (receiver.hits_on("/hot").len() >= sent.len()).then_some(())
+    })
+    .await;
+    let took = burst.elapsed();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let delivered: Vec<String> =
+        receiver.hits_on("/hot").into_iter().map(|h| h.webhook_id).collect();
+    println!("the burst of 40 delivered {took:?} after it was sent");
+    assert_eq!(delivered, sent, "each once, in the order produced");
+    // The first parked task waits for the 4 in memory (5.1 s, a margin included); then the
+    // 36 go at the endpoint's limit (20 a second).
+    assert!(took < Duration::from_secs(12), "the parked burst took {took:?}");
+    dispatcher.stop().await;
+    retrier.stop().await;
+}
+
 /// The dispatcher's `webhook_parked_total` for `account` (0 before the first park).
 async fn parked_total(metrics: &str, account: AccountId) -> u64 {
     let text = reqwest::get(metrics).await.expect("metrics").text().await.expect("text");

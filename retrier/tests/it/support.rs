@@ -111,7 +111,8 @@ impl World {
         let key = task.envelope.key();
         let origin = Origin { topic: topics.events(Priority::Normal), partition: 0, offset: 0 };
         let trace = testkit::new_trace();
-        let (payload, headers) = wire::task::encode(task, due_ms, &origin, &trace).expect("task");
+        let (payload, headers) =
+            wire::task::encode(task, due_ms, None, &origin, &trace).expect("task");
         let record = FutureRecord::to(&topic)
             .key(&key)
             .partition(partition)
