@@ -1,7 +1,8 @@
 //! Due gates: one per assigned partition of a retry tier. A tier has one fixed delay, so a
 //! partition's head is always its next task due. While the head is not due the consumer pauses
 //! that partition (never the whole consumer); the gate waits for the head's due time, hands it
-//! to the delivery engine, and the partition resumes.
+//! to the delivery engine, and the partition resumes. A parked task may go from its ready time
+//! on, as soon as its endpoint has room ([`hookstream_core::delivery::park`]).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -24,7 +25,8 @@ pub struct Waiting {
     pub source: Source,
     /// The tier it was read from.
     pub tier: usize,
-    /// Whether it was due only after the lookahead when read (the partition was paused for it).
+    /// Whether it could go only after the lookahead when read (at its due time, or a parked
+    /// task at its ready time): the partition was paused for it.
     pub held: bool,
 }
 
@@ -103,6 +105,7 @@ impl Gates {
     async fn pass(&self, w: Waiting) {
         let source = w.source;
         let (due, ready) = (w.record.due, w.record.ready);
+        let earliest = ready.unwrap_or(due);
         let endpoint = self.cache.get(w.record.task.envelope.account_id, w.record.task.endpoint_id);
         let released = self.released(due, ready, endpoint);
         tokio::pin!(released);
@@ -110,7 +113,7 @@ impl Gates {
             // Resume a little early: the tasks behind the head are fetched by their due time.
             let early = tokio::select! {
                 _ = &mut released => true,
-                _ = sleep_until(due - self.lookahead) => false,
+                _ = sleep_until(earliest - self.lookahead) => false,
             };
             let flow = self.partitions.due(&source.tp, source.generation);
             partitions::apply(&self.consumer, &source.tp, flow);

@@ -151,7 +151,9 @@ fn receive(
     let tier_label = m.topic().rsplit('.').next().unwrap_or_default().to_owned();
     metrics::gauge!("webhook_processing_lag_seconds", "tier" => tier_label).set(behind);
     let lookahead = chrono::Duration::from_std(settings.lookahead).unwrap_or_default();
-    let held = record.due > Utc::now() + lookahead;
+    // A parked task may go from its `ready` time on, its endpoint permitting: the partition is
+    // held only until then. Read on meanwhile, tasks wait at the gate, up to the buffer bound.
+    let held = record.ready.unwrap_or(record.due) > Utc::now() + lookahead;
     if held {
         partitions::apply(consumer, &tp, partitions.hold(&tp, generation));
     }
