@@ -13,7 +13,9 @@
 #
 # Options (or their variables): --rate (SOAK_RATE, 2000), --minutes (SOAK_SECONDS / 60, 10),
 # --out (SOAK_OUT, bench/soak.md), --fail-rate (SOAK_FAIL_RATE, 0.05: the sink's share of 500s),
-# --endpoints (SOAK_ENDPOINTS, 2 per account); SOAK_RETENTION (3m: the topics' retention.ms,
+# --endpoints (SOAK_ENDPOINTS, 2 per account), --stall AT:FOR:MS (SOAK_STALL, none: AT seconds into
+# sending, the sink answers every request MS ms late for FOR seconds, a receiver that slows down
+# and recovers; bench/soak-stall.md); SOAK_RETENTION (3m: the topics' retention.ms,
 # short so that the run reaches the state where the broker deletes as much as it takes in; its
 # segments roll every minute so that it can).
 set -euo pipefail
@@ -24,6 +26,7 @@ retention=${SOAK_RETENTION:-3m}
 out=${SOAK_OUT:-bench/soak.md}
 fail_rate=${SOAK_FAIL_RATE:-0.05}
 endpoints=${SOAK_ENDPOINTS:-2}
+stall=${SOAK_STALL:-}
 while [ $# -gt 0 ]; do
   case "$1" in
     --rate) rate=$2; shift 2 ;;
@@ -31,9 +34,14 @@ while [ $# -gt 0 ]; do
     --out) out=$2; shift 2 ;;
     --fail-rate) fail_rate=$2; shift 2 ;;
     --endpoints) endpoints=$2; shift 2 ;;
+    --stall) stall=$2; shift 2 ;;
     *) echo "soak.sh: unknown option $1 (see the head of the script)" >&2; exit 2 ;;
   esac
 done
+if [ -n "$stall" ] && ! [[ $stall =~ ^[0-9]+:[0-9]+:[0-9]+$ ]]; then
+  echo "soak.sh: --stall wants AT:FOR:MS (seconds, seconds, milliseconds), got '$stall'" >&2
+  exit 2
+fi
 export HOOKSTREAM_KAFKA_PORT=${SOAK_KAFKA_PORT:-19392}
 export HOOKSTREAM_KAFKA_CONTROLLER_PORT=${SOAK_KAFKA_CONTROLLER_PORT:-19393}
 export HOOKSTREAM_PG_PORT=${SOAK_PG_PORT:-15732}
@@ -122,6 +130,17 @@ start_ms=$(date +%s%3N)
   done
 ) >"$run/samples.tsv" &
 sampler=$!
+if [ -n "$stall" ]; then
+  IFS=: read -r stall_at stall_for stall_ms <<<"$stall"
+  (
+    faults() { curl -sf -X POST -H 'content-type: application/json' -d "$1" "http://127.0.0.1:$sink_port/_sink/faults" >/dev/null; }
+    sleep "$stall_at"
+    faults "{\"latency_ms\":$stall_ms}"
+    sleep "$stall_for"
+    faults '{"latency_ms":0}'
+  ) &
+  pids+=($!)
+fi
 "$bin/hookstream-testbed" loadgen --url "http://127.0.0.1:$ingest_port" --keys-file "$run/keys" \
   --rate "$rate" --duration "${seconds}s" --connections 64 --payload-bytes 1024 \
   --ids-out "$run/ids" --json >"$run/load.json"
@@ -143,7 +162,7 @@ echo "$start_ms" >"$run/start_ms"
 {
   echo "# Steady-state benchmark: $rate events/s for $((seconds / 60)) minutes"
   echo
-  echo "$(date -u +%Y-%m-%dT%H:%MZ); $(nproc) cores ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)), $(free -g | awk '/Mem:/ {print $2}') GiB; broker: Apache Kafka $HOOKSTREAM_KAFKA_VERSION (one node, heap $HOOKSTREAM_BROKER_HEAP, log on disk); $rate events/s of 1 KiB over 20 accounts, $endpoints endpoints each (every event goes to each), the sink failing a share of $fail_rate of requests with a 500 (retried on the 1 s, 5 s, 25 s, 125 s tiers), for $seconds s, on a broker and Postgres started empty; topics' retention $retention; loadgen, ingest, broker, dispatcher, retrier, sink and Postgres on this one machine, loopback. Release builds. Latency: the event's timestamp to its arrival at the sink, by the minute it was sent in (with the sink failing a share f of requests, about f of the deliveries wait for a retry tier: p90 shows first attempts, p99 the 1 s tier); the other columns are the minute's last sample (samples every 10 s in \`$(basename "$tsv")\`). The curves: \`$(basename "${out%.md}.png")\`. Written by scripts/soak.sh."
+  echo "$(date -u +%Y-%m-%dT%H:%MZ); $(nproc) cores ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)), $(free -g | awk '/Mem:/ {print $2}') GiB; broker: Apache Kafka $HOOKSTREAM_KAFKA_VERSION (one node, heap $HOOKSTREAM_BROKER_HEAP, log on disk); $rate events/s of 1 KiB over 20 accounts, $endpoints endpoints each (every event goes to each), the sink failing a share of $fail_rate of requests with a 500 (retried on the 1 s, 5 s, 25 s, 125 s tiers), for $seconds s, on a broker and Postgres started empty; topics' retention $retention;${stall:+ the sink answering ${stall##*:} ms late from second ${stall%%:*} of sending for $(cut -d: -f2 <<<"$stall") s;} loadgen, ingest, broker, dispatcher, retrier, sink and Postgres on this one machine, loopback. Release builds. Latency: the event's timestamp to its arrival at the sink, by the minute it was sent in (with the sink failing a share f of requests, about f of the deliveries wait for a retry tier: p90 shows first attempts, p99 the 1 s tier); the other columns are the minute's last sample (samples every 10 s in \`$(basename "$tsv")\`). The curves: \`$(basename "${out%.md}.png")\`. Written by scripts/soak.sh."
   python3 - "$run" <<'PY'
 import json, sys
 run = sys.argv[1]
@@ -197,7 +216,7 @@ if [ ! -f "$font" ]; then
   exit 0
 fi
 "$bin/hookstream-testbed" plot --tsv "$run/minutes.tsv" --out "${out%.md}.png" --x minute --font "$font" \
-  --title "hookstream soak: $rate events/s, $endpoints endpoints per account, sink failing $fail_rate" \
+  --title "hookstream soak: $rate events/s, $endpoints endpoints per account, sink failing $fail_rate${stall:+, stalled $stall}" \
   --panel "end-to-end latency p50 and p90 (first attempts), ms, by minute sent:p50_ms,p90_ms" \
   --panel "end-to-end latency p99, ms (with the sink failing, a retry's 1 s delay):p99_ms" \
   --panel "deliveries/s:deliveries_per_s" \
