@@ -10,7 +10,7 @@ use hookstream_core::envelope::{EventEnvelope, Priority};
 use hookstream_core::kafka;
 use hookstream_core::tier::RateLimit;
 use hookstream_core::{AccountId, EndpointId};
-use hookstream_testkit::{self as testkit, eventually, Receiver};
+use hookstream_testkit::{self as testkit, eventually, Receiver, Running};
 use rdkafka::consumer::{Consumer, DefaultConsumerContext};
 use rdkafka::{Message, Offset, TopicPartitionList};
 
@@ -32,6 +32,28 @@ async fn flood_world() -> (World, Receiver, AccountId, EndpointId) {
         testkit::create_endpoint(&world.db.pool, hot, receiver.url("/hot"), &["*"], Some(limit))
             .await;
     (world, receiver, hot, hot_ep)
+}
+
+/// [`flood_world`] with a retrier (assigned every partition) and a dispatcher running.
+struct Flood {
+    world: World,
+    receiver: Receiver,
+    hot: AccountId,
+    /// The dispatcher's `/metrics`.
+    metrics: String,
+    retrier: Running,
+    dispatcher: Running,
+}
+
+impl Flood {
+    async fn start() -> Self {
+        let (world, receiver, hot, _) = flood_world().await;
+        let config = world.dispatcher();
+        let metrics = format!("http://{}/metrics", config.admin.listen);
+        let retrier = start_retrier_assigned(world.retrier()).await;
+        let dispatcher = start_dispatcher(config);
+        Flood { world, receiver, hot, metrics, retrier, dispatcher }
+    }
 }
 
 /// The offset `group` committed on partition 0 of `topic` (-1 before any commit).
@@ -194,11 +216,7 @@ async fn a_flooded_retry_tier_parks_the_endpoints_excess_and_passes_other_accoun
 
 #[tokio::test]
 async fn once_its_parked_work_is_behind_it_a_steady_stream_is_not_parked_any_more() {
-    let (world, receiver, hot, _) = flood_world().await;
-    let config = world.dispatcher();
-    let metrics = format!("http://{}/metrics", config.admin.listen);
-    let retrier = start_retrier_assigned(world.retrier()).await;
-    let dispatcher = start_dispatcher(config);
+    let Flood { world, receiver, hot, metrics, retrier, dispatcher } = Flood::start().await;
     // A burst of 100 (the endpoint keeps 40 in memory: 60 parked, the last due about 5.6 s
     // on), then a steady stream at half the endpoint's limit: each streamed event parked
     // behind the backlog moves it 50 ms further, so the backlog is behind it by about 11 s.
@@ -246,11 +264,7 @@ async fn once_its_parked_work_is_behind_it_a_steady_stream_is_not_parked_any_mor
 
 #[tokio::test]
 async fn a_receiver_that_stalls_once_is_not_parked_and_its_stream_keeps_its_latency() {
-    let (world, receiver, hot, _) = flood_world().await;
-    let config = world.dispatcher();
-    let metrics = format!("http://{}/metrics", config.admin.listen);
-    let retrier = start_retrier_assigned(world.retrier()).await;
-    let dispatcher = start_dispatcher(config);
+    let Flood { world, receiver, hot, metrics, retrier, dispatcher } = Flood::start().await;
     // A steady stream at half the endpoint's limit; one request, the 11th, takes 3 s. The ~30
     // events that arrive meanwhile fit in what the endpoint keeps in memory (40). Before the
     // fix that one answer made the endpoint look 600 times slower: the events behind it were
@@ -297,11 +311,7 @@ async fn a_receiver_that_stalls_once_is_not_parked_and_its_stream_keeps_its_late
 
 #[tokio::test]
 async fn a_receiver_that_was_slow_when_its_work_was_parked_gets_it_at_its_pace_once_fast_again() {
-    let (world, receiver, hot, _) = flood_world().await;
-    let config = world.dispatcher();
-    let metrics = format!("http://{}/metrics", config.admin.listen);
-    let retrier = start_retrier_assigned(world.retrier()).await;
-    let dispatcher = start_dispatcher(config);
+    let Flood { world, receiver, hot, metrics, retrier, dispatcher } = Flood::start().await;
     // The receiver answers after 1 s: the endpoint drains 1 a second and keeps 4 in memory.
     let slow = Duration::from_secs(1);
     receiver.delay("/hot", slow);
