@@ -374,10 +374,7 @@ impl Engine {
             let account = job.envelope.account_id.to_string();
             metrics::counter!("webhook_unparked_total", "account" => account).increment(1);
         } else {
-            let limit = rate(&job.endpoint);
-            let load = workers.get(&id).map(|w| Arc::clone(&w.load));
-            let queued = load.as_ref().map_or(0, |l| l.queued.load(Ordering::Relaxed));
-            let drain = load.as_ref().map_or(limit, |l| l.drain(limit));
+            let (queued, drain) = load_of(&workers, &job.endpoint);
             let mut parking = self.parking.lock().unwrap_or_else(|p| p.into_inner());
             let key = (job.envelope.account_id, id);
             match parking.decide(key, queued, drain, Utc::now()) {
@@ -458,17 +455,9 @@ impl Engine {
     }
 
     fn has_room(&self, endpoint: &CachedEndpoint) -> bool {
-        let workers = self.workers.lock().unwrap_or_else(|p| p.into_inner());
-        let Some(load) = workers.get(&endpoint.target.id).map(|w| Arc::clone(&w.load)) else {
-            return true;
-        };
-        drop(workers);
-        let bound = self
-            .parking
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .bound(load.drain(rate(endpoint)));
-        load.queued.load(Ordering::Relaxed) < bound
+        let (queued, drain) =
+            load_of(&self.workers.lock().unwrap_or_else(|p| p.into_inner()), endpoint);
+        queued < self.parking.lock().unwrap_or_else(|p| p.into_inner()).bound(drain)
     }
 
     /// Whether `job` was read from the park topic.
@@ -961,6 +950,15 @@ impl Engine {
         let (tp, generation, offset) = (&source.tp, source.generation, source.offset);
         self.partitions.finish_deferred(tp, generation, offset, self.buffer_bound);
     }
+}
+
+/// `endpoint`'s queued tasks here and how many a second it drains (its rate limit before its
+/// worker has started).
+fn load_of(workers: &HashMap<EndpointId, Worker>, endpoint: &CachedEndpoint) -> (usize, f64) {
+    let limit = rate(endpoint);
+    workers
+        .get(&endpoint.target.id)
+        .map_or((0, limit), |w| (w.load.queued.load(Ordering::Relaxed), w.load.drain(limit)))
 }
 
 /// The rate an endpoint is limited to, per second: its own limit or its account's, whichever
